@@ -1,0 +1,60 @@
+"""JAX environments behind the gymnax contract, with switch variants (DESIGN §3).
+
+Every environment here is a stateless ``gymnax`` ``Environment``: ``reset(key, params)`` and
+``step(key, state, action, params)`` (gymnax 1.0's six return values), with everything that
+varies, including whether the controls are inverted, held in an ``EnvParams`` pytree.
+
+``make(env_id, **kwargs) -> (env, env_params)`` is the single entry point. Environments are
+imported lazily, so ``import selfref_ghn.envs`` stays cheap and pulls in brax only when an
+Ant variant is asked for.
+
+Example:
+    >>> from selfref_ghn import envs
+    >>> env, params = envs.make("CartPole-Switch")
+    >>> params.inverted
+    False
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+# env_id -> "module:factory"; the factory takes keyword arguments and returns (env, params).
+_REGISTRY: dict[str, str] = {
+    "CartPole-Switch": "selfref_ghn.envs.cartpole:make_cartpole_switch",
+    "CartPole-v1": "selfref_ghn.envs.cartpole:make_cartpole",
+    "LunarLander-v3": "selfref_ghn.envs.lunar_lander:make_lunar_lander",
+    "LunarLander-Switch": "selfref_ghn.envs.lunar_lander:make_lunar_lander_switch",
+    "Ant": "selfref_ghn.envs.ant:make_brax_ant",
+    "Ant-v5": "selfref_ghn.envs.ant:make_ant_v5",
+    "Ant-Switch": "selfref_ghn.envs.ant:make_ant_switch",
+}
+
+
+def registered() -> list[str]:
+    """Names accepted by :func:`make`."""
+    return sorted(_REGISTRY)
+
+
+def make(env_id: str, **kwargs: Any) -> tuple[Any, Any]:
+    """Create an environment and its default parameters.
+
+    Args:
+        env_id: a registered name (see :func:`registered`).
+        **kwargs: environment options, e.g. ``continuous=True`` for LunarLander.
+
+    Returns:
+        ``(env, env_params)``: the stateless environment and its ``EnvParams`` pytree.
+
+    Raises:
+        ValueError: for an unknown ``env_id``.
+    """
+    if env_id not in _REGISTRY:
+        raise ValueError(f"unknown environment {env_id!r}; registered: {', '.join(registered())}")
+    module_name, factory = _REGISTRY[env_id].split(":")
+    module = importlib.import_module(module_name)
+    return getattr(module, factory)(**kwargs)
+
+
+__all__ = ["make", "registered"]
