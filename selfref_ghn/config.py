@@ -1,0 +1,259 @@
+"""Run configuration and its validation (DESIGN §2, STYLE rule 2).
+
+Three tiers, never mixed:
+
+* :class:`Config` is the flat, frozen, hashable description of a run. Its keys are the names
+  used everywhere: in presets, in ``--set key=value`` and in ``config.json``.
+* :class:`Hyperparams` is the pytree of *traced* hyperparameters (clips, noise, mixing), carried
+  in the evolution state so that a sweep can ``vmap`` over them in one compiled program.
+* The run state itself lives in :mod:`selfref_ghn.evolution`.
+
+``Config.validate()`` checks every field before anything compiles and raises
+:class:`ConfigError` naming the field, the bad value and what is allowed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import typing
+from collections.abc import Mapping
+from typing import Any
+
+import jax.numpy as jnp
+from flax import struct
+
+MUTATION_MODES = ("self", "fixed_rate", "frozen_head", "external")
+
+
+class ConfigError(ValueError):
+    """A user error in a run configuration: one field, its value, and what is allowed."""
+
+    def __init__(self, field: str, value: Any, allowed: str):
+        self.field, self.value, self.allowed = field, value, allowed
+        super().__init__(f"invalid config field '{field}' = {value!r}: {allowed}")
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """Everything that defines a run. Defaults are the paper's constants (DESIGN §2).
+
+    Example:
+        >>> cfg = Config(population_size=8, generations=20)
+        >>> cfg.validate().population_size
+        8
+    """
+
+    # task
+    env_id: str = "CartPole-Switch"
+    env_kwargs: tuple[tuple[str, Any], ...] = ()
+    horizon: int = 500
+    episodes: int = 1
+    switch_intervals: tuple[tuple[int, int], ...] = ()
+    obs_norm: bool = False
+    # policy
+    policy_hidden: tuple[int, ...] = (32,)
+    # evolution
+    population_size: int = 30
+    num_children: int = 2
+    child_factor: float = 0.0
+    generations: int = 250
+    seed: int = 0
+    # SR-GHN architecture
+    embed_dim: int = 32
+    gnn_rounds: int = 10
+    trunk_dim: int = 32
+    coeff_dim: int = 32
+    num_rates: int = 5
+    basis_seed: int = 0
+    # self-mutation
+    std_max: float = 2.0
+    square_std: bool = False
+    update_clip: float = 1.0
+    noise_std: float = 0.001
+    param_clip: float = 20.0
+    mutation_mode: str = "self"
+    fixed_rate: float = 0.5
+    external_sigma: float = 0.05
+    # host side
+    log_every: int = 10
+
+    # ----------------------------------------------------------------------------------------
+    @property
+    def num_members(self) -> int:
+        """Members evaluated per generation: parents and their children."""
+        return self.population_size * (1 + self.num_children)
+
+    def replace(self, **changes: Any) -> Config:
+        """A copy with some fields changed (unknown keys raise :class:`ConfigError`)."""
+        names = {f.name for f in dataclasses.fields(self)}
+        for k in changes:
+            if k not in names:
+                raise ConfigError(
+                    k, changes[k], f"unknown key; known keys: {', '.join(sorted(names))}"
+                )
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["env_kwargs"] = dict(self.env_kwargs)
+        d["switch_intervals"] = [list(iv) for iv in self.switch_intervals]
+        d["policy_hidden"] = list(self.policy_hidden)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Config:
+        """Build from a mapping such as a loaded ``config.json``; coerces and validates types."""
+        names = {f.name: f for f in dataclasses.fields(cls)}
+        kwargs: dict[str, Any] = {}
+        for k, v in d.items():
+            if k not in names:
+                raise ConfigError(k, v, f"unknown key; known keys: {', '.join(sorted(names))}")
+            kwargs[k] = _coerce(k, v, _field_types()[k])
+        return cls(**kwargs).validate()
+
+    def with_overrides(self, pairs: Mapping[str, str]) -> Config:
+        """Apply ``--set key=value`` strings (values parsed as JSON, else as plain strings)."""
+        d = self.to_dict()
+        for k, raw in pairs.items():
+            if k not in d:
+                raise ConfigError(k, raw, f"unknown key; known keys: {', '.join(sorted(d))}")
+            d[k] = _parse_value(raw)
+        return Config.from_dict(d)
+
+    def validate(self) -> Config:
+        """Check every field; return ``self`` or raise :class:`ConfigError`."""
+        types = _field_types()
+        for f in dataclasses.fields(self):
+            _check_type(f.name, getattr(self, f.name), types[f.name])
+        positive = (
+            "horizon", "episodes", "population_size", "generations", "embed_dim",
+            "trunk_dim", "coeff_dim", "num_rates", "log_every",
+        )  # fmt: skip
+        for name in positive:
+            if getattr(self, name) <= 0:
+                raise ConfigError(name, getattr(self, name), "must be a positive integer")
+        if self.num_children < 1:
+            raise ConfigError("num_children", self.num_children, "must be at least 1")
+        if self.gnn_rounds < 0:
+            raise ConfigError("gnn_rounds", self.gnn_rounds, "must be >= 0")
+        if any(h <= 0 for h in self.policy_hidden):
+            raise ConfigError("policy_hidden", self.policy_hidden, "hidden sizes must be positive")
+        if not 0.0 <= self.child_factor <= 1.0:
+            raise ConfigError("child_factor", self.child_factor, "must lie in [0, 1]")
+        for name in ("std_max", "update_clip", "param_clip", "external_sigma"):
+            if not getattr(self, name) > 0:
+                raise ConfigError(name, getattr(self, name), "must be > 0")
+        if self.noise_std < 0:
+            raise ConfigError("noise_std", self.noise_std, "must be >= 0")
+        if not 0.0 <= self.fixed_rate <= 1.0:
+            raise ConfigError("fixed_rate", self.fixed_rate, "must lie in [0, 1]")
+        if self.mutation_mode not in MUTATION_MODES:
+            raise ConfigError("mutation_mode", self.mutation_mode, f"one of {MUTATION_MODES}")
+        prev_end = 0
+        for iv in self.switch_intervals:
+            if len(iv) != 2:
+                raise ConfigError("switch_intervals", iv, "each interval is [start, end)")
+            start, end = iv
+            if not 0 <= start < end <= self.generations:
+                raise ConfigError(
+                    "switch_intervals",
+                    list(iv),
+                    f"need 0 <= start < end <= generations ({self.generations})",
+                )
+            if start < prev_end:
+                raise ConfigError(
+                    "switch_intervals", list(iv), "intervals must be sorted and not overlap"
+                )
+            prev_end = end
+        from selfref_ghn.envs import registered  # local: keeps config import-light
+
+        if self.env_id not in registered():
+            raise ConfigError("env_id", self.env_id, f"one of {registered()}")
+        return self
+
+
+@struct.dataclass
+class Hyperparams:
+    """Traced hyperparameters, carried in the state (a sweep can vmap over them)."""
+
+    child_factor: jnp.ndarray
+    std_max: jnp.ndarray
+    update_clip: jnp.ndarray
+    noise_std: jnp.ndarray
+    param_clip: jnp.ndarray
+    fixed_rate: jnp.ndarray
+    external_sigma: jnp.ndarray
+
+    @classmethod
+    def from_config(cls, cfg: Config) -> Hyperparams:
+        return cls(**{f.name: jnp.float32(getattr(cfg, f.name)) for f in dataclasses.fields(cls)})
+
+
+# ---------------------------------------------------------------------------------------------
+def _field_types() -> dict[str, Any]:
+    return typing.get_type_hints(Config)
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _check_type(name: str, value: Any, tp: Any) -> None:
+    origin = typing.get_origin(tp)
+    if tp is bool:
+        ok = isinstance(value, bool)
+    elif tp is int:
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif tp is float:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    elif tp is str:
+        ok = isinstance(value, str)
+    elif origin is tuple:
+        ok = isinstance(value, tuple)
+        args = typing.get_args(tp)
+        if ok and args and args[-1] is Ellipsis and args[0] is int:
+            ok = all(isinstance(v, int) and not isinstance(v, bool) for v in value)
+        elif ok and args and args[-1] is Ellipsis and typing.get_origin(args[0]) is tuple:
+            inner = typing.get_args(args[0])
+            if inner and inner[0] is int:
+                ok = all(
+                    isinstance(v, tuple)
+                    and all(isinstance(x, int) and not isinstance(x, bool) for x in v)
+                    for v in value
+                )
+    else:
+        ok = True
+    if not ok:
+        raise ConfigError(name, value, f"expected {_type_name(tp)}")
+
+
+def _coerce(name: str, value: Any, tp: Any) -> Any:
+    """JSON values -> the field's Python type (lists to tuples, ints to floats)."""
+    origin = typing.get_origin(tp)
+    if tp is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if origin is tuple:
+        if name == "env_kwargs":
+            if isinstance(value, Mapping):
+                return tuple(sorted(value.items()))
+            if isinstance(value, (list, tuple)):
+                try:
+                    return tuple((str(k), v) for k, v in value)
+                except (TypeError, ValueError):
+                    pass
+            raise ConfigError(name, value, "expected a mapping of environment options")
+        if isinstance(value, (list, tuple)):
+            return tuple(tuple(v) if isinstance(v, list) else v for v in value)
+        raise ConfigError(name, value, f"expected a list ({_type_name(tp)})")
+    return value
+
+
+def _parse_value(raw: str) -> Any:
+    try:
+        return json.loads(raw)
+    except json.JSONDecodeError:
+        low = raw.strip().lower()
+        if low in ("true", "false"):
+            return low == "true"
+        return raw

@@ -1,0 +1,290 @@
+"""The generation step and the compiled loop (DESIGN §2 "Evolution loop", §4).
+
+One generation, as one pure function of the state::
+
+    parents --self-mutation (vmap)--> P x C children --det. head (vmap)--> policies
+            --rollouts (vmap over members x episodes, lax.scan over time)--> fitness
+            --(mu + lambda) truncation--> next parents
+
+Random keys are derived per member by folding the generation and the member index into the
+run key, so a run's result does not depend on how the population is split over devices, and a
+resumed run continues exactly. Many generations run inside one ``lax.scan``
+(:meth:`Evolution.run_chunk`); the host wakes between chunks only to log.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+from flax import struct
+
+from selfref_ghn import envs as envs_registry
+from selfref_ghn.config import Config, ConfigError, Hyperparams
+from selfref_ghn.model import SRGHN
+from selfref_ghn.mutation import mutate, mutation_params
+from selfref_ghn.normalize import RunningStats
+from selfref_ghn.policy import MLPPolicy, action_fn_for, policy_template
+from selfref_ghn.rollout import evaluate
+from selfref_ghn.schedule import SwitchSchedule
+from selfref_ghn.types import Array, Metrics, Params
+
+# Fold-in tags separating the streams drawn from one generation's key.
+_MUTATE, _EVALUATE, _INIT = 0, 1, 2
+
+
+@struct.dataclass
+class EvoState:
+    """The evolved population and everything needed to continue the run exactly.
+
+    Attributes:
+        params: ``(P, num_params)`` survivors' flat SR-GHN parameters.
+        fitness: ``(P,)`` the (mixed) fitness they were selected with.
+        generation: ``()`` int32, the next generation to run.
+        key: ``(2,)`` uint32 run key; every draw folds in the generation and member index.
+        hparams: traced hyperparameters.
+        basis: ``(coeff_dim, S_max)`` the stochastic head's fixed random basis (constant).
+        obs_stats: running observation statistics (unused unless ``obs_norm``).
+    """
+
+    params: Array
+    fitness: Array
+    generation: Array
+    key: Array
+    hparams: Hyperparams
+    basis: Array
+    obs_stats: RunningStats
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Evolution:
+    """A population of SR-GHNs on one task: static configuration only.
+
+    Build with :meth:`create`; then ``state = evo.init()`` and ``state, metrics =
+    evo.step(state)`` are pure functions (wrap them in ``jax.jit`` or use
+    :meth:`run_chunk`).
+
+    Example:
+        >>> evo = Evolution.create(Config(population_size=8, horizon=50, generations=5))
+        >>> state = evo.init()
+        >>> state, metrics = jax.jit(evo.step)(state)
+        >>> int(state.generation)
+        1
+    """
+
+    config: Config
+    env: Any
+    env_params: Any
+    policy: nn.Module
+    policy_fn: Callable[[Params, Array], Array]
+    ghn: SRGHN
+    schedule: SwitchSchedule
+    obs_shape: tuple[int, ...]
+
+    @classmethod
+    def create(
+        cls,
+        config: Config,
+        env: Any = None,
+        env_params: Any = None,
+        policy: nn.Module | None = None,
+        action_fn: Callable[[Array], Array] | None = None,
+    ) -> Evolution:
+        """Validate ``config`` and build the static pieces of a run.
+
+        Args:
+            config: the run configuration (validated here, before anything compiles).
+            env, env_params: a gymnax-contract environment; default ``envs.make(config.env_id)``.
+            policy: any flax module mapping an observation to outputs; default an
+                :class:`MLPPolicy` with ``config.policy_hidden``.
+            action_fn: outputs -> action; default chosen from the action space (argmax, or
+                tanh rescaled to the box).
+
+        Returns:
+            The :class:`Evolution`.
+        """
+        config = config.validate()
+        if env is None:
+            env, default_params = envs_registry.make(config.env_id, **dict(config.env_kwargs))
+            env_params = default_params if env_params is None else env_params
+        elif env_params is None:
+            env_params = env.default_params
+        if config.switch_intervals and not hasattr(env_params, "inverted"):
+            raise ConfigError(
+                "switch_intervals",
+                [list(iv) for iv in config.switch_intervals],
+                "this environment's params have no 'inverted' field to switch",
+            )
+        space = env.action_space(env_params)
+        num_outputs, default_action_fn = action_fn_for(space)
+        action_fn = action_fn or default_action_fn
+        policy = policy or MLPPolicy(hidden=config.policy_hidden, num_outputs=num_outputs)
+        obs_shape = tuple(env.observation_space(env_params).shape)
+        template = policy_template(policy, obs_shape)
+
+        def policy_fn(params: Params, obs: Array) -> Array:
+            return action_fn(policy.apply({"params": params}, obs))
+
+        return cls(
+            config=config,
+            env=env,
+            env_params=env_params,
+            policy=policy,
+            policy_fn=policy_fn,
+            ghn=SRGHN.create(template, config),
+            schedule=SwitchSchedule.from_intervals(config.switch_intervals),
+            obs_shape=obs_shape,
+        )
+
+    # ------------------------------------------------------------------------------- init
+    def init(self, key: Array | None = None, hparams: Hyperparams | None = None) -> EvoState:
+        """The initial population (generation 0), from ``key`` or ``config.seed``."""
+        key = jax.random.PRNGKey(self.config.seed) if key is None else key
+        hparams = Hyperparams.from_config(self.config) if hparams is None else hparams
+        P = self.config.population_size
+        init_key = jax.random.fold_in(key, _INIT)
+        params = jax.vmap(lambda i: self.ghn.init(jax.random.fold_in(init_key, i)))(jnp.arange(P))
+        return EvoState(
+            params=params,
+            fitness=jnp.full((P,), -jnp.inf, jnp.float32),
+            generation=jnp.int32(0),
+            key=key,
+            hparams=hparams,
+            basis=self.ghn.make_basis(),
+            obs_stats=RunningStats.create((int(jnp.prod(jnp.array(self.obs_shape))),)),
+        )
+
+    # ------------------------------------------------------------------------------- step
+    def mutate_population(self, state: EvoState) -> tuple[Array, Array]:
+        """Children of every parent: ``(P * C, num_params)``, and ``(P,)`` parents' mean rate."""
+        cfg, hp = self.config, state.hparams
+        gen_key = jax.random.fold_in(state.key, state.generation)
+        mut_key = jax.random.fold_in(gen_key, _MUTATE)
+
+        def children_of(i: Array, parent: Array) -> tuple[Array, Array]:
+            std, rate = mutation_params(self.ghn, parent, hp)
+            pkey = jax.random.fold_in(mut_key, i)
+            kids = jax.vmap(
+                lambda j: mutate(
+                    jax.random.fold_in(pkey, j), self.ghn, parent, std, rate, state.basis, hp
+                )
+            )(jnp.arange(cfg.num_children))
+            return kids, jnp.mean(rate)
+
+        kids, rates = jax.vmap(children_of)(jnp.arange(cfg.population_size), state.params)
+        return kids.reshape(-1, self.ghn.num_params), rates
+
+    def evaluate_members(self, state: EvoState, members: Array):
+        """Fitness of every member on fresh episodes, with the schedule applied."""
+        cfg = self.config
+        gen_key = jax.random.fold_in(state.key, state.generation)
+        eval_key = jax.random.fold_in(gen_key, _EVALUATE)
+        env_params = self.schedule.apply(self.env_params, state.generation)
+        obs_stats = state.obs_stats if cfg.obs_norm else None
+
+        def one(m: Array, flat: Array):
+            return evaluate(
+                jax.random.fold_in(eval_key, m),
+                self.env,
+                env_params,
+                self.policy_fn,
+                self.ghn.policy_params(flat),
+                cfg.horizon,
+                cfg.episodes,
+                obs_stats,
+            )
+
+        return jax.vmap(one)(jnp.arange(members.shape[0]), members)
+
+    def step(self, state: EvoState) -> tuple[EvoState, Metrics]:
+        """One generation: mutate, generate policies, evaluate, select.
+
+        Args:
+            state: the current :class:`EvoState`.
+
+        Returns:
+            ``(next_state, metrics)``; ``metrics`` holds scalars for the log and ``selected``,
+            the ``(P,)`` member indices that survived (parents are members ``0..P-1``, the
+            children of parent ``i`` are ``P + i*C .. P + i*C + C - 1``).
+        """
+        cfg, hp = self.config, state.hparams
+        P, C = cfg.population_size, cfg.num_children
+        children, rates = self.mutate_population(state)
+        members = jnp.concatenate([state.params, children])
+        ev = self.evaluate_members(state, members)
+
+        finite = jnp.isfinite(ev.fitness)
+        fitness = jnp.where(finite, ev.fitness, -jnp.inf)
+        kid_fit = fitness[P:].reshape(P, C)
+        kid_ok = jnp.isfinite(kid_fit)
+        kid_mean = jnp.sum(jnp.where(kid_ok, kid_fit, 0.0), 1) / jnp.maximum(kid_ok.sum(1), 1)
+        kid_mean = jnp.where(kid_ok.any(1), kid_mean, fitness[:P])
+        parent_fit = jnp.where(
+            jnp.isfinite(fitness[:P]),
+            (1.0 - hp.child_factor) * fitness[:P] + hp.child_factor * kid_mean,
+            -jnp.inf,
+        )
+        sel_fitness = jnp.concatenate([parent_fit, fitness[P:]])
+        top_fit, selected = jax.lax.top_k(sel_fitness, P)
+        new_params = members[selected]
+
+        obs_stats = state.obs_stats
+        if cfg.obs_norm:
+            obs_stats = obs_stats.merge(
+                ev.obs_sum.sum(0), ev.obs_sq_sum.sum(0), ev.obs_count.sum()
+            )
+        params_finite = jnp.all(jnp.isfinite(members), axis=1)
+        safe_fit = jnp.where(finite, fitness, jnp.nan)
+        metrics = {
+            "generation": state.generation,
+            "inverted": self.schedule.inverted_at(state.generation).astype(jnp.int32),
+            "best_fitness": jnp.nanmax(safe_fit),
+            "mean_fitness": jnp.nanmean(safe_fit),
+            "median_fitness": jnp.nanmedian(safe_fit),
+            "survivor_mean_fitness": jnp.mean(jnp.where(jnp.isfinite(top_fit), top_fit, jnp.nan)),
+            "mutation_rate_mean": jnp.mean(rates),
+            "mutation_rate_min": jnp.min(rates),
+            "mutation_rate_max": jnp.max(rates),
+            "diversity": jnp.mean(jnp.std(members, axis=0)),
+            "nonfinite_fitness": jnp.sum(~finite).astype(jnp.int32),
+            "nonfinite_params": jnp.sum(~params_finite).astype(jnp.int32),
+            "live_steps": jnp.sum(ev.live_steps),
+            "checksum": jnp.sum(new_params),
+            "selected": selected.astype(jnp.int32),
+        }
+        new_state = state.replace(
+            params=new_params,
+            fitness=top_fit,
+            generation=state.generation + 1,
+            obs_stats=obs_stats,
+        )
+        return new_state, metrics
+
+    # ------------------------------------------------------------------------------- loop
+    def run_chunk(self, state: EvoState, length: int, stop_at: Array | int | None = None):
+        """``length`` generations in one ``lax.scan``; generations ``>= stop_at`` are skipped.
+
+        Skipped iterations leave the state unchanged and return metrics with
+        ``generation = -1``, so a fixed chunk length serves the last, shorter chunk without a
+        second compilation.
+
+        Returns:
+            ``(state, metrics)`` with every metric stacked along a leading ``length`` axis.
+        """
+        stop_at = self.config.generations if stop_at is None else stop_at
+        empty = jax.tree.map(
+            lambda s: jnp.full(s.shape, -1, s.dtype), jax.eval_shape(self.step, state)[1]
+        )
+
+        def body(s: EvoState, _):
+            return jax.lax.cond(s.generation < stop_at, self.step, lambda x: (x, empty), s)
+
+        return jax.lax.scan(body, state, None, length=length)
+
+    def compiled_chunk(self, length: int):
+        """``jax.jit`` of :meth:`run_chunk` with the state donated: compile once per run."""
+        return jax.jit(lambda s, stop: self.run_chunk(s, length, stop), donate_argnums=0)

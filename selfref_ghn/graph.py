@@ -1,0 +1,180 @@
+"""Computational graphs of parameter pytrees (DESIGN §2, "Graphs").
+
+A network's parameter pytree becomes a graph: one node per parameter tensor (leaf), in
+forward (data-flow) order, with edges linking consecutive nodes in both directions. Graphs are
+built once, in Python, from shapes alone; everything they hold is a static NumPy array, so the
+code that consumes them has static shapes.
+
+The same ordering defines the *flat layout* of the network's parameters: leaf after leaf in
+node order, each raveled. ``Graph.ravel``/``Graph.unravel`` move between a pytree and that
+flat vector, and ``Graph.node_of_param``/``Graph.pos_in_leaf`` say, for every entry of the flat
+vector, which node it belongs to and where it sits inside its leaf.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from selfref_ghn.types import Array, Params
+
+_LEAF_RANK = {"kernel": 0, "embedding": 0, "scale": 1, "bias": 2}
+
+
+def _key_name(entry: Any) -> str:
+    for attr in ("key", "name", "idx"):
+        if hasattr(entry, attr):
+            return str(getattr(entry, attr))
+    return str(entry)
+
+
+def path_name(path: Sequence[Any]) -> str:
+    """``('Dense_0', 'kernel')``-style key path as ``'Dense_0/kernel'``."""
+    return "/".join(_key_name(p) for p in path)
+
+
+def _natural(part: str) -> tuple:
+    """Split trailing integers so that ``Dense_10`` sorts after ``Dense_2``."""
+    return tuple(int(t) if t.isdigit() else t for t in re.split(r"(\d+)", part))
+
+
+def forward_order_key(names: Sequence[str]) -> tuple:
+    """Default forward order: modules in natural order, then kernel before bias in a module."""
+    *modules, leaf = names
+    return (tuple(_natural(m) for m in modules), _LEAF_RANK.get(leaf, 1), leaf)
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Graph:
+    """The static graph of one parameter pytree.
+
+    Attributes:
+        names: leaf names (``'Dense_0/kernel'``) in node order.
+        shapes: leaf shapes in node order.
+        sizes: ``(N,)`` leaf sizes.
+        offsets: ``(N,)`` start of each leaf in the flat layout.
+        senders, receivers: ``(2(N-1),)`` edge endpoints (consecutive nodes, both ways).
+        adjacency: ``(N, N)`` with ``adjacency[r, s]`` the number of edges ``s -> r``.
+        node_of_param: ``(num_params,)`` node index of each flat entry.
+        pos_in_leaf: ``(num_params,)`` position of each flat entry inside its leaf.
+    """
+
+    names: tuple[str, ...]
+    shapes: tuple[tuple[int, ...], ...]
+    treedef: Any
+    leaf_perm: tuple[int, ...]  # node i holds treedef leaf leaf_perm[i]
+    dtypes: tuple[Any, ...]
+
+    @property
+    def num_nodes(self) -> int:
+        return len(self.names)
+
+    @property
+    def sizes(self) -> np.ndarray:
+        return np.array([math.prod(s) for s in self.shapes], dtype=np.int32)
+
+    @property
+    def offsets(self) -> np.ndarray:
+        return np.concatenate([[0], np.cumsum(self.sizes)[:-1]]).astype(np.int32)
+
+    @property
+    def num_params(self) -> int:
+        return int(self.sizes.sum())
+
+    @property
+    def max_leaf_size(self) -> int:
+        return int(self.sizes.max())
+
+    @property
+    def senders(self) -> np.ndarray:
+        n = self.num_nodes
+        fwd = np.arange(n - 1, dtype=np.int32)
+        return np.concatenate([fwd, fwd + 1])
+
+    @property
+    def receivers(self) -> np.ndarray:
+        n = self.num_nodes
+        fwd = np.arange(n - 1, dtype=np.int32)
+        return np.concatenate([fwd + 1, fwd])
+
+    @property
+    def adjacency(self) -> np.ndarray:
+        a = np.zeros((self.num_nodes, self.num_nodes), dtype=np.float32)
+        np.add.at(a, (self.receivers, self.senders), 1.0)
+        return a
+
+    @property
+    def node_of_param(self) -> np.ndarray:
+        return np.repeat(np.arange(self.num_nodes, dtype=np.int32), self.sizes)
+
+    @property
+    def pos_in_leaf(self) -> np.ndarray:
+        return np.concatenate([np.arange(s, dtype=np.int32) for s in self.sizes])
+
+    def mask(self, predicate: Callable[[str], bool]) -> np.ndarray:
+        """``(num_params,)`` boolean mask of the flat entries whose leaf name satisfies it."""
+        per_node = np.array([predicate(n) for n in self.names], dtype=bool)
+        return per_node[self.node_of_param]
+
+    def ravel(self, params: Params) -> Array:
+        """Pytree -> ``(num_params,)`` flat vector in node order."""
+        leaves = jax.tree_util.tree_leaves(params)
+        return jnp.concatenate([jnp.ravel(leaves[i]) for i in self.leaf_perm])
+
+    def unravel(self, flat: Array) -> Params:
+        """``(num_params,)`` flat vector -> pytree (static slices, no gathers)."""
+        leaves: list[Any] = [None] * self.num_nodes
+        for node, (start, size, shape) in enumerate(
+            zip(self.offsets, self.sizes, self.shapes, strict=True)
+        ):
+            leaves[self.leaf_perm[node]] = flat[int(start) : int(start) + int(size)].reshape(shape)
+        return jax.tree_util.tree_unflatten(self.treedef, leaves)
+
+    def split_rows(self, rows: Array) -> Params:
+        """``(N, >=max_leaf_size)`` per-node rows -> pytree, each row truncated to its leaf."""
+        leaves: list[Any] = [None] * self.num_nodes
+        for node, (size, shape) in enumerate(zip(self.sizes, self.shapes, strict=True)):
+            leaves[self.leaf_perm[node]] = rows[node, : int(size)].reshape(shape)
+        return jax.tree_util.tree_unflatten(self.treedef, leaves)
+
+
+def graph_of(
+    params: Params,
+    order_key: Callable[[Sequence[str]], Any] = forward_order_key,
+) -> Graph:
+    """Build the graph of a parameter pytree from its shapes.
+
+    Args:
+        params: a pytree of arrays or ``jax.ShapeDtypeStruct`` (e.g. flax ``params``).
+        order_key: maps a leaf's key path (a list of names) to a sort key giving forward order.
+            The default orders modules naturally (``Dense_2`` before ``Dense_10``) and puts a
+            module's kernel before its bias, which is data-flow order for MLPs.
+
+    Returns:
+        The static :class:`Graph`.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> g = graph_of({"Dense_0": {"kernel": jnp.zeros((4, 8)), "bias": jnp.zeros(8)}})
+        >>> g.names
+        ('Dense_0/kernel', 'Dense_0/bias')
+    """
+    with_path, treedef = jax.tree_util.tree_flatten_with_path(params)
+    if not with_path:
+        raise ValueError("cannot build a graph of an empty parameter pytree")
+    names = [[_key_name(p) for p in path] for path, _ in with_path]
+    perm = sorted(range(len(with_path)), key=lambda i: order_key(names[i]))
+    return Graph(
+        names=tuple("/".join(names[i]) for i in perm),
+        shapes=tuple(tuple(int(d) for d in with_path[i][1].shape) for i in perm),
+        treedef=treedef,
+        leaf_perm=tuple(perm),
+        dtypes=tuple(with_path[i][1].dtype for i in perm),
+    )

@@ -1,0 +1,221 @@
+"""The Self-Referential Graph HyperNetwork (DESIGN §2; paper §3).
+
+An SR-GHN holds one learned embedding per node of two graphs: the *policy graph* (one node
+per policy parameter tensor) and the *self graph* (one node per tensor of the SR-GHN itself,
+embedding tables included). A shared GNN backbone (K rounds of summed linear messages and a
+GRU update) turns embeddings into node states; then
+
+* the **deterministic head**, Linear(D -> P_max), turns policy-graph states into policy
+  weights (each row truncated to its leaf's size and reshaped);
+* the **stochastic head**, a ReLU trunk then Linear(D -> coeff_dim) and Linear(D -> M), turns
+  self-graph states into per-node ``log_std`` and ``M`` mutation-rate logits.
+
+A member's parameters are one flat vector in self-graph order (:class:`~selfref_ghn.graph.Graph`
+flat layout): mutation is an add, selection a gather.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from selfref_ghn.config import Config
+from selfref_ghn.graph import Graph, _natural, graph_of
+from selfref_ghn.types import Array, Params
+
+# Forward (data-flow) order of the SR-GHN's own tensors: the self graph's node order.
+_SELF_ORDER = {
+    name: i
+    for i, name in enumerate(
+        [
+            "policy_embed", "self_embed", "gnn", "message", "gru", "ir", "iz", "in", "hr",
+            "hz", "hn", "det_head", "stoch_head", "trunk_0", "trunk_1", "log_std",
+            "rate_logits", "kernel", "bias",
+        ]
+    )
+}  # fmt: skip
+
+
+def self_order_key(names: Sequence[str]) -> tuple:
+    """Sort key putting the SR-GHN's leaves in data-flow order."""
+    return tuple((_SELF_ORDER.get(n, len(_SELF_ORDER)), _natural(n)) for n in names)
+
+
+class GNN(nn.Module):
+    """Message passing: ``m = A @ Linear(h)``; ``h = GRU(h, m)``, repeated ``rounds`` times.
+
+    ``A[r, s]`` counts the edges ``s -> r``, so ``A @ Linear(h)`` is the sum of the linear
+    messages over each node's incoming edges.
+    """
+
+    dim: int
+    rounds: int
+
+    @nn.compact
+    def __call__(self, h: Array, adjacency: Array) -> Array:
+        message = nn.Dense(self.dim, name="message")
+        gru = nn.GRUCell(self.dim, name="gru")
+        for _ in range(self.rounds):
+            h, _ = gru(h, adjacency @ message(h))
+        return h
+
+
+class StochasticHead(nn.Module):
+    """Per node: trunk MLP (ReLU) -> ``log_std`` (coeff_dim) and ``num_rates`` rate logits."""
+
+    trunk_dim: int
+    coeff_dim: int
+    num_rates: int
+
+    @nn.compact
+    def __call__(self, h: Array) -> tuple[Array, Array]:
+        x = nn.relu(nn.Dense(self.trunk_dim, name="trunk_0")(h))
+        x = nn.relu(nn.Dense(self.trunk_dim, name="trunk_1")(x))
+        log_std = nn.Dense(self.coeff_dim, name="log_std")(x)
+        logits = nn.Dense(self.num_rates, name="rate_logits")(x)
+        return log_std, logits
+
+
+class SRGHNNet(nn.Module):
+    """The network: embeddings, shared GNN backbone, deterministic and stochastic heads."""
+
+    num_policy_nodes: int
+    num_self_nodes: int
+    policy_max: int
+    embed_dim: int
+    gnn_rounds: int
+    trunk_dim: int
+    coeff_dim: int
+    num_rates: int
+
+    def setup(self):
+        init = nn.initializers.normal(stddev=1.0)
+        self.policy_embed = self.param(
+            "policy_embed", init, (self.num_policy_nodes, self.embed_dim)
+        )
+        self.self_embed = self.param("self_embed", init, (self.num_self_nodes, self.embed_dim))
+        self.gnn = GNN(self.embed_dim, self.gnn_rounds)
+        self.det_head = nn.Dense(self.policy_max)
+        self.stoch_head = StochasticHead(self.trunk_dim, self.coeff_dim, self.num_rates)
+
+    def policy_rows(self, policy_adjacency: Array) -> Array:
+        """``(N_policy, P_max)`` generated policy weights, one row per policy tensor."""
+        return self.det_head(self.gnn(self.policy_embed, policy_adjacency))
+
+    def mutation_outputs(self, self_adjacency: Array) -> tuple[Array, Array]:
+        """``(N_self, coeff_dim)`` log-std and ``(N_self, M)`` rate logits."""
+        return self.stoch_head(self.gnn(self.self_embed, self_adjacency))
+
+    def __call__(self, policy_adjacency: Array, self_adjacency: Array):
+        return self.policy_rows(policy_adjacency), self.mutation_outputs(self_adjacency)
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class SRGHN:
+    """Static description of an SR-GHN for a given policy: graphs, network, constants.
+
+    Holds no parameters; a member's parameters are a flat ``(num_params,)`` vector.
+
+    Args:
+        policy_params: the policy's parameter pytree (arrays or ``ShapeDtypeStruct``).
+        config: the run :class:`~selfref_ghn.config.Config` (architecture fields).
+
+    Example:
+        >>> from selfref_ghn.policy import MLPPolicy, policy_template
+        >>> tmpl = policy_template(MLPPolicy((32,), 2), (4,))
+        >>> ghn = SRGHN.create(tmpl, Config())
+        >>> flat = ghn.init(jax.random.key(0))
+        >>> flat.shape == (ghn.num_params,)
+        True
+    """
+
+    policy_graph: Graph
+    self_graph: Graph
+    net: SRGHNNet
+    config: Config
+
+    @classmethod
+    def create(cls, policy_params: Params, config: Config) -> SRGHN:
+        policy_graph = graph_of(policy_params)
+
+        def net_with(n_self: int) -> SRGHNNet:
+            return SRGHNNet(
+                num_policy_nodes=policy_graph.num_nodes,
+                num_self_nodes=n_self,
+                policy_max=policy_graph.max_leaf_size,
+                embed_dim=config.embed_dim,
+                gnn_rounds=config.gnn_rounds,
+                trunk_dim=config.trunk_dim,
+                coeff_dim=config.coeff_dim,
+                num_rates=config.num_rates,
+            )
+
+        def shapes(net: SRGHNNet) -> Params:
+            pa = jnp.zeros((policy_graph.num_nodes,) * 2)
+            return jax.eval_shape(
+                lambda k: net.init(k, pa, jnp.zeros((n_probe, n_probe))), jax.random.key(0)
+            )["params"]
+
+        # The self graph includes the self-embedding table, whose row count is the number of
+        # nodes of the self graph: count the leaves first (the count does not depend on it).
+        n_probe = 1
+        n_self = len(jax.tree_util.tree_leaves(shapes(net_with(n_probe))))
+        n_probe = n_self
+        net = net_with(n_self)
+        self_graph = graph_of(shapes(net), order_key=self_order_key)
+        assert self_graph.num_nodes == n_self
+        return cls(policy_graph=policy_graph, self_graph=self_graph, net=net, config=config)
+
+    # ------------------------------------------------------------------------------ sizes
+    @property
+    def num_params(self) -> int:
+        return self.self_graph.num_params
+
+    @property
+    def basis_shape(self) -> tuple[int, int]:
+        """``(coeff_dim, S_max)``: the fixed random basis of the stochastic head."""
+        return (self.config.coeff_dim, self.self_graph.max_leaf_size)
+
+    def make_basis(self) -> Array:
+        """The fixed orthogonal random basis (rows orthonormal), from ``basis_seed``."""
+        key = jax.random.key(self.config.basis_seed)
+        return jax.nn.initializers.orthogonal()(key, self.basis_shape, jnp.float32)
+
+    # ------------------------------------------------------------------------------ params
+    def init(self, key: Array) -> Array:
+        """A fresh member: ``(num_params,)`` flat parameters, clipped to ``±param_clip``."""
+        pa = jnp.asarray(self.policy_graph.adjacency)
+        sa = jnp.asarray(self.self_graph.adjacency)
+        params = self.net.init(key, pa, sa)["params"]
+        clip = self.config.param_clip
+        return jnp.clip(self.self_graph.ravel(params), -clip, clip)
+
+    def unravel(self, flat: Array) -> Params:
+        """Flat member parameters -> the flax parameter pytree."""
+        return self.self_graph.unravel(flat)
+
+    def policy_params(self, flat: Array) -> Params:
+        """Deterministic head: the policy parameter pytree this member generates."""
+        rows = self.net.apply(
+            {"params": self.unravel(flat)},
+            jnp.asarray(self.policy_graph.adjacency),
+            method=SRGHNNet.policy_rows,
+        )
+        return self.policy_graph.split_rows(rows)
+
+    def mutation_outputs(self, flat: Array) -> tuple[Array, Array]:
+        """Stochastic head: ``(N_self, coeff_dim)`` log-std and ``(N_self, M)`` rate logits."""
+        return self.net.apply(
+            {"params": self.unravel(flat)},
+            jnp.asarray(self.self_graph.adjacency),
+            method=SRGHNNet.mutation_outputs,
+        )
+
+    def leaf_mask(self, prefix: str) -> np.ndarray:
+        """``(num_params,)`` mask of the flat entries of tensors under ``prefix``."""
+        return self.self_graph.mask(lambda n: n.startswith(prefix))

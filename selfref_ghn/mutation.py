@@ -1,0 +1,111 @@
+"""Self-mutation: how a parent makes a child (DESIGN §2, "Stochastic head"; paper §3.2).
+
+Per self-graph node the stochastic head gives ``log_std`` (coeff_dim) and ``M`` rate logits:
+
+    std  = clip(exp(log_std), 0, std_max)          (optionally squared: the authors' code)
+    rate = max(sigmoid(logits))                     one rate per node
+    c    = std * eps,  eps ~ N(0, I)
+    u    = clip(c @ B, -update_clip, update_clip) * rate + N(0, noise_std^2)
+    child = clip(parent + u[:leaf size], -param_clip, param_clip)
+
+``B`` (coeff_dim x S_max) is a fixed orthogonal random basis, a constant carried beside the
+population and never mutated. Only the columns each leaf needs are computed: leaves are grouped
+by size and each group is one matrix product with ``B[:, :size]``.
+
+Ablations (``Config.mutation_mode``): ``fixed_rate`` (rate = ``fixed_rate``), ``frozen_head``
+(the stochastic head's own tensors are never updated), ``external`` (no self-reference:
+``u ~ N(0, external_sigma^2)`` on every parameter of the same genotype).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from selfref_ghn.config import Hyperparams
+from selfref_ghn.model import SRGHN
+from selfref_ghn.types import Array
+
+
+def mutation_params(ghn: SRGHN, flat: Array, hp: Hyperparams) -> tuple[Array, Array]:
+    """The per-node mutation distribution a member carries.
+
+    Args:
+        ghn: the static SR-GHN.
+        flat: ``(num_params,)`` member parameters.
+        hp: traced hyperparameters.
+
+    Returns:
+        ``std`` of shape ``(N_self, coeff_dim)`` and ``rate`` of shape ``(N_self,)``.
+    """
+    log_std, logits = ghn.mutation_outputs(flat)
+    std = jnp.clip(jnp.exp(log_std), 0.0, hp.std_max)
+    if ghn.config.square_std:
+        std = std**2
+    rate = jnp.max(jax.nn.sigmoid(logits), axis=-1)
+    if ghn.config.mutation_mode == "fixed_rate":
+        rate = jnp.full_like(rate, hp.fixed_rate)
+    return std, rate
+
+
+def _size_groups(ghn: SRGHN) -> list[tuple[int, np.ndarray]]:
+    groups: dict[int, list[int]] = defaultdict(list)
+    for node, size in enumerate(ghn.self_graph.sizes):
+        groups[int(size)].append(node)
+    return [(size, np.array(nodes)) for size, nodes in sorted(groups.items())]
+
+
+def project(ghn: SRGHN, coeffs: Array, rate: Array, basis: Array, update_clip: Array) -> Array:
+    """``clip(c @ B, ±update_clip) * rate`` per node, laid out flat in self-graph order.
+
+    Args:
+        ghn: the static SR-GHN.
+        coeffs: ``(N_self, coeff_dim)`` coefficients ``c``.
+        rate: ``(N_self,)`` per-node mutation rates.
+        basis: ``(coeff_dim, S_max)`` the fixed basis ``B``.
+        update_clip: the update clip.
+
+    Returns:
+        ``(num_params,)`` the update without the constant noise.
+    """
+    pieces: list[Array | None] = [None] * ghn.self_graph.num_nodes
+    for size, nodes in _size_groups(ghn):
+        block = jnp.clip(coeffs[nodes] @ basis[:, :size], -update_clip, update_clip)
+        block = block * rate[nodes, None]
+        for j, node in enumerate(nodes):
+            pieces[int(node)] = block[j]
+    return jnp.concatenate(pieces)
+
+
+def mutate(
+    key: Array,
+    ghn: SRGHN,
+    parent: Array,
+    std: Array,
+    rate: Array,
+    basis: Array,
+    hp: Hyperparams,
+) -> Array:
+    """One child of ``parent`` (DESIGN §2). ``std, rate`` come from :func:`mutation_params`.
+
+    Returns:
+        ``(num_params,)`` the child's parameters.
+
+    Example:
+        >>> std, rate = mutation_params(ghn, parent, hp)          # doctest: +SKIP
+        >>> child = mutate(key, ghn, parent, std, rate, basis, hp)  # doctest: +SKIP
+    """
+    k_coef, k_noise = jax.random.split(key)
+    mode = ghn.config.mutation_mode
+    if mode == "external":
+        update = hp.external_sigma * jax.random.normal(k_noise, parent.shape, parent.dtype)
+    else:
+        eps = jax.random.normal(k_coef, std.shape, std.dtype)
+        update = project(ghn, std * eps, rate, basis, hp.update_clip)
+        update = update + hp.noise_std * jax.random.normal(k_noise, parent.shape, parent.dtype)
+        if mode == "frozen_head":
+            update = jnp.where(jnp.asarray(ghn.leaf_mask("stoch_head")), 0.0, update)
+    return jnp.clip(parent + update, -hp.param_clip, hp.param_clip)

@@ -1,0 +1,51 @@
+"""Switch schedules: when an environment's controls are inverted (DESIGN §3).
+
+A schedule is a pytree of half-open generation intervals ``[start, end)``. Inside the compiled
+loop :meth:`SwitchSchedule.apply` sets the environment parameters' ``inverted`` field for the
+current generation, so a whole run with switches is one program.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import jax.numpy as jnp
+from flax import struct
+
+from selfref_ghn.types import Array
+
+
+@struct.dataclass
+class SwitchSchedule:
+    """Inverted during each ``[start, end)`` interval of generations.
+
+    Example:
+        >>> s = SwitchSchedule.from_intervals([(50, 150)])
+        >>> bool(s.inverted_at(49)), bool(s.inverted_at(50)), bool(s.inverted_at(150))
+        (False, True, False)
+    """
+
+    intervals: Array  # (K, 2) int32
+
+    @classmethod
+    def from_intervals(cls, intervals: Sequence[Sequence[int]]) -> SwitchSchedule:
+        arr = jnp.asarray(list(intervals), dtype=jnp.int32).reshape(-1, 2)
+        return cls(intervals=arr)
+
+    def inverted_at(self, generation: Array) -> Array:
+        """Whether the controls are inverted at ``generation`` (a traced int is fine)."""
+        if self.intervals.shape[0] == 0:
+            return jnp.asarray(False)
+        start, end = self.intervals[:, 0], self.intervals[:, 1]
+        return jnp.any((generation >= start) & (generation < end))
+
+    def apply(self, env_params: Any, generation: Array) -> Any:
+        """``env_params`` with ``inverted`` set for ``generation``."""
+        if self.intervals.shape[0] == 0 and not hasattr(env_params, "inverted"):
+            return env_params
+        return env_params.replace(inverted=self.inverted_at(generation))
+
+    def switch_points(self) -> list[int]:
+        """Generations at which the inversion flips (host-side helper)."""
+        return sorted({int(x) for x in self.intervals.reshape(-1).tolist()})
