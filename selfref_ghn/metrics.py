@@ -1,0 +1,79 @@
+"""Per-generation metrics and recovery after switches (DESIGN §2 "Known failure signatures").
+
+The generation step returns scalars (best/mean/median fitness, the population's mutation rate
+mean/min/max, diversity, non-finite counts, a checksum of the survivors' parameters) so that the
+known failure modes are visible in ``metrics.csv``: a rate pinned near 1 or falling after a
+switch, no recovery after the switch back, and runs that differ between compilations of the
+same seed (compare ``checksum``).
+
+:func:`recovery` measures, for each switch, how fast a curve gets back to its pre-switch level.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+# Columns written to metrics.csv, in order (wall_time and env_steps are added by the host).
+CSV_COLUMNS = (
+    "generation", "inverted", "best_fitness", "mean_fitness", "median_fitness",
+    "survivor_mean_fitness", "mutation_rate_mean", "mutation_rate_min", "mutation_rate_max",
+    "diversity", "nonfinite_fitness", "nonfinite_params", "env_steps", "checksum", "wall_time",
+)  # fmt: skip
+
+
+def recovery(
+    curve: Sequence[float],
+    switch_points: Sequence[int],
+    fractions: Sequence[float] = (0.5, 0.9, 1.0),
+    window: int = 10,
+    hold: int = 1,
+) -> list[dict[str, float]]:
+    """Recovery of ``curve`` after each switch.
+
+    For a switch at generation ``s`` the *level* is the mean of ``curve`` over the ``window``
+    generations before ``s``; the *drop* is ``level - min(curve[s : s + window])``. For each
+    fraction ``f``, ``gens_to_{f}`` is the number of generations after ``s`` until the curve is
+    at least ``f * level`` and stays there for ``hold`` generations (0: never fell below; NaN:
+    never recovered before the run or the next switch ended). ``auc`` is the mean of
+    ``curve / level`` from ``s`` to the next switch.
+
+    Args:
+        curve: one value per generation (e.g. best return).
+        switch_points: generations at which the environment changes.
+        fractions: recovery thresholds as fractions of the level.
+        window: generations averaged for the level.
+        hold: generations the threshold must hold.
+
+    Returns:
+        One dict per switch with ``switch, level, drop, gens_to_<pct>, auc``.
+
+    Example:
+        >>> r = recovery([10, 10, 10, 2, 5, 10, 10], [3], window=3)
+        >>> r[0]["gens_to_90"]
+        2
+    """
+    y = np.asarray(curve, dtype=np.float64)
+    points = [int(p) for p in switch_points if 0 < int(p) < len(y)]
+    out = []
+    for k, s in enumerate(points):
+        end = points[k + 1] if k + 1 < len(points) else len(y)
+        level = float(np.mean(y[max(0, s - window) : s]))
+        seg = y[s:end]
+        row: dict[str, float] = {
+            "switch": s,
+            "level": level,
+            "drop": float(level - np.min(y[s : min(end, s + window)])),
+        }
+        for f in fractions:
+            ok = seg >= f * level - 1e-9
+            gens = float("nan")
+            for t in range(len(seg) - hold + 1):
+                if ok[t : t + hold].all():
+                    gens = t
+                    break
+            row[f"gens_to_{round(100 * f)}"] = gens
+        row["auc"] = float(np.mean(seg / level)) if level > 0 and len(seg) else float("nan")
+        out.append(row)
+    return out
