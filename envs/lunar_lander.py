@@ -1,0 +1,464 @@
+"""LunarLander-Switch: a pure-JAX port of Gymnasium's Box2D ``LunarLander-v3`` (DESIGN §3).
+
+The scene (hull polygon, two legs on limited motorised revolute joints, an 11-chunk random
+terrain with a flat helipad), the engines (impulses at Gymnasium's application points with its
+dispersion noise), the reward shaping, fuel costs and terminations (hull contact, ``|x| >= 1``,
+the lander falling asleep) are Gymnasium's, constant for constant. The physics is a fixed-size
+re-implementation of Box2D 2.3's step for exactly this scene (see :mod:`selfref_ghn.envs._box2d`)
+so the environment jits in seconds and vmaps to thousands of landers.
+
+``params.inverted`` swaps the left and right side engines (discrete actions 1 and 3; for
+continuous actions the lateral command is negated). A switch schedule sets it inside the
+compiled loop. ``continuous`` changes the action space, so it is a constructor argument.
+
+Example:
+    >>> env, params = make_lunar_lander()
+    >>> obs, state = env.reset(jax.random.key(0), params)
+    >>> obs, state, reward, terminated, truncated, info = env.step(
+    ...     jax.random.key(1), state, 2, params)
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import struct
+from gymnax.environments import environment, spaces
+from selfref_ghn.envs import _box2d as b2
+
+# Gymnasium's lunar_lander.py constants.
+FPS = 50
+SCALE = 30.0
+MAIN_ENGINE_POWER = 13.0
+SIDE_ENGINE_POWER = 0.6
+INITIAL_RANDOM = 1000.0
+LANDER_POLY = [(-14, +17), (-17, 0), (-17, -10), (+17, -10), (+17, 0), (+14, +17)]
+LEG_AWAY = 20
+LEG_DOWN = 18
+LEG_W, LEG_H = 2, 8
+LEG_SPRING_TORQUE = 40
+SIDE_ENGINE_HEIGHT = 14
+SIDE_ENGINE_AWAY = 12
+MAIN_ENGINE_Y_LOCATION = 4
+VIEWPORT_W = 600
+VIEWPORT_H = 400
+W = VIEWPORT_W / SCALE
+H = VIEWPORT_H / SCALE
+CHUNKS = 11
+HELIPAD_Y = H / 4
+NUM_SEGMENTS = CHUNKS  # the flat floor edge (0, 0)-(W, 0) plus CHUNKS - 1 terrain edges
+
+_OBS_HIGH = np.array([2.5, 2.5, 10.0, 10.0, 2 * math.pi, 10.0, 1.0, 1.0], np.float32)
+_OBS_LOW = np.array([-2.5, -2.5, -10.0, -10.0, -2 * math.pi, -10.0, -0.0, -0.0], np.float32)
+
+
+def _make_scene() -> b2.Scene:
+    hull = b2.polygon_hull(np.array(LANDER_POLY, np.float64) / SCALE)
+    leg = b2.box_vertices(LEG_W / SCALE, LEG_H / SCALE)
+    hull_mass, hull_center, hull_inertia = b2.polygon_mass(hull, 5.0)
+    leg_mass, leg_center, leg_inertia = b2.polygon_mass(leg, 1.0)
+    f32 = lambda x: jnp.asarray(np.asarray(x, np.float32))
+    # friction mixing b2MixFriction = sqrt(fa * fb): hull 0.1, legs 0.2 (default);
+    # the floor edge has the default 0.2, the terrain edges 0.1.
+    body_f = np.array([0.1, 0.2, 0.2], np.float32)
+    seg_f = np.array([0.2] + [0.1] * (NUM_SEGMENTS - 1), np.float32)
+    friction = np.sqrt(body_f[:, None] * seg_f[None, :]).astype(np.float32)
+    return b2.Scene(
+        hull_verts=f32(hull),
+        hull_normals=f32(b2.polygon_normals(hull)),
+        hull_centroid=f32(hull_center),
+        leg_verts=f32(leg),
+        leg_normals=f32(b2.polygon_normals(leg)),
+        inv_mass=f32([1.0 / hull_mass, 1.0 / leg_mass, 1.0 / leg_mass]),
+        inv_inertia=f32([1.0 / hull_inertia, 1.0 / leg_inertia, 1.0 / leg_inertia]),
+        local_center=f32([hull_center, leg_center, leg_center]),
+        anchor_a=f32(np.zeros((2, 2))),
+        anchor_b=f32(
+            [[-LEG_AWAY / SCALE, LEG_DOWN / SCALE], [LEG_AWAY / SCALE, LEG_DOWN / SCALE]]
+        ),
+        lower=f32([0.9 - 0.5, -0.9]),
+        upper=f32([0.9, -0.9 + 0.5]),
+        motor_speed=f32([-0.3, 0.3]),
+        # pybox2d's revoluteJointDef sets referenceAngle = bodyB.angle - bodyA.angle
+        reference_angle=f32([-0.05, 0.05]),
+        max_motor_torque=float(LEG_SPRING_TORQUE),
+        friction=f32(friction),
+        dt=1.0 / FPS,
+        velocity_iterations=6 * 30,
+        position_iterations=2 * 30,
+    )
+
+
+SCENE = _make_scene()
+
+
+@struct.dataclass
+class EnvParams(environment.EnvParams):
+    """LunarLander-v3 parameters (Gymnasium's constructor arguments) plus ``inverted``."""
+
+    max_steps_in_episode: int = 1000
+    gravity: float | jax.Array = -10.0
+    enable_wind: bool | jax.Array = False
+    wind_power: float | jax.Array = 15.0
+    turbulence_power: float | jax.Array = 1.5
+    inverted: bool | jax.Array = False
+
+
+@struct.dataclass
+class EnvState(environment.EnvState):
+    """Lander state: Box2D bodies and solver caches, terrain, contact flags, shaping."""
+
+    phys: b2.PhysState
+    seg_a: jax.Array  # [NUM_SEGMENTS, 2] terrain edge start points
+    seg_b: jax.Array  # [NUM_SEGMENTS, 2] terrain edge end points
+    leg_contact: jax.Array  # [2] bool, Gymnasium's legs[i].ground_contact
+    game_over: jax.Array  # bool, the hull touched the ground
+    asleep: jax.Array  # bool, the Box2D island fell asleep
+    prev_shaping: jax.Array
+    wind_idx: jax.Array
+    torque_idx: jax.Array
+
+
+def terrain_segments(heights: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Gymnasium's terrain from its ``CHUNKS + 1`` random chunk heights.
+
+    Args:
+        heights: [12] raw heights (``np_random.uniform(0, H / 2, 12)`` in Gymnasium); the
+            helipad chunks are overwritten with ``H / 4`` as Gymnasium does.
+
+    Returns:
+        ``(seg_a, seg_b)``, each [11, 2]: the floor edge then the 10 terrain edges.
+    """
+    heights = jnp.asarray(heights, jnp.float32)
+    heights = heights.at[CHUNKS // 2 - 2 : CHUNKS // 2 + 3].set(HELIPAD_Y)
+    smooth = 0.33 * (jnp.roll(heights, 1)[:CHUNKS] + heights[:CHUNKS] + heights[1 : CHUNKS + 1])
+    chunk_x = jnp.asarray([W / (CHUNKS - 1) * i for i in range(CHUNKS)], jnp.float32)
+    pts = jnp.stack([chunk_x, smooth], axis=-1)
+    seg_a = jnp.concatenate([jnp.zeros((1, 2)), pts[:-1]])
+    seg_b = jnp.concatenate([jnp.array([[W, 0.0]]), pts[1:]])
+    return seg_a.astype(jnp.float32), seg_b.astype(jnp.float32)
+
+
+def _initial_phys() -> b2.PhysState:
+    x0, y0 = VIEWPORT_W / SCALE / 2, VIEWPORT_H / SCALE
+    lc = np.asarray(SCENE.local_center)
+    c = np.array([[x0, y0], [x0 + LEG_AWAY / SCALE, y0], [x0 - LEG_AWAY / SCALE, y0]], np.float32)
+    c = c + lc  # angle-0 hull: centre = origin + local centre; legs' centres are origins
+    z = lambda *s: jnp.zeros(s, jnp.float32)
+    return b2.PhysState(
+        c=jnp.asarray(c),
+        a=jnp.asarray([0.0, -0.05, 0.05], jnp.float32),
+        v=z(3, 2),
+        w=z(3),
+        sleep_time=z(3),
+        joint_impulse=z(2, 3),
+        motor_impulse=z(2),
+        limit_state=jnp.zeros(2, jnp.int32),
+        touching=jnp.zeros((3, NUM_SEGMENTS), bool),
+        ids=jnp.zeros((3, NUM_SEGMENTS, 2), jnp.int32),
+        count=jnp.zeros((3, NUM_SEGMENTS), jnp.int32),
+        normal_impulse=z(3, NUM_SEGMENTS, 2),
+        tangent_impulse=z(3, NUM_SEGMENTS, 2),
+    )
+
+
+def _wind(idx: jax.Array, power: jax.Array) -> jax.Array:
+    idx = idx.astype(jnp.float32)
+    return jnp.tanh(jnp.sin(0.02 * idx) + jnp.sin(math.pi * 0.01 * idx)) * power
+
+
+def heuristic_action(obs: jax.Array, continuous: bool = False) -> jax.Array:
+    """Gymnasium's ``heuristic(env, s)`` lander controller, in JAX.
+
+    Args:
+        obs: [8] observation.
+        continuous: return a continuous ``[main, lateral]`` action instead of a discrete one.
+
+    Returns:
+        An int32 action in ``{0, 1, 2, 3}`` or a float32 [2] action in [-1, 1].
+    """
+    s = obs
+    angle_targ = jnp.clip(s[0] * 0.5 + s[2] * 1.0, -0.4, 0.4)
+    hover_targ = 0.55 * jnp.abs(s[0])
+    angle_todo = (angle_targ - s[4]) * 0.5 - s[5] * 1.0
+    hover_todo = (hover_targ - s[1]) * 0.5 - s[3] * 0.5
+    legs = (s[6] != 0) | (s[7] != 0)
+    angle_todo = jnp.where(legs, 0.0, angle_todo)
+    hover_todo = jnp.where(legs, -s[3] * 0.5, hover_todo)
+    if continuous:
+        return jnp.clip(jnp.stack([hover_todo * 20 - 1, -angle_todo * 20]), -1.0, 1.0)
+    return jnp.where(
+        (hover_todo > jnp.abs(angle_todo)) & (hover_todo > 0.05),
+        2,
+        jnp.where(angle_todo < -0.05, 3, jnp.where(angle_todo > 0.05, 1, 0)),
+    ).astype(jnp.int32)
+
+
+class LunarLander(environment.Environment[EnvState, EnvParams]):
+    """Gymnasium ``LunarLander-v3`` in JAX, with invertible side engines.
+
+    Args:
+        continuous: ``Box(-1, 1, (2,))`` actions (main throttle, lateral) instead of
+            ``Discrete(4)`` (noop, left engine, main engine, right engine).
+        toi: emulate Box2D's continuous collision (time of impact) pass; on by default.
+
+    Example:
+        >>> env = LunarLander(continuous=True)
+        >>> obs, state = env.reset(jax.random.key(0), env.default_params)
+    """
+
+    def __init__(self, continuous: bool = False, toi: bool = True):
+        super().__init__()
+        self.continuous = continuous
+        self.toi = toi
+
+    def __hash__(self) -> int:
+        return hash((type(self), self.continuous, self.toi))
+
+    def __eq__(self, other: object) -> bool:
+        return (
+            type(other) is type(self)
+            and other.continuous == self.continuous
+            and other.toi == self.toi
+        )
+
+    @property
+    def default_params(self) -> EnvParams:
+        return EnvParams()
+
+    def _engines(self, action: Any, params: EnvParams):
+        """Engine powers and side direction from an action (dead zones, inversion)."""
+        if self.continuous:
+            act = jnp.clip(jnp.asarray(action, jnp.float32), -1.0, 1.0)
+            lateral = jnp.where(params.inverted, -act[1], act[1])
+            m_power = jnp.where(act[0] > 0.0, (jnp.clip(act[0], 0.0, 1.0) + 1.0) * 0.5, 0.0)
+            side_on = jnp.abs(lateral) > 0.5
+            s_power = jnp.where(side_on, jnp.clip(jnp.abs(lateral), 0.5, 1.0), 0.0)
+            direction = jnp.sign(lateral)
+        else:
+            act = jnp.asarray(action, jnp.int32)
+            act = jnp.where(
+                params.inverted, jnp.where(act == 1, 3, jnp.where(act == 3, 1, act)), act
+            )
+            m_power = jnp.where(act == 2, 1.0, 0.0)
+            s_power = jnp.where((act == 1) | (act == 3), 1.0, 0.0)
+            direction = (act - 2).astype(jnp.float32)
+        return m_power.astype(jnp.float32), s_power.astype(jnp.float32), direction
+
+    def _physics_step(self, key, state: EnvState, action, params: EnvParams, extra_force):
+        """Gymnasium's ``step`` body: wind, engine impulses, world step, observation."""
+        phys = state.phys
+        wind_on = jnp.asarray(params.enable_wind) & ~(state.leg_contact[0] | state.leg_contact[1])
+        wind_mag = _wind(state.wind_idx, params.wind_power)
+        torque_mag = _wind(state.torque_idx, params.turbulence_power)
+        force = extra_force + jnp.where(wind_on, jnp.stack([wind_mag, 0.0]), 0.0)
+        torque = jnp.where(wind_on, torque_mag, 0.0)
+        wind_idx = state.wind_idx + wind_on.astype(state.wind_idx.dtype)
+        torque_idx = state.torque_idx + wind_on.astype(state.torque_idx.dtype)
+
+        m_power, s_power, direction = self._engines(action, params)
+        angle = phys.a[0]
+        pos = phys.c[0] - b2._rot(angle, SCENE.local_center[0])
+        tip = jnp.stack([jnp.sin(angle), jnp.cos(angle)])
+        side = jnp.stack([-tip[1], tip[0]])
+        disp = jax.random.uniform(key, (2,), jnp.float32, -1.0, 1.0) / SCALE
+        # main engine
+        along = MAIN_ENGINE_Y_LOCATION / SCALE + 2 * disp[0]
+        o_main = jnp.stack(
+            [tip[0] * along + side[0] * disp[1], -tip[1] * along - side[1] * disp[1]]
+        )
+        p_main = pos + o_main
+        i_main = -o_main * MAIN_ENGINE_POWER * m_power
+        # side engines
+        lat = 3 * disp[1] + direction * SIDE_ENGINE_AWAY / SCALE
+        o_side = jnp.stack([tip[0] * disp[0] + side[0] * lat, -tip[1] * disp[0] - side[1] * lat])
+        p_side = (
+            pos + o_side + jnp.stack([-tip[0] * 17 / SCALE, tip[1] * SIDE_ENGINE_HEIGHT / SCALE])
+        )
+        i_side = -o_side * SIDE_ENGINE_POWER * s_power
+        v0, w0 = phys.v[0], phys.w[0]
+        for fire, imp, point in ((m_power > 0, i_main, p_main), (s_power > 0, i_side, p_side)):
+            v_new = v0 + SCENE.inv_mass[0] * imp
+            w_new = w0 + SCENE.inv_inertia[0] * b2._cross(point - phys.c[0], imp)
+            v0 = jnp.where(fire, v_new, v0)
+            w0 = jnp.where(fire, w_new, w0)
+        phys = phys.replace(v=phys.v.at[0].set(v0), w=phys.w.at[0].set(w0))
+
+        phys, ev = b2.world_step(
+            SCENE,
+            phys,
+            state.seg_a,
+            state.seg_b,
+            force,
+            torque,
+            jnp.asarray(params.gravity, jnp.float32),
+            toi=self.toi,
+        )
+        begin, end = ev["begin"], ev["end"]
+        leg_contact = (state.leg_contact & ~jnp.any(end[1:], axis=1)) | jnp.any(begin[1:], axis=1)
+        game_over = state.game_over | jnp.any(begin[0])
+        new_state = state.replace(
+            phys=phys,
+            leg_contact=leg_contact,
+            game_over=game_over,
+            asleep=ev["asleep"],
+            wind_idx=wind_idx,
+            torque_idx=torque_idx,
+        )
+        obs = self.get_obs(new_state)
+        shaping = (
+            -100 * jnp.sqrt(obs[0] ** 2 + obs[1] ** 2)
+            - 100 * jnp.sqrt(obs[2] ** 2 + obs[3] ** 2)
+            - 100 * jnp.abs(obs[4])
+            + 10 * obs[6]
+            + 10 * obs[7]
+        )
+        return obs, new_state, shaping, m_power, s_power
+
+    def step_env(
+        self, key: jax.Array, state: EnvState, action: Any, params: EnvParams
+    ) -> tuple[jax.Array, EnvState, jax.Array, jax.Array, dict[str, Any]]:
+        """One Gymnasium ``step``: returns (obs, state, reward, terminated, info)."""
+        obs, new_state, shaping, m_power, s_power = self._physics_step(
+            key, state, action, params, jnp.zeros(2, jnp.float32)
+        )
+        reward = shaping - state.prev_shaping - m_power * 0.30 - s_power * 0.03
+        crashed = new_state.game_over | (jnp.abs(obs[0]) >= 1.0)
+        reward = jnp.where(crashed, -100.0, reward)
+        reward = jnp.where(new_state.asleep, 100.0, reward)
+        terminated = crashed | new_state.asleep
+        new_state = new_state.replace(prev_shaping=shaping, time=state.time + 1)
+        info = {
+            "m_power": m_power,
+            "s_power": s_power,
+            "discount": jnp.where(terminated, 0.0, 1.0),
+        }
+        return obs, new_state, reward.astype(jnp.float32), terminated, info
+
+    def reset_env(self, key: jax.Array, params: EnvParams) -> tuple[jax.Array, EnvState]:
+        """Random terrain, random initial push, random wind phase, then Gymnasium's first step."""
+        k_terrain, k_force, k_wind, k_step = jax.random.split(key, 4)
+        heights = jax.random.uniform(k_terrain, (CHUNKS + 1,), jnp.float32, 0.0, H / 2)
+        force = jax.random.uniform(k_force, (2,), jnp.float32, -INITIAL_RANDOM, INITIAL_RANDOM)
+        wind = jax.random.randint(k_wind, (2,), -9999, 9999, jnp.int32)
+        return self.reset_from(k_step, params, heights, force, wind)
+
+    def reset_from(
+        self,
+        key: jax.Array,
+        params: EnvParams,
+        heights: jax.Array,
+        initial_force: jax.Array,
+        wind_idx: jax.Array | None = None,
+    ) -> tuple[jax.Array, EnvState]:
+        """Reset from an explicit terrain and initial push (to replay a Gymnasium episode).
+
+        Args:
+            key: PRNG key for the first step's engine dispersion.
+            params: environment parameters.
+            heights: [12] raw chunk heights (Gymnasium's ``np_random.uniform(0, H/2, 12)``).
+            initial_force: [2] the initial random force on the hull's centre.
+            wind_idx: [2] int wind and torque phase indices (used when wind is enabled).
+
+        Returns:
+            ``(obs, state)`` after Gymnasium's reset (which ends with one no-op step).
+        """
+        seg_a, seg_b = terrain_segments(heights)
+        if wind_idx is None:
+            wind_idx = jnp.zeros(2, jnp.int32)
+        wind_idx = jnp.asarray(wind_idx, jnp.int32)
+        state = EnvState(
+            time=0,
+            phys=_initial_phys(),
+            seg_a=seg_a,
+            seg_b=seg_b,
+            leg_contact=jnp.zeros(2, bool),
+            game_over=jnp.array(False),
+            asleep=jnp.array(False),
+            prev_shaping=jnp.array(0.0, jnp.float32),
+            wind_idx=wind_idx[0],
+            torque_idx=wind_idx[1],
+        )
+        noop = jnp.zeros(2, jnp.float32) if self.continuous else jnp.array(0, jnp.int32)
+        obs, state, shaping, _, _ = self._physics_step(
+            key, state, noop, params, jnp.asarray(initial_force, jnp.float32)
+        )
+        return obs, state.replace(prev_shaping=shaping)
+
+    def get_obs(self, state: EnvState, params: EnvParams | None = None, key=None) -> jax.Array:
+        """Gymnasium's 8-dimensional observation."""
+        phys = state.phys
+        pos = phys.c[0] - b2._rot(phys.a[0], SCENE.local_center[0])
+        vel = phys.v[0]
+        return jnp.stack(
+            [
+                (pos[0] - VIEWPORT_W / SCALE / 2) / (VIEWPORT_W / SCALE / 2),
+                (pos[1] - (HELIPAD_Y + LEG_DOWN / SCALE)) / (VIEWPORT_H / SCALE / 2),
+                vel[0] * (VIEWPORT_W / SCALE / 2) / FPS,
+                vel[1] * (VIEWPORT_H / SCALE / 2) / FPS,
+                phys.a[0],
+                20.0 * phys.w[0] / FPS,
+                state.leg_contact[0].astype(jnp.float32),
+                state.leg_contact[1].astype(jnp.float32),
+            ]
+        ).astype(jnp.float32)
+
+    def is_terminated(self, state: EnvState, params: EnvParams) -> jax.Array:
+        """Crash (hull contact), out of the screen, or asleep."""
+        obs = self.get_obs(state)
+        return state.game_over | (jnp.abs(obs[0]) >= 1.0) | state.asleep
+
+    @property
+    def name(self) -> str:
+        return "LunarLanderContinuous-Switch" if self.continuous else "LunarLander-Switch"
+
+    @property
+    def num_actions(self) -> int:
+        return 2 if self.continuous else 4
+
+    def action_space(self, params: EnvParams | None = None) -> spaces.Space:
+        """``Box(-1, 1, (2,))`` when continuous, else ``Discrete(4)``."""
+        if self.continuous:
+            return spaces.Box(-1.0, 1.0, (2,), jnp.float32)
+        return spaces.Discrete(4)
+
+    def observation_space(self, params: EnvParams | None = None) -> spaces.Box:
+        """Gymnasium v3's observation bounds."""
+        return spaces.Box(jnp.asarray(_OBS_LOW), jnp.asarray(_OBS_HIGH), (8,), jnp.float32)
+
+
+def make_lunar_lander(
+    continuous: bool = False, toi: bool = True, **param_overrides: Any
+) -> tuple[LunarLander, EnvParams]:
+    """``LunarLander-v3``: keyword arguments override fields of :class:`EnvParams`.
+
+    Args:
+        continuous: continuous actions (``Box(-1, 1, (2,))``).
+        toi: emulate Box2D's time-of-impact pass.
+        **param_overrides: e.g. ``gravity=-8.0``, ``enable_wind=True``, ``inverted=True``.
+
+    Returns:
+        ``(env, params)``.
+    """
+    env = LunarLander(continuous=continuous, toi=toi)
+    return env, env.default_params.replace(**param_overrides)
+
+
+def make_lunar_lander_switch(
+    continuous: bool = False, toi: bool = True, **param_overrides: Any
+) -> tuple[LunarLander, EnvParams]:
+    """``LunarLander-Switch``: the same environment; a schedule flips ``params.inverted``.
+
+    Args:
+        continuous: continuous actions.
+        toi: emulate Box2D's time-of-impact pass.
+        **param_overrides: fields of :class:`EnvParams`.
+
+    Returns:
+        ``(env, params)``.
+    """
+    return make_lunar_lander(continuous=continuous, toi=toi, **param_overrides)
