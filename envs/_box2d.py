@@ -591,7 +591,7 @@ def _contact_position_slot(scene, c, a, sel_m, mask, s, min_sep, baumgarte, solv
             pos,
         )
         m = mask[:, s, j]
-        min_sep = jnp.minimum(min_sep, jnp.min(jnp.where(m, sep, 0.0)))
+        min_sep = jnp.minimum(min_sep, jnp.where(m, sep, 0.0))
         corr = jnp.clip(baumgarte * (sep + LINEAR_SLOP), -MAX_LINEAR_CORRECTION, 0.0)
         rb = point - c
         rnb = _cross(rb, normal)
@@ -693,12 +693,13 @@ def _contact_cache(scene: Scene, c, a, v, w, sel_m, active, friction):
 
 def _integrate_positions(c, a, v, w, h):
     """Box2D's position integration with its translation and rotation clamps."""
-    tr = h * v
+    h = jnp.broadcast_to(h, w.shape)
+    tr = h[:, None] * v
     tr2 = _dot(tr, tr)
     v = v * jnp.where(tr2 > MAX_TRANSLATION**2, MAX_TRANSLATION / jnp.sqrt(tr2), 1.0)[:, None]
     rot = h * w
     w = w * jnp.where(rot * rot > MAX_ROTATION**2, MAX_ROTATION / jnp.abs(rot), 1.0)
-    return c + h * v, a + h * w, v, w
+    return c + h[:, None] * v, a + h * w, v, w
 
 
 def _select(touching):
@@ -818,14 +819,14 @@ def world_step(
 
     def pos_body(carry):
         c, a, i, _ = carry
-        min_sep = jnp.zeros(())
+        min_sep = jnp.zeros(3)
         for s in range(NUM_SLOTS):
             c, a, min_sep = _contact_position_slot(
                 scene, c, a, sel_m, cc.mask, s, min_sep, BAUMGARTE, ones
             )
         c, a, ok1 = _joint_position(scene, c, a, 1, jlim[1])
         c, a, ok0 = _joint_position(scene, c, a, 0, jlim[0])
-        return c, a, i + 1, (min_sep >= -3.0 * LINEAR_SLOP) & ok1 & ok0
+        return c, a, i + 1, (jnp.min(min_sep) >= -3.0 * LINEAR_SLOP) & ok1 & ok0
 
     c, a, _, solved = jax.lax.while_loop(pos_cond, pos_body, (c, a, 0, jnp.array(False)))
 
@@ -854,6 +855,155 @@ def world_step(
     return new, events
 
 
+def _point_segment_distance(x, p, q):
+    """Distance from points ``x`` [..., 2] to the segment ``p q``."""
+    d = q - p
+    t = jnp.clip(_dot(x - p, d) / jnp.maximum(_dot(d, d), 1e-12), 0.0, 1.0)
+    e = x - (p + t[..., None] * d)
+    return jnp.sqrt(_dot(e, e))
+
+
+def _core_distance(p, q, wv, wn):
+    """Distance between a segment and a convex polygon without their skins (0 if overlapping)."""
+    wv2 = jnp.roll(wv, -1, axis=0)
+    d_v = jnp.min(_point_segment_distance(wv, p, q))
+    d_e = jnp.minimum(
+        jnp.min(_point_segment_distance(p[None], wv, wv2)),
+        jnp.min(_point_segment_distance(q[None], wv, wv2)),
+    )
+    o1 = _cross(q - p, wv - p)
+    o2 = _cross(q - p, wv2 - p)
+    o3 = _cross(wv2 - wv, p - wv)
+    o4 = _cross(wv2 - wv, q - wv)
+    crossing = jnp.any((o1 * o2 < 0.0) & (o3 * o4 < 0.0))
+    inside = jnp.all(_dot(wn, p - wv) < 0.0) | jnp.all(_dot(wn, q - wv) < 0.0)
+    return jnp.where(crossing | inside, 0.0, jnp.minimum(d_v, d_e))
+
+
+def _distances(scene: Scene, c, a, seg_a, seg_b):
+    """Core distances [3, NSEG] of every body/segment pair at pose ``(c, a)``."""
+    pos = _origins(scene, c, a)
+
+    def body(verts, normals, ang, p):
+        wv = _rot(ang, verts) + p
+        wn = _rot(ang, normals)
+        return jax.vmap(_core_distance, in_axes=(0, 0, None, None))(seg_a, seg_b, wv, wn)
+
+    hull = body(scene.hull_verts, scene.hull_normals, a[0], pos[0])
+    legs = jax.vmap(body, in_axes=(None, None, 0, 0))(
+        scene.leg_verts, scene.leg_normals, a[1:], pos[1:]
+    )
+    return jnp.concatenate([hull[None], legs])
+
+
+TOI_BISECTIONS = 14
+
+
 def _solve_toi(scene, old, new, events, seg_a, seg_b):
-    """Placeholder for the continuous collision pass (filled in below)."""
+    """Reduced ``b2World::SolveTOI``: at most one time-of-impact sub-step per body.
+
+    A body/segment pair whose core distance is above Box2D's TOI target at the start of the
+    step and below it at the end gets the time of impact by bisection along the body's sweep
+    (linear in centre and angle, as ``b2Sweep``). The body is moved there, its contacts are
+    updated (begin/end events), and Box2D's TOI island solve runs for the body alone: TOI
+    position correction, a velocity solve without warm starting, and integration over the
+    rest of the step.
+    """
+    target = max(LINEAR_SLOP, 2.0 * POLYGON_RADIUS - 3.0 * LINEAR_SLOP)
+    tol = 0.25 * LINEAR_SLOP
+    c0, a0, c1, a1 = old.c, old.a, new.c, new.a
+    cand = _distances(scene, c0, a0, seg_a, seg_b) > target + tol
+    big = jnp.asarray(1e9, c0.dtype)
+
+    def dist_at(alpha):
+        c = c0 + alpha[:, None] * (c1 - c0)
+        a = a0 + alpha * (a1 - a0)
+        return jnp.where(cand, _distances(scene, c, a, seg_a, seg_b), big)
+
+    goal = target + 0.5 * tol
+    d_end = dist_at(jnp.ones(3))
+    event = jnp.min(d_end, axis=1) < goal
+
+    def bisect(_, lohi):
+        lo, hi = lohi
+        mid = 0.5 * (lo + hi)
+        above = jnp.min(dist_at(mid), axis=1) > goal
+        return jnp.where(above, mid, lo), jnp.where(above, hi, mid)
+
+    alpha, _ = jax.lax.fori_loop(0, TOI_BISECTIONS, bisect, (jnp.zeros(3), jnp.ones(3)))
+    alpha = jnp.where(event, alpha, 1.0)
+    c_t = c0 + alpha[:, None] * (c1 - c0)
+    a_t = a0 + alpha * (a1 - a0)
+    first = jnp.argmin(dist_at(alpha), axis=1)
+
+    # contact update at the TOI pose
+    m = collide_all(scene, c_t, a_t, seg_a, seg_b)
+    event = event & (jnp.take_along_axis(m.count, first[:, None], axis=1)[:, 0] > 0)
+    ev = event[:, None]
+    ni_full, ti_full = _match_impulses(m, new)
+    touching = jnp.where(ev, m.count > 0, new.touching)
+    begin = touching & ~new.touching
+    end = ~touching & new.touching
+
+    # TOI island: the body and its touching contacts with the ground
+    onehot = _select(m.count > 0) & ev[:, :, None]
+    active = jnp.any(onehot, axis=2)
+    sel_m = jax.tree.map(lambda x: _pick(onehot, x), m)
+    solve_mask = event.astype(c0.dtype)
+
+    def pos_cond(carry):
+        _, _, i, done = carry
+        return (i < TOI_POSITION_ITERATIONS) & ~jnp.all(done)
+
+    def pos_body(carry):
+        c, a, i, done = carry
+        mask_b = solve_mask * ~done
+        min_sep = jnp.zeros(3)
+        mask = (jnp.arange(2) < sel_m.count[..., None]) & active[..., None]
+        for s in range(NUM_SLOTS):
+            c, a, min_sep = _contact_position_slot(
+                scene, c, a, sel_m, mask, s, min_sep, TOI_BAUMGARTE, mask_b
+            )
+        return c, a, i + 1, done | (min_sep >= -1.5 * LINEAR_SLOP)
+
+    c_p, a_p, _, _ = jax.lax.while_loop(pos_cond, pos_body, (c_t, a_t, 0, ~event))
+
+    nseg = seg_a.shape[0]
+    friction = _pick(onehot, jnp.broadcast_to(scene.friction, (3, nseg)))
+    cc = _contact_cache(scene, c_p, a_p, new.v, new.w, sel_m, active, friction)
+    zeros = jnp.zeros((3, NUM_SLOTS, 2), c0.dtype)
+
+    def vel_iter(_, carry):
+        v, w, ni, ti = carry
+        for s in range(NUM_SLOTS):
+            v, w, ni, ti = _contact_velocity_slot(scene, v, w, cc, ni, ti, s)
+        return v, w, ni, ti
+
+    v, w, _, _ = jax.lax.fori_loop(
+        0, scene.velocity_iterations, vel_iter, (new.v, new.w, zeros, zeros)
+    )
+    h = (1.0 - alpha) * scene.dt
+    c_f, a_f, v, w = _integrate_positions(c_p, a_p, v, w, h)
+    c_f = jnp.where(ev, c_f, new.c)
+    a_f = jnp.where(event, a_f, new.a)
+    v = jnp.where(ev, v, new.v)
+    w = jnp.where(event, w, new.w)
+
+    new = new.replace(
+        c=c_f,
+        a=a_f,
+        v=v,
+        w=w,
+        touching=touching,
+        ids=jnp.where(ev[..., None], m.ids, new.ids),
+        count=jnp.where(ev, m.count, new.count),
+        normal_impulse=jnp.where(ev[..., None], ni_full, new.normal_impulse),
+        tangent_impulse=jnp.where(ev[..., None], ti_full, new.tangent_impulse),
+    )
+    events = {
+        **events,
+        "toi_begin": begin,
+        "toi_end": end,
+        "toi": event,
+    }
     return new, events

@@ -301,6 +301,10 @@ class LunarLander(environment.Environment[EnvState, EnvParams]):
         begin, end = ev["begin"], ev["end"]
         leg_contact = (state.leg_contact & ~jnp.any(end[1:], axis=1)) | jnp.any(begin[1:], axis=1)
         game_over = state.game_over | jnp.any(begin[0])
+        if self.toi:  # contacts updated during the TOI pass fire their own events
+            begin, end = ev["toi_begin"], ev["toi_end"]
+            leg_contact = (leg_contact & ~jnp.any(end[1:], axis=1)) | jnp.any(begin[1:], axis=1)
+            game_over = game_over | jnp.any(begin[0])
         new_state = state.replace(
             phys=phys,
             leg_contact=leg_contact,
