@@ -64,7 +64,10 @@ def cmd_run(args) -> int:
     from selfref_ghn.runner import evolve
 
     evo = Evolution.create(cfg)  # validates env/policy compatibility before compiling
-    out = args.out or Path("results") / f"{args.preset}-seed{cfg.seed}-{time.strftime('%Y%m%d-%H%M%S')}"
+    out = (
+        args.out
+        or Path("results") / f"{args.preset}-seed{cfg.seed}-{time.strftime('%Y%m%d-%H%M%S')}"
+    )
     _, _, summary = evolve(cfg, out, evo=evo, progress=not args.quiet)
     print(f"results: {out}")
     print(

@@ -217,7 +217,9 @@ class Evolution:
         members = jnp.concatenate([state.params, children])
         ev = self.evaluate_members(state, members)
 
-        finite = jnp.isfinite(ev.fitness)
+        params_finite = jnp.all(jnp.isfinite(members), axis=1)
+        # A member with non-finite parameters or fitness never survives selection.
+        finite = jnp.isfinite(ev.fitness) & params_finite
         fitness = jnp.where(finite, ev.fitness, -jnp.inf)
         kid_fit = fitness[P:].reshape(P, C)
         kid_ok = jnp.isfinite(kid_fit)
@@ -237,7 +239,6 @@ class Evolution:
             obs_stats = obs_stats.merge(
                 ev.obs_sum.sum(0), ev.obs_sq_sum.sum(0), ev.obs_count.sum()
             )
-        params_finite = jnp.all(jnp.isfinite(members), axis=1)
         safe_fit = jnp.where(finite, fitness, jnp.nan)
         metrics = {
             "generation": state.generation,
@@ -246,11 +247,13 @@ class Evolution:
             "mean_fitness": jnp.nanmean(safe_fit),
             "median_fitness": jnp.nanmedian(safe_fit),
             "survivor_mean_fitness": jnp.mean(jnp.where(jnp.isfinite(top_fit), top_fit, jnp.nan)),
-            "mutation_rate_mean": jnp.mean(rates),
-            "mutation_rate_min": jnp.min(rates),
-            "mutation_rate_max": jnp.max(rates),
-            "diversity": jnp.mean(jnp.std(members, axis=0)),
-            "nonfinite_fitness": jnp.sum(~finite).astype(jnp.int32),
+            "mutation_rate_mean": jnp.nanmean(rates),
+            "mutation_rate_min": jnp.nanmin(rates),
+            "mutation_rate_max": jnp.nanmax(rates),
+            "diversity": jnp.mean(
+                jnp.nanstd(jnp.where(params_finite[:, None], members, jnp.nan), 0)
+            ),
+            "nonfinite_fitness": jnp.sum(~jnp.isfinite(ev.fitness)).astype(jnp.int32),
             "nonfinite_params": jnp.sum(~params_finite).astype(jnp.int32),
             "live_steps": jnp.sum(ev.live_steps),
             "checksum": jnp.sum(new_params),

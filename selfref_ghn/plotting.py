@@ -11,7 +11,9 @@ import numpy as np
 
 def _shade(ax, intervals: Sequence[Sequence[int]]) -> None:
     for i, (start, end) in enumerate(intervals):
-        ax.axvspan(start, end, color="tab:red", alpha=0.12, lw=0, label="inverted" if i == 0 else None)
+        ax.axvspan(
+            start, end, color="tab:red", alpha=0.12, lw=0, label="inverted" if i == 0 else None
+        )
 
 
 def plot_run(

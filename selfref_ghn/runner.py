@@ -30,7 +30,7 @@ import numpy as np
 
 import selfref_ghn
 from selfref_ghn.config import Config
-from selfref_ghn.evolution import EvoState, Evolution
+from selfref_ghn.evolution import Evolution, EvoState
 from selfref_ghn.metrics import CSV_COLUMNS, recovery
 from selfref_ghn.plotting import plot_run
 
@@ -40,7 +40,10 @@ def git_hash() -> str:
     try:
         root = Path(selfref_ghn.__file__).resolve().parent.parent
         out = subprocess.run(
-            ["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5
+            ["git", "-C", str(root), "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
         )
         return out.stdout.strip() or "unknown"
     except (OSError, subprocess.SubprocessError):
@@ -96,7 +99,8 @@ def evolve(
         ``(final_state, metrics, summary)``: metric columns as arrays, and the summary dict.
 
     Example:
-        >>> state, metrics, summary = evolve(Config(population_size=8, generations=5))  # doctest: +SKIP
+        >>> cfg = Config(population_size=8, generations=5)
+        >>> state, metrics, summary = evolve(cfg, "results/demo")  # doctest: +SKIP
     """
     evo = evo or Evolution.create(config)
     config = evo.config
@@ -149,7 +153,11 @@ def evolve(
                 csv_file.flush()
             if stream and new_rows:
                 dt, n = chunk_times[-1]
-                print(_progress_line(new_rows[-1], config.generations, n / dt), file=stream, flush=True)
+                print(
+                    _progress_line(new_rows[-1], config.generations, n / dt),
+                    file=stream,
+                    flush=True,
+                )
             if callback:
                 callback(state, new_rows)
     finally:

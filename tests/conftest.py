@@ -1,0 +1,35 @@
+"""Shared fixtures: tiny configurations that compile in seconds on two CPU cores.
+
+Tests run XLA at backend optimisation level 0: programs here are tiny, and on a 2-core CPU
+compilation, not execution, dominates the suite (a benchmark, not a test, measures speed).
+"""
+
+import os
+
+if "xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
+    os.environ["XLA_FLAGS"] = (
+        os.environ.get("XLA_FLAGS", "") + " --xla_backend_optimization_level=0"
+    ).strip()
+
+import pytest  # noqa: E402
+
+from selfref_ghn.config import Config  # noqa: E402
+
+TINY = dict(
+    population_size=4,
+    num_children=2,
+    horizon=30,
+    generations=6,
+    embed_dim=8,
+    trunk_dim=8,
+    coeff_dim=4,
+    num_rates=3,
+    gnn_rounds=2,
+    policy_hidden=(8,),
+    log_every=3,
+)
+
+
+@pytest.fixture
+def tiny_config() -> Config:
+    return Config(**TINY)

@@ -1,0 +1,87 @@
+"""Command line: bad input gives one clear message and exit 2, with nothing compiled."""
+
+import csv
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from selfref_ghn import cli
+from selfref_ghn.evolution import Evolution
+
+BAD = [
+    (["run", "no-such-preset"], "'preset'"),
+    (["run", "quick", "--set", "population_size=0"], "'population_size' = 0"),
+    (["run", "quick", "--set", "population_size=-3"], "'population_size' = -3"),
+    (["run", "quick", "--set", "horizon=0"], "'horizon' = 0"),
+    (["run", "quick", "--set", "switch_intervals=[[10,100]]"], "'switch_intervals'"),
+    (["run", "quick", "--set", "switch_intervals=[[30,20]]"], "'switch_intervals'"),
+    (["run", "quick", "--set", "no_such_key=1"], "'no_such_key'"),
+    (["run", "quick", "--set", "population_size=ten"], "expected int"),
+    (["run", "quick", "--set", "child_factor=2"], "'child_factor'"),
+    (["run", "quick", "--set", "mutation_mode=bogus"], "'mutation_mode'"),
+    (["run", "quick", "--set", "env_id=Nope-v0"], "'env_id'"),
+    (["run", "quick", "--generations", "0"], "'generations' = 0"),
+]
+
+
+@pytest.mark.parametrize("argv,message", BAD)
+def test_bad_input_is_one_message_before_compiling(argv, message, monkeypatch, capsys):
+    def no_compile(*a, **k):
+        raise AssertionError("compiled despite bad input")
+
+    monkeypatch.setattr(Evolution, "compiled_chunk", no_compile)
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert message in err
+    assert err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_bad_input_subprocess_exit_code_and_no_traceback():
+    proc = subprocess.run(
+        [sys.executable, "-m", "selfref_ghn.cli", "run", "quick", "--set", "population_size=0"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 2
+    assert "population_size" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_run_writes_results_folder(tmp_path):
+    out = tmp_path / "run"
+    argv = [
+        "run", "quick", "--out", str(out), "--quiet", "--generations", "4",
+        "--set", "population_size=4", "--set", "horizon=40", "--set", "log_every=2",
+        "--set", "switch_intervals=[[2,4]]", "--set", "gnn_rounds=2",
+    ]  # fmt: skip
+    env = dict(os.environ)
+    proc = subprocess.run(
+        [sys.executable, "-m", "selfref_ghn.cli", *argv],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
+    assert proc.returncode == 0, proc.stderr
+    for name in ("config.json", "metrics.csv", "fitness.png", "summary.json", "lineage.npy",
+                 "final_state.npz"):  # fmt: skip
+        assert (out / name).exists(), name
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["population_size"] == 4 and cfg["switch_intervals"] == [[2, 4]]
+    assert cfg["_run"]["library_version"] and cfg["_run"]["git_hash"]
+    rows = list(csv.DictReader((out / "metrics.csv").open()))
+    assert [int(float(r["generation"])) for r in rows] == [0, 1, 2, 3]
+    assert [int(float(r["inverted"])) for r in rows] == [0, 0, 1, 1]
+    required = (
+        "best_fitness mean_fitness median_fitness mutation_rate_mean mutation_rate_min "
+        "mutation_rate_max diversity env_steps wall_time"
+    ).split()
+    for key in required:
+        assert all(r[key] != "" for r in rows), key
+    wall = [float(r["wall_time"]) for r in rows]
+    assert wall == sorted(wall)
+    steps = [int(float(r["env_steps"])) for r in rows]
+    assert steps == sorted(steps) and steps[-1] > 0
