@@ -8,12 +8,17 @@ the traceback instead.
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 import time
 from pathlib import Path
 
 from selfref_ghn import presets
 from selfref_ghn.config import ConfigError
+
+# Modules adding subcommands: each has ``register(subparsers)``, which adds its parser and sets
+# ``func`` (``args -> exit code``) with ``parser.set_defaults``.
+_COMMAND_MODULES: tuple[str, ...] = ()
 
 
 def _parse_sets(pairs: list[str]) -> dict[str, str]:
@@ -26,6 +31,17 @@ def _parse_sets(pairs: list[str]) -> dict[str, str]:
     return out
 
 
+def add_run_options(p: argparse.ArgumentParser) -> None:
+    """Options shared by commands that take a preset: seed, generations, --set, --debug."""
+    p.add_argument("preset", help=f"one of: {', '.join(presets.names())}")
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--generations", type=int, default=None)
+    p.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="override a config field"
+    )
+    p.add_argument("--debug", action="store_true", help="show tracebacks for errors")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="selfref-ghn", description="Self-Referential Graph HyperNetworks in JAX."
@@ -34,21 +50,18 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="evolve SR-GHNs on a preset")
-    run.add_argument("preset", help=f"one of: {', '.join(presets.names())}")
-    run.add_argument("--seed", type=int, default=None)
-    run.add_argument("--generations", type=int, default=None)
+    add_run_options(run)
     run.add_argument("--out", type=Path, default=None, help="results folder")
-    run.add_argument(
-        "--set", action="append", default=[], metavar="KEY=VALUE", help="override a config field"
-    )
     run.add_argument("--quiet", action="store_true", help="no progress lines")
-    run.add_argument("--debug", action="store_true", help="show tracebacks for errors")
 
     sub.add_parser("presets", help="list presets")
+    for module in _COMMAND_MODULES:
+        importlib.import_module(module).register(sub)
     return parser
 
 
-def _config_from_args(args):
+def config_from_args(args):
+    """The preset's config with ``--seed``, ``--generations`` and ``--set`` applied."""
     cfg = presets.get(args.preset)
     sets = _parse_sets(args.set)
     if args.seed is not None:
@@ -59,7 +72,7 @@ def _config_from_args(args):
 
 
 def cmd_run(args) -> int:
-    cfg = _config_from_args(args)
+    cfg = config_from_args(args)
     from selfref_ghn.evolution import Evolution
     from selfref_ghn.runner import evolve
 
@@ -94,6 +107,8 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.command == "run":
             return cmd_run(args)
+        if hasattr(args, "func"):
+            return args.func(args)
     except ConfigError as e:
         if debug:
             raise

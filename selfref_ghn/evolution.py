@@ -140,6 +140,10 @@ class Evolution:
             obs_shape=obs_shape,
         )
 
+    def describe(self) -> str:
+        """One line for progress output."""
+        return f"SR-GHN ({self.config.mutation_mode}), {self.ghn.num_params} parameters"
+
     # ------------------------------------------------------------------------------- init
     def init(self, key: Array | None = None, hparams: Hyperparams | None = None) -> EvoState:
         """The initial population (generation 0), from ``key`` or ``config.seed``."""

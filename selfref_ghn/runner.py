@@ -119,7 +119,7 @@ def evolve(
     if stream:
         print(
             f"compiled in {compile_time:.1f} s: {config.env_id}, P={config.population_size}, "
-            f"C={config.num_children}, {evo.ghn.num_params} SR-GHN parameters",
+            f"C={config.num_children}, {evo.describe()}",
             file=stream,
             flush=True,
         )
