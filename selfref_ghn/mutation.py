@@ -3,7 +3,7 @@
 Per self-graph node the stochastic head gives ``log_std`` (coeff_dim) and ``M`` rate logits:
 
     std  = clip(exp(log_std), 0, std_max)          (optionally squared: the authors' code)
-    rate = max(sigmoid(logits))                     one rate per node
+    rate = clip(max(sigmoid(logits)), rate_min, rate_max)   one rate per node (default [0, 1])
     c    = std * eps,  eps ~ N(0, I)
     u    = clip(c @ B, -update_clip, update_clip) * rate + N(0, noise_std^2)
     child = clip(parent + u[:leaf size], -param_clip, param_clip)
@@ -48,6 +48,7 @@ def mutation_params(ghn: SRGHN, flat: Array, hp: Hyperparams) -> tuple[Array, Ar
     rate = jnp.max(jax.nn.sigmoid(logits), axis=-1)
     if ghn.config.mutation_mode == "fixed_rate":
         rate = jnp.full_like(rate, hp.fixed_rate)
+    rate = jnp.clip(rate, hp.rate_min, hp.rate_max)  # bounded self-modification
     return std, rate
 
 
