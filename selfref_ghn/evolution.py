@@ -24,6 +24,7 @@ import jax.numpy as jnp
 from flax import struct
 
 from selfref_ghn import envs as envs_registry
+from selfref_ghn import monitor as monitor_lib
 from selfref_ghn.config import Config, ConfigError, Hyperparams
 from selfref_ghn.model import SRGHN
 from selfref_ghn.mutation import mutate, mutation_params
@@ -49,6 +50,7 @@ class EvoState:
         hparams: traced hyperparameters.
         basis: ``(coeff_dim, S_max)`` the stochastic head's fixed random basis (constant).
         obs_stats: running observation statistics (unused unless ``obs_norm``).
+        monitor: the runaway monitor's state (:mod:`selfref_ghn.monitor`).
     """
 
     params: Array
@@ -58,6 +60,7 @@ class EvoState:
     hparams: Hyperparams
     basis: Array
     obs_stats: RunningStats
+    monitor: monitor_lib.MonitorState
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -160,6 +163,7 @@ class Evolution:
             hparams=hparams,
             basis=self.ghn.make_basis(),
             obs_stats=RunningStats.create((int(jnp.prod(jnp.array(self.obs_shape))),)),
+            monitor=monitor_lib.init(),
         )
 
     # ------------------------------------------------------------------------------- step
@@ -262,6 +266,8 @@ class Evolution:
             "live_steps": jnp.sum(ev.live_steps),
             "checksum": jnp.sum(new_params),
             "selected": selected.astype(jnp.int32),
+            "survivor_fitness": top_fit,  # (P,) for lineage
+            "parent_rate": rates,  # (P,) each parent's mean mutation rate, for lineage
         }
         new_state = state.replace(
             params=new_params,
@@ -277,18 +283,27 @@ class Evolution:
 
         Skipped iterations leave the state unchanged and return metrics with
         ``generation = -1``, so a fixed chunk length serves the last, shorter chunk without a
-        second compilation.
+        second compilation. The runaway monitor (:mod:`selfref_ghn.monitor`) runs after every
+        generation and adds its flags to the metrics; once its ``stop`` policy trips, the rest
+        of the chunk is skipped the same way.
 
         Returns:
             ``(state, metrics)`` with every metric stacked along a leading ``length`` axis.
         """
         stop_at = self.config.generations if stop_at is None else stop_at
+
+        def monitored_step(s: EvoState) -> tuple[EvoState, Metrics]:
+            s, m = self.step(s)
+            mon, flags = monitor_lib.update(s.monitor, m, self.config, s.hparams)
+            return s.replace(monitor=mon), {**m, **flags}
+
         empty = jax.tree.map(
-            lambda s: jnp.full(s.shape, -1, s.dtype), jax.eval_shape(self.step, state)[1]
+            lambda s: jnp.full(s.shape, -1, s.dtype), jax.eval_shape(monitored_step, state)[1]
         )
 
         def body(s: EvoState, _):
-            return jax.lax.cond(s.generation < stop_at, self.step, lambda x: (x, empty), s)
+            go = (s.generation < stop_at) & monitor_lib.running(s.monitor)
+            return jax.lax.cond(go, monitored_step, lambda x: (x, empty), s)
 
         return jax.lax.scan(body, state, None, length=length)
 
