@@ -1,0 +1,907 @@
+"""Benchmark harness: how close one SR-GHN generation runs to the rollout bound (issue 8).
+
+DESIGN §4 makes a generation one compiled program (mutate, generate policies, roll out, select);
+this module measures that program against the two things it should be compared with, side by
+side in the same process, interleaved, so that a loaded machine slows all three alike:
+
+* the **rollout bound**: the same environment, horizon, episodes, policy network and batch size
+  (``P * (1 + C)`` members x ``episodes``), rolling out *fixed* per-member policy parameters
+  (one distinct copy per member, drawn once and passed in as an argument): no mutation, no
+  hypernetwork, no selection. No generation step can beat it;
+* **evosax** ``Open_ES`` evolving the same policy network directly, with population
+  ``P * (1 + C)`` (the same episodes per generation), one generation = ask + evaluate + tell.
+
+All three run the same number of generations per call in one ``lax.scan``; SR-GHN through
+:meth:`~selfref_ghn.evolution.Evolution.compiled_chunk`, the path a real run takes. For each
+method: compile time, steady generations/s (median of the timed calls after a warm-up call),
+simulated environment steps/s (members x episodes x horizon per generation, masked steps
+included: the rollout always simulates the full horizon), peak host memory (``VmHWM``, reset
+before each method; SR-GHN runs first, so its peak is that of a process that ran nothing else)
+and, where the device reports it, device memory.
+
+A **phase profile** jits each part of one generation separately (mutation, policy generation,
+evaluation, selection) and reports their times and fractions: it tells where to optimise.
+
+Workloads (issue 8): (a) preset ``cartpole-switch-long``; (b) CartPole-Switch at P=1024, C=2;
+(c) a population sweep on CartPole; (d) LunarLander-Switch and Ant where their modules import;
+(e) a 4x wider policy, to split the generation cost into hypernetwork and rollout parts.
+
+Every measured case runs in a fresh subprocess, so peaks are per case. Results go to
+``OUT/bench.json`` (all figures and the machine) and ``OUT/bench.md`` (tables), and a plot of
+throughput against population size to ``OUT/performance_population.png``.
+
+Example:
+    ``python -m selfref_ghn.bench --out bench_results --quick``
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from selfref_ghn import presets
+from selfref_ghn.config import Config
+
+METHODS = ("sr_ghn", "rollout_bound", "open_es")
+METHOD_LABELS = {"sr_ghn": "SR-GHN", "rollout_bound": "rollout bound", "open_es": "Open_ES"}
+WORKLOADS = ("a", "b", "c", "d", "e")
+DEFAULT_SWEEP = (64, 256, 1024, 4096)
+FULL_SWEEP = (64, 256, 1024, 4096, 16384)
+_STOP = 2**30  # ``stop_at`` for timed chunks: never reached, no generation is skipped
+
+
+@dataclasses.dataclass(frozen=True)
+class Case:
+    """One measured configuration: a config plus how to time it.
+
+    Attributes:
+        name: unique case name, e.g. ``"b"`` or ``"c-P4096"``.
+        workload: the issue's workload letter.
+        config: the run configuration (population, horizon, policy, env).
+        chunk: generations per compiled call, the same for all three methods.
+        repeats: timed calls per method after the warm-up call.
+        profile: also run the phase profile.
+    """
+
+    name: str
+    workload: str
+    config: Config
+    chunk: int
+    repeats: int
+    profile: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "workload": self.workload,
+            "config": self.config.to_dict(),
+            "chunk": self.chunk,
+            "repeats": self.repeats,
+            "profile": self.profile,
+        }
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> Case:
+        return cls(
+            name=d["name"],
+            workload=d["workload"],
+            config=Config.from_dict(d["config"]),
+            chunk=int(d["chunk"]),
+            repeats=int(d["repeats"]),
+            profile=bool(d["profile"]),
+        )
+
+
+# ---------------------------------------------------------------------------- planning
+def _cartpole(population: int, **kw: Any) -> Config:
+    base = dict(env_id="CartPole-Switch", population_size=population, num_children=2, horizon=500)
+    return Config(**{**base, **kw}).validate()
+
+
+def _env_status(env_id: str) -> str | None:
+    """``None`` if ``env_id`` can be made here, else why not (one line)."""
+    from selfref_ghn import envs
+
+    if env_id not in envs.registered():
+        return f"{env_id} is not in the environment registry"
+    try:
+        envs.make(env_id)
+    except Exception as e:  # noqa: BLE001 - any import or build failure means "skip"
+        return f"{env_id} unavailable: {type(e).__name__}: {str(e).splitlines()[0][:160]}"
+    return None
+
+
+def plan(
+    workloads: Sequence[str],
+    quick: bool = False,
+    populations: Sequence[int] | None = None,
+    overrides: dict[str, str] | None = None,
+    repeats: int | None = None,
+    chunk: int | None = None,
+) -> tuple[list[Case], list[dict[str, str]]]:
+    """The cases to measure for the chosen workloads.
+
+    Args:
+        workloads: letters from :data:`WORKLOADS`.
+        quick: a short version (smaller populations, fewer repeats): about a minute.
+        populations: the sweep's population sizes for workload (c).
+        overrides: ``key=value`` config overrides applied to every case (e.g. a short horizon
+            for tests).
+        repeats: timed calls per method, overriding each case's default.
+        chunk: generations per call, overriding each case's default.
+
+    Returns:
+        ``(cases, skipped)``: the cases in run order, and ``{"workload", "reason"}`` notes for
+        workloads that cannot run here.
+    """
+    cases: list[Case] = []
+    skipped: list[dict[str, str]] = []
+    r = 2 if quick else 5
+
+    def add(name: str, wl: str, cfg: Config, ch: int, rep: int, profile: bool = False) -> None:
+        if overrides:
+            cfg = cfg.with_overrides(overrides)
+        cases.append(Case(name, wl, cfg, chunk or ch, repeats or rep, profile and not quick))
+
+    for wl in workloads:
+        if wl == "a":
+            cfg = presets.get("cartpole-switch-long")
+            add("a", "a", cfg, 10 if quick else 20, r, profile=True)
+        elif wl == "b":
+            p = 256 if quick else 1024
+            add("b" if not quick else "b-quick", "b", _cartpole(p), 1 if quick else 2, r - 1, True)
+        elif wl == "c":
+            sweep = populations or ((64, 256) if quick else DEFAULT_SWEEP)
+            for p in sweep:
+                if "b" in workloads and p == 1024 and not quick:
+                    continue  # the same configuration as workload (b): measured there
+                add(f"c-P{p}", "c", _cartpole(p), 2 if p <= 1024 else 1, max(2, r - 2))
+        elif wl == "d":
+            for env_id in ("LunarLander-Switch", "Ant-Switch"):
+                why = _env_status(env_id)
+                if why is not None:
+                    skipped.append({"workload": "d", "env": env_id, "reason": why})
+                    continue
+                p = 16 if quick else 64
+                horizon = 1000
+                add(f"d-{env_id}", "d", _cartpole(p, env_id=env_id, horizon=horizon), 1, r - 2)
+        elif wl == "e":
+            p = 64 if quick else 256
+            for width in (32, 128):
+                add(f"e-w{width}", "e", _cartpole(p, policy_hidden=(width,)), 2, r - 1)
+        else:
+            raise ValueError(f"unknown workload {wl!r}; one of {', '.join(WORKLOADS)}")
+    return cases, skipped
+
+
+# ---------------------------------------------------------------------------- memory
+def _vm_hwm_mb() -> float | None:
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    return None
+
+
+def _reset_peak() -> bool:
+    """Reset this process's peak resident memory (Linux ``clear_refs``); ``False`` if not."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def _rss_peak_mb() -> float:
+    hwm = _vm_hwm_mb()
+    if hwm is not None:
+        return hwm
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def _device_memory_mb() -> dict[str, float] | None:
+    import jax
+
+    try:
+        stats = jax.devices()[0].memory_stats()
+    except Exception:  # noqa: BLE001 - backends without memory stats
+        return None
+    if not stats:
+        return None
+    return {k: v / 2**20 for k, v in stats.items() if k in ("peak_bytes_in_use", "bytes_in_use")}
+
+
+# ---------------------------------------------------------------------------- builders
+def _timed_compile(fn: Callable, *args: Any) -> tuple[Callable, float]:
+    t0 = time.perf_counter()
+    compiled = fn.lower(*args).compile()
+    return compiled, time.perf_counter() - t0
+
+
+def build_methods(case: Case) -> tuple[dict[str, tuple[Callable, Any, Callable | None]], Any]:
+    """The three methods of one case as ``name -> (jitted fn, initial carry)``.
+
+    Each jitted function maps ``carry -> (carry, per-generation outputs)`` and runs
+    ``case.chunk`` generations in one ``lax.scan``; the carry is donated.
+
+    Args:
+        case: the case to build.
+
+    Returns:
+        ``(methods, evo)``: ``methods`` maps each of :data:`METHODS` to ``(jitted fn, initial
+        carry, call)`` where ``call(compiled, carry)`` runs it (``None``: ``compiled(carry)``);
+        ``evo`` is the case's :class:`~selfref_ghn.evolution.Evolution`.
+    """
+    import jax
+    import jax.numpy as jnp
+    from evosax.algorithms import Open_ES
+
+    from selfref_ghn.evolution import Evolution
+    from selfref_ghn.rollout import evaluate
+
+    cfg = case.config
+    evo = Evolution.create(cfg)
+    n = cfg.num_members
+    key = jax.random.PRNGKey(cfg.seed)
+    state = evo.init(jax.random.PRNGKey(cfg.seed))  # its own buffers: the state is donated
+    obs_stats = state.obs_stats if cfg.obs_norm else None
+    obs = jnp.zeros(evo.obs_shape)
+
+    def eval_all(eval_key: jax.Array, g: jax.Array, member_params: Any) -> jax.Array:
+        env_params = evo.schedule.apply(evo.env_params, g)
+
+        def one(m: jax.Array, p: Any) -> jax.Array:
+            ev = evaluate(
+                jax.random.fold_in(eval_key, m),
+                evo.env,
+                env_params,
+                evo.policy_fn,
+                p,
+                cfg.horizon,
+                cfg.episodes,
+                obs_stats,
+            )
+            return ev.fitness
+
+        return jax.vmap(one)(jnp.arange(n), member_params)
+
+    # --- SR-GHN: the real run path.
+    sr_chunk = evo.compiled_chunk(case.chunk)
+
+    def sr_call(compiled: Callable, carry: Any) -> tuple[Any, Any]:
+        return compiled(carry, _STOP)
+
+    # --- rollout bound: distinct fixed parameters per member, passed in (not constants).
+    member_keys = jax.random.split(jax.random.fold_in(key, 7), n)
+    member_params = jax.vmap(lambda k: evo.policy.init(k, obs)["params"])(member_keys)
+
+    def bound_chunk(carry: tuple[jax.Array, Any]) -> tuple[Any, jax.Array]:
+        g0, params = carry
+
+        def body(g: jax.Array, _: None) -> tuple[jax.Array, jax.Array]:
+            eval_key = jax.random.fold_in(jax.random.fold_in(key, g), 1)
+            return g + 1, jnp.mean(eval_all(eval_key, g, params))
+
+        g, fit = jax.lax.scan(body, g0, None, length=case.chunk)
+        return (g, params), fit
+
+    # --- evosax Open_ES on the same policy network, population n (even when C is even).
+    template = evo.policy.init(jax.random.PRNGKey(0), obs)["params"]
+    pop = n if n % 2 == 0 else n + 1
+    es = Open_ES(population_size=pop, solution=template)
+    es_params = es.default_params
+    es_state = es.init(jax.random.fold_in(key, 8), template, es_params)
+
+    def es_chunk(carry: tuple[Any, jax.Array]) -> tuple[Any, jax.Array]:
+        def body(c: tuple[Any, jax.Array], _: None) -> tuple[Any, jax.Array]:
+            st, g = c
+            gkey = jax.random.fold_in(key, g)
+            k_ask, k_eval, k_tell = jax.random.split(gkey, 3)
+            population, st = es.ask(k_ask, st, es_params)
+            used = jax.tree.map(lambda x: x[:n], population)
+            fit = eval_all(k_eval, g, used)
+            fit = jnp.concatenate([fit, fit[: pop - n]])
+            st, _ = es.tell(k_tell, population, -fit, st, es_params)  # evosax minimises
+            return (st, g + 1), jnp.mean(fit)
+
+        return jax.lax.scan(body, carry, None, length=case.chunk)
+
+    methods = {
+        "sr_ghn": (sr_chunk, state, sr_call),
+        "rollout_bound": (
+            jax.jit(bound_chunk, donate_argnums=0),
+            (jnp.int32(0), member_params),
+            None,
+        ),
+        "open_es": (jax.jit(es_chunk, donate_argnums=0), (es_state, jnp.int32(0)), None),
+    }
+    return methods, evo
+
+
+def _median(xs: Sequence[float]) -> float:
+    return float(statistics.median(xs))
+
+
+def measure_case(case: Case, progress: Callable[[str], None] = lambda s: None) -> dict[str, Any]:
+    """Measure one case in this process: the three methods interleaved, then the profile.
+
+    Args:
+        case: the case.
+        progress: called with one-line progress messages.
+
+    Returns:
+        A JSON-ready dict: per-method figures, ratios, the phase profile if asked for.
+    """
+    import jax
+    import jax.numpy as jnp
+
+    cfg = case.config
+    jax.block_until_ready(jax.jit(lambda x: x + 1)(jnp.ones(4)))  # backend start-up, untimed
+    baseline_mb = _rss_peak_mb()
+    built, evo = build_methods(case)
+    steps_per_gen = cfg.num_members * cfg.episodes * cfg.horizon
+    out: dict[str, Any] = {
+        **case.to_json(),
+        "env_id": cfg.env_id,
+        "population_size": cfg.population_size,
+        "num_children": cfg.num_children,
+        "members": cfg.num_members,
+        "episodes": cfg.episodes,
+        "horizon": cfg.horizon,
+        "policy_hidden": list(cfg.policy_hidden),
+        "ghn_num_params": evo.ghn.num_params,
+        "env_steps_per_generation": steps_per_gen,
+        "baseline_rss_mb": baseline_mb,
+        "peak_reset_supported": _reset_peak(),
+        "methods": {},
+    }
+    compiled: dict[str, Callable] = {}
+    carries: dict[str, Any] = {}
+    calls: dict[str, Callable] = {}
+    for name in METHODS:
+        fn, carry, call = built[name]
+        _reset_peak()
+        args = (carry, _STOP) if name == "sr_ghn" else (carry,)
+        progress(f"{case.name}: compiling {METHOD_LABELS[name]}")
+        c, compile_s = _timed_compile(fn, *args)
+        compiled[name] = c
+        calls[name] = call or (lambda f, x: f(x))
+        t0 = time.perf_counter()
+        carry, ys = calls[name](c, carry)
+        jax.block_until_ready((carry, ys))
+        warmup_s = time.perf_counter() - t0
+        carries[name] = carry
+        out["methods"][name] = {
+            "compile_s": compile_s,
+            "warmup_call_s": warmup_s,
+            "peak_rss_mb": _rss_peak_mb(),
+            "device_memory_mb": _device_memory_mb(),
+            "finite_outputs": bool(jnp.all(jnp.isfinite(jnp.asarray(_first_leaf(ys))))),
+        }
+    times: dict[str, list[float]] = {m: [] for m in METHODS}
+    for r in range(case.repeats):
+        for name in METHODS:
+            t0 = time.perf_counter()
+            carries[name], ys = calls[name](compiled[name], carries[name])
+            jax.block_until_ready((carries[name], ys))
+            times[name].append((time.perf_counter() - t0) / case.chunk)
+        progress(
+            f"{case.name}: repeat {r + 1}/{case.repeats}: "
+            + ", ".join(f"{METHOD_LABELS[m]} {times[m][-1] * 1e3:.1f} ms/gen" for m in METHODS)
+        )
+    for name in METHODS:
+        gen_s = _median(times[name])
+        out["methods"][name].update(
+            generation_s=gen_s,
+            generation_s_all=times[name],
+            generations_per_s=1.0 / gen_s,
+            env_steps_per_s=steps_per_gen / gen_s,
+        )
+    sr, bound, es = (out["methods"][m]["generation_s"] for m in METHODS)
+    out["ratios"] = {"sr_ghn_over_bound": sr / bound, "sr_ghn_over_open_es": sr / es}
+    out["hypernetwork_s"] = sr - bound
+    out["rollout_s"] = bound
+    if case.profile:
+        progress(f"{case.name}: phase profile")
+        out["profile"] = profile_phases(evo, repeats=max(3, case.repeats), bound_s=bound)
+        out["profile"]["fused_generation_s"] = sr
+    out["process_peak_rss_mb"] = _rss_peak_mb()
+    return out
+
+
+def _first_leaf(tree: Any) -> Any:
+    import jax
+
+    return jax.tree_util.tree_leaves(tree)[0]
+
+
+def profile_phases(evo: Any, repeats: int = 5, bound_s: float | None = None) -> dict[str, Any]:
+    """Time the phases of one generation, each jitted on its own, interleaved.
+
+    Phases: ``mutation`` (:meth:`Evolution.mutate_population`), ``policy_generation``
+    (the deterministic head vmapped over all members), ``evaluation``
+    (:meth:`Evolution.evaluate_members`, which includes policy generation), ``selection``
+    (top-k of the fitness and the gather of the survivors). ``rollout`` is evaluation minus
+    policy generation (floored at zero).
+
+    Args:
+        evo: the :class:`~selfref_ghn.evolution.Evolution`.
+        repeats: timed calls per phase after a warm-up.
+        bound_s: the rollout bound's generation time, reported beside the profile.
+
+    Returns:
+        Seconds per phase, the fraction of each phase in their sum, compile seconds, and any
+        phase that failed (an API that changed) under ``errors``.
+    """
+    import jax
+    import jax.numpy as jnp
+
+    cfg = evo.config
+    state = evo.init(jax.random.PRNGKey(cfg.seed))
+    P = cfg.population_size
+    kids, _ = jax.jit(evo.mutate_population)(state)
+    members = jnp.concatenate([state.params, kids])
+    fitness = jax.random.normal(jax.random.PRNGKey(1), (members.shape[0],))
+
+    def selection(fit: jax.Array, mem: jax.Array) -> tuple[jax.Array, jax.Array]:
+        top, idx = jax.lax.top_k(fit, P)
+        return top, mem[idx]
+
+    phases: dict[str, tuple[Callable, tuple]] = {
+        "mutation": (jax.jit(evo.mutate_population), (state,)),
+        "policy_generation": (jax.jit(jax.vmap(evo.ghn.policy_params)), (members,)),
+        "evaluation": (jax.jit(evo.evaluate_members), (state, members)),
+        "selection": (jax.jit(selection), (fitness, members)),
+    }
+    compiled: dict[str, Callable] = {}
+    compile_s: dict[str, float] = {}
+    errors: dict[str, str] = {}
+    for name, (fn, args) in phases.items():
+        try:
+            compiled[name], compile_s[name] = _timed_compile(fn, *args)
+            jax.block_until_ready(compiled[name](*args))
+        except Exception as e:  # noqa: BLE001 - report, keep the rest of the profile
+            errors[name] = f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"
+    times: dict[str, list[float]] = {k: [] for k in compiled}
+    for _ in range(repeats):
+        for name in compiled:
+            args = phases[name][1]
+            t0 = time.perf_counter()
+            jax.block_until_ready(compiled[name](*args))
+            times[name].append(time.perf_counter() - t0)
+    sec = {k: _median(v) for k, v in times.items()}
+    if "evaluation" in sec and "policy_generation" in sec:
+        sec["rollout"] = max(sec["evaluation"] - sec["policy_generation"], 0.0)
+    parts = [k for k in ("mutation", "policy_generation", "rollout", "selection") if k in sec]
+    total = sum(sec[k] for k in parts)
+    return {
+        "seconds": sec,
+        "fractions": {k: sec[k] / total for k in parts} if total > 0 else {},
+        "sum_of_phases_s": total,
+        "compile_s": compile_s,
+        "rollout_bound_s": bound_s,
+        "errors": errors,
+    }
+
+
+# ---------------------------------------------------------------------------- machine
+def machine_info() -> dict[str, Any]:
+    """CPU model, cores, memory, load, jax version and backend, git hash."""
+    import jax
+
+    from selfref_ghn.runner import git_hash
+
+    cpu = platform.processor() or "unknown"
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    mem_gb = None
+    try:
+        mem_gb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    except (ValueError, OSError, AttributeError):
+        pass
+    try:
+        usable = len(os.sched_getaffinity(0))
+    except AttributeError:
+        usable = os.cpu_count()
+    return {
+        "cpu_model": cpu,
+        "cpu_count": os.cpu_count(),
+        "cpus_usable": usable,
+        "memory_gb": mem_gb,
+        "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "jax_version": jax.__version__,
+        "backend": jax.default_backend(),
+        "devices": [str(d) for d in jax.devices()],
+        "git_hash": git_hash(),
+    }
+
+
+# ---------------------------------------------------------------------------- orchestration
+def _run_worker(case: Case, timeout_s: float | None) -> dict[str, Any]:
+    """Measure ``case`` in a fresh Python process; errors become ``{"error": ...}``."""
+    with tempfile.TemporaryDirectory() as tmp:
+        spec, result = Path(tmp) / "case.json", Path(tmp) / "result.json"
+        spec.write_text(json.dumps(case.to_json()))
+        cmd = [sys.executable, "-m", "selfref_ghn.bench", "--worker", str(spec), str(result)]
+        t0 = time.perf_counter()
+        try:
+            proc = subprocess.run(cmd, timeout=timeout_s, stdout=sys.stderr)
+        except subprocess.TimeoutExpired:
+            return {**case.to_json(), "error": f"timed out after {timeout_s:.0f} s"}
+        wall = time.perf_counter() - t0
+        if proc.returncode != 0 or not result.exists():
+            why = f"worker exited with status {proc.returncode}"
+            if proc.returncode in (-9, 137):
+                why += " (killed: out of memory?)"
+            return {**case.to_json(), "error": why, "wall_s": wall}
+        out = json.loads(result.read_text())
+        out["wall_s"] = wall
+        return out
+
+
+def run_benchmark(
+    cases: Sequence[Case],
+    out_dir: str | Path,
+    skipped: Sequence[dict[str, str]] = (),
+    budget_s: float | None = None,
+    in_process: bool = False,
+    argv: Sequence[str] | None = None,
+) -> dict[str, Any]:
+    """Measure every case (one subprocess each), then write JSON, markdown and the plot.
+
+    Args:
+        cases: from :func:`plan`.
+        out_dir: results folder (created).
+        skipped: notes for workloads that were not run.
+        budget_s: stop starting new cases once this much wall time has passed.
+        in_process: measure in this process instead (tests; peaks are then not per case).
+        argv: the command line, recorded in the JSON.
+
+    Returns:
+        The results dict written to ``bench.json``.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    results: dict[str, Any] = {
+        "command": " ".join(["python -m selfref_ghn.bench", *(argv or [])]),
+        "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "machine": machine_info(),
+        "skipped": list(skipped),
+        "cases": [],
+    }
+
+    def say(msg: str) -> None:
+        print(f"[bench {time.perf_counter() - start:6.1f}s] {msg}", file=sys.stderr, flush=True)
+
+    failed_sweep = False
+    for case in cases:
+        elapsed = time.perf_counter() - start
+        if budget_s is not None and elapsed > budget_s:
+            results["skipped"].append(
+                {"workload": case.workload, "case": case.name, "reason": "time budget spent"}
+            )
+            continue
+        if case.workload == "c" and failed_sweep:
+            results["skipped"].append(
+                {"workload": "c", "case": case.name, "reason": "a smaller population failed"}
+            )
+            continue
+        say(f"case {case.name}: P={case.config.population_size} {case.config.env_id}")
+        if in_process:
+            res = measure_case(case, say)
+        else:
+            remaining = None if budget_s is None else max(budget_s * 1.25 - elapsed, 60.0)
+            res = _run_worker(case, remaining)
+        if "error" in res:
+            say(f"case {case.name} failed: {res['error']}")
+            failed_sweep = failed_sweep or case.workload == "c"
+        results["cases"].append(res)
+        _write_outputs(results, out, time.perf_counter() - start)
+    results["machine"]["load_average_end"] = (
+        list(os.getloadavg()) if hasattr(os, "getloadavg") else None
+    )
+    _write_outputs(results, out, time.perf_counter() - start)
+    plot_population(results, out / "performance_population.png")
+    say(f"wrote {out / 'bench.json'} and {out / 'bench.md'}")
+    return results
+
+
+def _write_outputs(results: dict[str, Any], out: Path, wall_s: float) -> None:
+    results["total_wall_s"] = wall_s
+    (out / "bench.json").write_text(json.dumps(results, indent=2, default=_json_default))
+    (out / "bench.md").write_text(markdown(results))
+
+
+def _json_default(x: Any) -> Any:
+    if isinstance(x, float) and not math.isfinite(x):
+        return str(x)
+    try:
+        return float(x)
+    except (TypeError, ValueError):
+        return str(x)
+
+
+# ---------------------------------------------------------------------------- reports
+def _fmt(x: float | None, digits: int = 1) -> str:
+    if x is None:
+        return "n/a"
+    if abs(x) >= 1e6:
+        return f"{x / 1e6:.{digits}f} M"
+    if abs(x) >= 1e4:
+        return f"{x / 1e3:.0f} k"
+    return f"{x:.{digits}f}"
+
+
+def markdown(results: dict[str, Any]) -> str:
+    """The results as markdown tables: throughput, compile and memory, profile, width.
+
+    Args:
+        results: the dict written to ``bench.json``.
+
+    Returns:
+        Markdown text.
+    """
+    m = results["machine"]
+    lines = [
+        f"Command: `{results['command']}`  ",
+        f"Git: `{m['git_hash']}`, jax {m['jax_version']} ({m['backend']}), "
+        f"{m['cpu_model']}, {m['cpus_usable']} usable cores, load average at start "
+        + ", ".join(f"{x:.1f}" for x in (m.get("load_average") or []))
+        + (
+            ", at end " + ", ".join(f"{x:.1f}" for x in m["load_average_end"])
+            if m.get("load_average_end")
+            else ""
+        )
+        + f"; total {results.get('total_wall_s', 0):.0f} s.",
+        "",
+        "### Generation time (median ms per generation; ratios < 1 would beat the bound)",
+        "",
+        "| case | env | P | C | members | horizon | policy | SR-GHN ms | bound ms | Open_ES ms "
+        "| SR/bound | SR/Open_ES | SR-GHN env-steps/s | bound env-steps/s |",
+        "|---|---|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    ok = [c for c in results["cases"] if "error" not in c]
+    for c in ok:
+        ms = {k: c["methods"][k]["generation_s"] * 1e3 for k in METHODS}
+        lines.append(
+            f"| {c['name']} | {c['env_id']} | {c['population_size']} | {c['num_children']} "
+            f"| {c['members']} | {c['horizon']} | {c['policy_hidden']} | {ms['sr_ghn']:.1f} "
+            f"| {ms['rollout_bound']:.1f} | {ms['open_es']:.1f} "
+            f"| {c['ratios']['sr_ghn_over_bound']:.2f} | {c['ratios']['sr_ghn_over_open_es']:.2f} "
+            f"| {_fmt(c['methods']['sr_ghn']['env_steps_per_s'])} "
+            f"| {_fmt(c['methods']['rollout_bound']['env_steps_per_s'])} |"
+        )
+    lines += [
+        "",
+        "### Compile time (s) and peak host memory (MiB, resident; reset before each method)",
+        "",
+        "| case | SR-GHN compile | bound compile | Open_ES compile | SR-GHN peak RSS "
+        "| bound peak RSS | Open_ES peak RSS | process peak | SR-GHN device peak |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for c in ok:
+        mm = c["methods"]
+        dev = (mm["sr_ghn"].get("device_memory_mb") or {}).get("peak_bytes_in_use")
+        lines.append(
+            f"| {c['name']} | {mm['sr_ghn']['compile_s']:.1f} "
+            f"| {mm['rollout_bound']['compile_s']:.1f} | {mm['open_es']['compile_s']:.1f} "
+            f"| {mm['sr_ghn']['peak_rss_mb']:.0f} | {mm['rollout_bound']['peak_rss_mb']:.0f} "
+            f"| {mm['open_es']['peak_rss_mb']:.0f} | {c['process_peak_rss_mb']:.0f} "
+            f"| {_fmt(dev, 0)} |"
+        )
+    prof = [c for c in ok if c.get("profile")]
+    if prof:
+        lines += [
+            "",
+            "### Phase profile of one SR-GHN generation (each phase jitted alone; ms, fraction)",
+            "",
+            "| case | mutation | policy generation | rollout | selection | sum of phases "
+            "| fused generation | rollout bound |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|",
+        ]
+        for c in prof:
+            p = c["profile"]
+            s, f = p["seconds"], p["fractions"]
+
+            def cell(k: str, s: dict = s, f: dict = f) -> str:
+                return f"{s[k] * 1e3:.1f} ({f.get(k, 0) * 100:.0f}%)" if k in s else "n/a"
+
+            lines.append(
+                f"| {c['name']} | {cell('mutation')} | {cell('policy_generation')} "
+                f"| {cell('rollout')} | {cell('selection')} | {p['sum_of_phases_s'] * 1e3:.1f} "
+                f"| {p['fused_generation_s'] * 1e3:.1f} | {p['rollout_bound_s'] * 1e3:.1f} |"
+            )
+            if p.get("errors"):
+                lines.append(f"| {c['name']} errors | {p['errors']} | | | | | | |")
+    width = [c for c in ok if c["workload"] == "e"]
+    if width:
+        lines += [
+            "",
+            "### Policy width (workload e): hypernetwork part = generation - rollout bound",
+            "",
+            "| case | policy | SR-GHN ms | rollout part (bound) ms | hypernetwork part ms |",
+            "|---|---|---:|---:|---:|",
+        ]
+        for c in width:
+            lines.append(
+                f"| {c['name']} | {c['policy_hidden']} "
+                f"| {c['methods']['sr_ghn']['generation_s'] * 1e3:.1f} "
+                f"| {c['rollout_s'] * 1e3:.1f} | {c['hypernetwork_s'] * 1e3:.1f} |"
+            )
+        if len(width) == 2:
+            hn = width[1]["hypernetwork_s"] - width[0]["hypernetwork_s"]
+            ro = width[1]["rollout_s"] - width[0]["rollout_s"]
+            lines.append(
+                f"\nWidening the policy added {hn * 1e3:.1f} ms to the hypernetwork part and "
+                f"{ro * 1e3:.1f} ms to the rollout part."
+            )
+    bad = [c for c in results["cases"] if "error" in c]
+    notes = [
+        f"- {s.get('case', s.get('env', s['workload']))}: skipped ({s['reason']})"
+        for s in results["skipped"]
+    ] + [f"- {c['name']}: failed ({c['error']})" for c in bad]
+    if notes:
+        lines += ["", "Not measured:", "", *notes]
+    return "\n".join(lines) + "\n"
+
+
+def plot_population(results: dict[str, Any], path: str | Path) -> bool:
+    """Throughput (env-steps/s) against population size, CartPole cases (workloads b, c).
+
+    Returns:
+        ``True`` if a plot was written (it needs at least one such case).
+    """
+    pts = [
+        c
+        for c in results["cases"]
+        if "error" not in c
+        and c["workload"] in ("b", "c")
+        and c["policy_hidden"] == [32]
+        and c["env_id"].startswith("CartPole")
+    ]
+    if not pts:
+        return False
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    pts.sort(key=lambda c: c["population_size"])
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for name, marker in zip(METHODS, "osd", strict=True):
+        ax.plot(
+            [c["population_size"] for c in pts],
+            [c["methods"][name]["env_steps_per_s"] for c in pts],
+            marker=marker,
+            label=METHOD_LABELS[name],
+        )
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.set_xlabel("population size P (members evaluated: 3P)")
+    ax.set_ylabel("simulated env steps / s")
+    m = results["machine"]
+    ax.set_title(f"CartPole-Switch, horizon 500 ({m['backend']}, {m['cpus_usable']} cores)")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return True
+
+
+# ---------------------------------------------------------------------------- CLI
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The benchmark's command-line options."""
+    p.add_argument("--out", type=Path, default=Path("bench_results"), help="results folder")
+    p.add_argument("--quick", action="store_true", help="a short version (about a minute)")
+    p.add_argument(
+        "--workloads",
+        default=",".join(WORKLOADS),
+        help="comma-separated workload letters from a,b,c,d,e (default: all)",
+    )
+    p.add_argument(
+        "--populations",
+        default=None,
+        help=f"sweep sizes for (c), comma-separated (default {','.join(map(str, DEFAULT_SWEEP))})",
+    )
+    p.add_argument(
+        "--full-sweep",
+        action="store_true",
+        help=f"sweep {','.join(map(str, FULL_SWEEP))} (may exceed memory or time on a CPU)",
+    )
+    p.add_argument("--repeats", type=int, default=None, help="timed calls per method")
+    p.add_argument("--chunk", type=int, default=None, help="generations per compiled call")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config field in every case (e.g. horizon=50)",
+    )
+    p.add_argument(
+        "--budget",
+        type=float,
+        default=840.0,
+        help="seconds after which no new case starts (default 840)",
+    )
+    p.add_argument(
+        "--in-process", action="store_true", help="no subprocess per case (peaks not per case)"
+    )
+
+
+def run_from_args(args: argparse.Namespace, argv: Sequence[str] | None = None) -> int:
+    """Plan and run the benchmark from parsed arguments; returns an exit code."""
+    workloads = [w.strip() for w in args.workloads.split(",") if w.strip()]
+    populations = None
+    if args.populations:
+        populations = [int(x) for x in args.populations.split(",")]
+    elif args.full_sweep:
+        populations = list(FULL_SWEEP)
+    overrides = {}
+    for pair in args.set:
+        if "=" not in pair:
+            print(f"bench: --set expects key=value, got {pair!r}", file=sys.stderr)
+            return 2
+        k, v = pair.split("=", 1)
+        overrides[k.strip()] = v
+    cases, skipped = plan(
+        workloads, args.quick, populations, overrides or None, args.repeats, args.chunk
+    )
+    results = run_benchmark(
+        cases, args.out, skipped, args.budget, args.in_process, argv=list(argv or [])
+    )
+    print(markdown(results))
+    return 0 if all("error" not in c for c in results["cases"]) else 1
+
+
+def register(subparsers: Any) -> None:
+    """Add the ``bench`` subcommand to the ``selfref-ghn`` command line."""
+    p = subparsers.add_parser("bench", help="benchmark SR-GHN against the rollout bound")
+    add_arguments(p)
+    p.set_defaults(func=lambda args: run_from_args(args, sys.argv[2:]))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m selfref_ghn.bench``; ``--worker SPEC RESULT`` measures one case."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["--worker"]:
+        case = Case.from_json(json.loads(Path(argv[1]).read_text()))
+        res = measure_case(
+            case, lambda s: print(f"[bench worker] {s}", file=sys.stderr, flush=True)
+        )
+        Path(argv[2]).write_text(json.dumps(res, default=_json_default))
+        return 0
+    parser = argparse.ArgumentParser(prog="python -m selfref_ghn.bench", description=__doc__)
+    add_arguments(parser)
+    return run_from_args(parser.parse_args(argv), argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
