@@ -1,22 +1,36 @@
-"""Running an evolution on the host: results folder, progress, metrics file, figure (DESIGN §4).
+"""Running an evolution on the host: results folder, progress, metrics, checkpoints, resume
+(DESIGN §4: the host wakes every N generations to log, checkpoint and draw progress).
 
 The compiled chunk (:meth:`Evolution.compiled_chunk`) runs ``log_every`` generations per call;
-between calls the host appends the new rows to ``metrics.csv`` (flushed, so an interrupted run
-keeps every finished generation), prints a progress line and appends lineage. A results folder
-holds:
+between calls the host appends the new rows to ``metrics.csv`` and the new lineage records to
+``lineage.bin`` (flushed, so an interrupted run keeps every finished generation), prints a
+progress line and, every ``checkpoint_every`` generations (rounded up to a multiple of
+``log_every``: checkpoints fall on chunk boundaries) and at the end, writes an orbax checkpoint.
+A results folder holds:
 
 * ``config.json``: the config, the library version and git hash, jax version and devices;
-* ``metrics.csv``: one row per generation (:data:`selfref_ghn.metrics.CSV_COLUMNS`);
-* ``lineage.npy``: ``(generations, P)`` int32, the member index each survivor came from;
+* ``metrics.csv``: one row per generation (:data:`selfref_ghn.metrics.CSV_COLUMNS`, then the
+  runaway monitor's :data:`selfref_ghn.monitor.COLUMNS`);
+* ``lineage.bin``: per generation, each survivor's member index, fitness and its parent's
+  mutation rate (:mod:`selfref_ghn.lineage`); ``lineage.npy``: ``(generations, P)`` int32, the
+  member index each survivor came from, written at the end;
+* ``checkpoints/<generation>/``: the last ``keep_checkpoints`` states (:mod:`.checkpoint`);
 * ``final_state.npz``: the final population (flat parameters, fitness, keys, statistics);
-* ``summary.json``: compile time, steady generations/s, peak memory, recovery after switches;
+* ``summary.json``: compile time, steady generations/s, peak memory, recovery after switches,
+  checkpoint count, time and size, and what the monitor reported;
 * ``fitness.png``: return, mutation rate and diversity over generations.
+
+``evolve(..., resume=True)`` continues a results folder from its latest checkpoint: rows and
+lineage records past the checkpoint's generation (written after it, before a crash) are cut,
+so every generation appears exactly once, and since every random key comes from the state the
+continued run is identical to an uninterrupted one (docs/reliability.md).
 """
 
 from __future__ import annotations
 
 import csv
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -29,10 +43,22 @@ import jax
 import numpy as np
 
 import selfref_ghn
-from selfref_ghn.config import Config
+from selfref_ghn import lineage as lineage_lib
+from selfref_ghn import monitor as monitor_lib
+from selfref_ghn.checkpoint import Checkpoints
+from selfref_ghn.config import Config, ConfigError
 from selfref_ghn.evolution import Evolution, EvoState
 from selfref_ghn.metrics import CSV_COLUMNS, recovery
 from selfref_ghn.plotting import plot_run
+
+# metrics.csv columns: the step's, then the runaway monitor's flags.
+COLUMNS = CSV_COLUMNS + monitor_lib.COLUMNS
+CHECKPOINT_DIR = "checkpoints"
+# Fields a resumed run may change: they steer the host and the monitor, not the evolution.
+RESUME_MAY_CHANGE = (
+    "generations", "checkpoint_every", "keep_checkpoints", "monitor", "monitor_patience",
+    "monitor_rate_margin", "monitor_diversity_min", "monitor_diversity_max", "monitor_collapse",
+)  # fmt: skip
 
 
 def git_hash() -> str:
@@ -67,14 +93,96 @@ def peak_memory_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
-def _progress_line(row: dict[str, float], total: int, gens_per_s: float) -> str:
+def _progress_line(
+    row: dict[str, float], total: int, gens_per_s: float, flags: list[str] = ()
+) -> str:
     flag = " | inverted" if row["inverted"] else ""
+    warn = f" | ! {', '.join(flags)}" if flags else ""
     return (
         f"gen {int(row['generation']) + 1:>5d}/{total} | best {row['best_fitness']:8.2f} "
         f"mean {row['mean_fitness']:8.2f} | rate {row['mutation_rate_mean']:.3f} "
         f"[{row['mutation_rate_min']:.3f}, {row['mutation_rate_max']:.3f}] | "
-        f"div {row['diversity']:.4f} | {gens_per_s:6.1f} gen/s{flag}"
+        f"div {row['diversity']:.4f} | {gens_per_s:6.1f} gen/s{flag}{warn}"
     )
+
+
+def checkpoint_interval(config: Config) -> int:
+    """``checkpoint_every`` rounded up to a multiple of ``log_every`` (0: only at the end)."""
+    n, k = config.checkpoint_every, config.log_every
+    return 0 if n <= 0 else -(-n // k) * k
+
+
+def load_run_config(run_dir: str | Path) -> Config:
+    """The :class:`Config` a results folder was run with (its ``config.json``).
+
+    Raises:
+        ConfigError: if the folder has no readable ``config.json`` or it is not a valid config.
+    """
+    path = Path(run_dir) / "config.json"
+    try:
+        stored = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise ConfigError(
+            "--resume", str(run_dir), f"a results folder with a config.json ({e})"
+        ) from None
+    if not isinstance(stored, dict):
+        raise ConfigError("--resume", str(run_dir), "config.json must hold a JSON object")
+    return Config.from_dict({k: v for k, v in stored.items() if not k.startswith("_")})
+
+
+def check_resumable(stored: Config, config: Config) -> None:
+    """Refuse to continue a run under a different config.
+
+    Args:
+        stored: the config the run was started with.
+        config: the config asked for now.
+
+    Raises:
+        ConfigError: naming every field that differs, other than :data:`RESUME_MAY_CHANGE`.
+    """
+    a, b = stored.to_dict(), config.to_dict()
+    diff = [k for k in a if k not in RESUME_MAY_CHANGE and a[k] != b.get(k)]
+    if diff:
+        what = ", ".join(f"{k} = {b.get(k)!r} (run: {a[k]!r})" for k in diff)
+        raise ConfigError(
+            diff[0],
+            b.get(diff[0]),
+            f"config mismatch with the run being resumed: {what}; only "
+            f"{', '.join(RESUME_MAY_CHANGE)} may change on resume",
+        )
+
+
+def _read_kept_rows(path: Path, generation: int) -> list[dict[str, float]]:
+    """Rows of generations ``< generation`` from ``metrics.csv``; the file is rewritten with
+    just those (atomically), so appending continues it."""
+    rows: list[dict[str, float]] = []
+    if generation > 0 and path.exists():
+        with path.open(newline="") as f:
+            for raw in csv.DictReader(f):
+                try:
+                    row = {k: float(raw[k]) for k in COLUMNS if raw.get(k) not in (None, "")}
+                    gen = int(row["generation"])
+                except (KeyError, TypeError, ValueError):
+                    break  # a row cut short by a crash: nothing after it is kept
+                if gen < generation:
+                    rows.append(row)
+    gens = [int(r["generation"]) for r in rows]
+    if gens != list(range(generation)):
+        raise ConfigError(
+            "--resume",
+            str(path.parent),
+            f"metrics.csv must hold generations 0..{generation - 1} (the checkpoint's), "
+            f"found {len(gens)} rows",
+        )
+    tmp = path.with_suffix(".csv.tmp")
+    with tmp.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=COLUMNS, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    return rows
 
 
 def evolve(
@@ -84,19 +192,29 @@ def evolve(
     state: EvoState | None = None,
     progress: bool | TextIO = True,
     callback: Callable[[EvoState, list[dict[str, float]]], None] | None = None,
+    resume: bool = False,
 ) -> tuple[EvoState, dict[str, np.ndarray], dict[str, Any]]:
     """Run ``config.generations`` generations, logging every ``config.log_every``.
 
     Args:
         config: the run configuration.
-        out_dir: results folder (created); ``None`` writes nothing.
+        out_dir: results folder (created); ``None`` writes nothing (and checkpoints nothing).
         evo: a prebuilt :class:`Evolution` (custom env/policy); default from ``config``.
-        state: a state to continue from; default ``evo.init()``.
+        state: a state to continue from; default ``evo.init()`` (or the latest checkpoint).
         progress: print a progress line per chunk (``True``: to stdout; or a stream).
         callback: called after each chunk with the state and that chunk's metric rows.
+        resume: continue ``out_dir`` from its latest checkpoint (from generation 0 if it has
+            none). Its ``config.json`` must match ``config`` except for
+            :data:`RESUME_MAY_CHANGE`.
 
     Returns:
-        ``(final_state, metrics, summary)``: metric columns as arrays, and the summary dict.
+        ``(final_state, metrics, summary)``: metric columns as arrays (every generation of the
+        run, including those before a resume), and the summary dict; ``summary["monitor_stop"]``
+        says what stopped the run, if the monitor did.
+
+    Raises:
+        ConfigError: a config mismatch on resume, or a fresh run into a folder that already
+            holds checkpoints.
 
     Example:
         >>> cfg = Config(population_size=8, generations=5)
@@ -106,12 +224,44 @@ def evolve(
     config = evo.config
     stream = sys.stdout if progress is True else (progress or None)
     out = Path(out_dir) if out_dir is not None else None
+    P = config.population_size
+    rows: list[dict[str, float]] = []
+    ckpts: Checkpoints | None = None
+    resumed_from = None
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
+        if resume:
+            check_resumable(load_run_config(out), config)
+        elif (out / CHECKPOINT_DIR).exists() and any((out / CHECKPOINT_DIR).iterdir()):
+            raise ConfigError(
+                "--out",
+                str(out),
+                "holds checkpoints of an earlier run: resume it (--resume) or choose another "
+                "folder",
+            )
+        ckpts = Checkpoints(out / CHECKPOINT_DIR, config.keep_checkpoints)
+        if resume and ckpts.latest_step() is not None:
+            resumed_from = ckpts.latest_step()
+            if resumed_from > config.generations:
+                raise ConfigError(
+                    "generations",
+                    config.generations,
+                    f"must be >= the latest checkpoint's generation ({resumed_from})",
+                )
+            restored = ckpts.restore(evo.init() if state is None else state)
+            state = restored.replace(monitor=monitor_lib.release(restored.monitor))
+        info = {**run_info(), "resumed_from": resumed_from}
         (out / "config.json").write_text(
-            json.dumps({**config.to_dict(), "_run": run_info()}, indent=2, default=str)
+            json.dumps({**config.to_dict(), "_run": info}, indent=2, default=str)
         )
     state = evo.init() if state is None else state
+    start_gen = int(state.generation)
+    if out is not None:
+        rows = _read_kept_rows(out / "metrics.csv", start_gen if resume else 0)
+        lineage_lib.truncate(out / lineage_lib.FILE, P, start_gen if resume else 0)
+    steps_total = int(rows[-1]["env_steps"]) if rows else 0
+    wall_offset = rows[-1]["wall_time"] if rows else 0.0
+
     chunk = config.log_every
     t0 = time.perf_counter()
     compiled = evo.compiled_chunk(chunk).lower(state, config.generations).compile()
@@ -119,67 +269,109 @@ def evolve(
     if stream:
         print(
             f"compiled in {compile_time:.1f} s: {config.env_id}, P={config.population_size}, "
-            f"C={config.num_children}, {evo.describe()}",
+            f"C={config.num_children}, {evo.describe()}"
+            + (f"; resumed at generation {resumed_from}" if resumed_from is not None else ""),
             file=stream,
             flush=True,
         )
 
-    rows: list[dict[str, float]] = []
-    lineage: list[np.ndarray] = []
-    csv_file = (out / "metrics.csv").open("w", newline="") if out is not None else None
-    writer = csv.DictWriter(csv_file, fieldnames=CSV_COLUMNS) if csv_file else None
-    if writer:
-        writer.writeheader()
-    steps_total = 0
+    csv_file = (out / "metrics.csv").open("a", newline="") if out is not None else None
+    writer = csv.DictWriter(csv_file, fieldnames=COLUMNS) if csv_file else None
+    every = checkpoint_interval(config)
+    last_saved = start_gen
+    ckpt_times: list[float] = []
+    warnings: dict[str, int] = {}
     chunk_times: list[tuple[float, int]] = []
     start = time.perf_counter()
+
+    def checkpoint() -> None:
+        if int(state.generation) in ckpts.steps():
+            return
+        if csv_file:
+            csv_file.flush()
+            os.fsync(csv_file.fileno())
+        t = time.perf_counter()
+        ckpts.save(state)
+        ckpt_times.append(time.perf_counter() - t)
+
     try:
-        while int(state.generation) < config.generations:
+        while int(state.generation) < config.generations and not int(state.monitor.stopped):
             t_chunk = time.perf_counter()
             state, m = compiled(state, config.generations)
             m = jax.device_get(m)
-            chunk_times.append((time.perf_counter() - t_chunk, int((m["generation"] >= 0).sum())))
+            done = np.nonzero(m["generation"] >= 0)[0]
+            chunk_times.append((time.perf_counter() - t_chunk, len(done)))
             new_rows = []
-            for i in np.nonzero(m["generation"] >= 0)[0]:
+            for i in done:
                 steps_total += int(m["live_steps"][i])
-                row = {k: float(m[k][i]) for k in CSV_COLUMNS if k in m}
+                row = {k: float(m[k][i]) for k in COLUMNS if k in m}
                 row["env_steps"] = steps_total
-                row["wall_time"] = time.perf_counter() - start
+                row["wall_time"] = wall_offset + time.perf_counter() - start
                 new_rows.append(row)
-                lineage.append(np.asarray(m["selected"][i], np.int32))
             rows.extend(new_rows)
+            flags = [n for n in monitor_lib.FLAGS if any(r[f"monitor_{n}"] for r in new_rows)]
+            for r in new_rows:
+                for n in monitor_lib.FLAGS:
+                    if r[f"monitor_{n}"]:
+                        warnings.setdefault(n, int(r["generation"]))
             if writer:
                 writer.writerows(new_rows)
                 csv_file.flush()
+                lineage_lib.append(out / lineage_lib.FILE, lineage_lib.records(m, done, P))
+            gen = int(state.generation)
+            if ckpts and every and gen // every > last_saved // every:
+                checkpoint()
+                last_saved = gen
             if stream and new_rows:
                 dt, n = chunk_times[-1]
                 print(
-                    _progress_line(new_rows[-1], config.generations, n / dt),
+                    _progress_line(new_rows[-1], config.generations, n / dt, flags),
                     file=stream,
                     flush=True,
                 )
             if callback:
                 callback(state, new_rows)
+        if ckpts:
+            checkpoint()
     finally:
         if csv_file:
             csv_file.close()
 
-    metrics = {k: np.array([r[k] for r in rows]) for k in CSV_COLUMNS} if rows else {}
+    metrics = {k: np.array([r[k] for r in rows]) for k in COLUMNS} if rows else {}
     steady = chunk_times[1:] or chunk_times
     gens_per_s = sum(n for _, n in steady) / max(sum(t for t, _ in steady), 1e-9)
     switch_points = [p for iv in config.switch_intervals for p in iv if p < config.generations]
+    stop = None
+    if int(state.monitor.stopped):
+        g = int(state.monitor.stop_generation)
+        names = monitor_lib.flag_names(int(state.monitor.stop_flags))
+        row = next(r for r in rows if int(r["generation"]) == g)
+        stop = {
+            "generation": g,
+            "flags": names,
+            "message": f"monitor stopped the run at generation {g}: "
+            + "; ".join(f"{n}: {monitor_lib.explain(n, row, config)}" for n in names),
+        }
     summary = {
         "compile_time_s": compile_time,
         "steady_generations_per_s": gens_per_s,
         "wall_time_s": time.perf_counter() - start,
         "peak_memory_mb": peak_memory_mb(),
         "generations": len(rows),
+        "resumed_from": resumed_from,
         "best_fitness_final": float(metrics["best_fitness"][-1]) if rows else None,
         "recovery_best": recovery(metrics["best_fitness"], switch_points) if rows else [],
         "recovery_mean": recovery(metrics["mean_fitness"], switch_points) if rows else [],
+        "checkpoint_every": every,
+        "checkpoints_written": len(ckpt_times),
+        "checkpoint_time_s": float(sum(ckpt_times)),
+        "checkpoint_size_bytes": ckpts.size_bytes() if ckpts else 0,
+        "monitor_warnings": warnings,
+        "monitor_stop": stop,
     }
     if out is not None:
-        np.save(out / "lineage.npy", np.stack(lineage) if lineage else np.zeros((0,), np.int32))
+        recs = lineage_lib.read(out / lineage_lib.FILE, P)
+        np.save(out / "lineage.npy", recs["selected"] if len(recs) else np.zeros((0, P), np.int32))
         save_state(state, out / "final_state.npz")
         (out / "summary.json").write_text(json.dumps(summary, indent=2))
         if rows:
@@ -189,6 +381,9 @@ def evolve(
                 config.switch_intervals,
                 title=f"SR-GHN on {config.env_id} (seed {config.seed})",
             )
+        ckpts.close()
+    if stop and stream:
+        print(stop["message"], file=stream, flush=True)
     return state, metrics, summary
 
 
@@ -202,7 +397,6 @@ def save_state(state: EvoState, path: str | Path) -> None:
 def load_state(evo: Evolution, path: str | Path) -> EvoState:
     """Load a state saved by :func:`save_state` into ``evo``'s state structure."""
     data = np.load(path)
-    template = jax.eval_shape(evo.init)
-    paths, treedef = jax.tree_util.tree_flatten_with_path(template)
+    paths, treedef = jax.tree_util.tree_flatten_with_path(evo.init())
     leaves = [data[jax.tree_util.keystr(p).strip(".")] for p, _ in paths]
     return jax.tree_util.tree_unflatten(treedef, [jax.numpy.asarray(x) for x in leaves])
