@@ -18,7 +18,7 @@ from selfref_ghn.config import ConfigError
 
 # Modules adding subcommands: each has ``register(subparsers)``, which adds its parser and sets
 # ``func`` (``args -> exit code``) with ``parser.set_defaults``.
-_COMMAND_MODULES: tuple[str, ...] = ()
+_COMMAND_MODULES: tuple[str, ...] = ("selfref_ghn.compare",)
 
 
 def _parse_sets(pairs: list[str]) -> dict[str, str]:

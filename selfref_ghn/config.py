@@ -75,6 +75,13 @@ class Config:
     mutation_mode: str = "self"
     fixed_rate: float = 0.5
     external_sigma: float = 0.05
+    # method: "srghn" (this library's SR-GHN, ablations via mutation_mode) or an evosax baseline
+    # evolving the policy directly: a short name (open_es, cma_es, simple_ga, gesmr_ga,
+    # samr_ga) or any evosax 0.3 algorithm by its class-registry name (docs/baselines.md)
+    method: str = "srghn"
+    baseline_sigma: float = 0.1  # initial std: Open_ES/SimpleGA std, CMA_ES/GESMR/SAMR std_init
+    baseline_lr: float = 0.05  # Adam learning rate of gradient-based ES (Open_ES and the like)
+    baseline_params: tuple[tuple[str, Any], ...] = ()  # overrides of the algorithm's Params
     # host side
     log_every: int = 10
 
@@ -97,6 +104,7 @@ class Config:
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d["env_kwargs"] = dict(self.env_kwargs)
+        d["baseline_params"] = dict(self.baseline_params)
         d["switch_intervals"] = [list(iv) for iv in self.switch_intervals]
         d["policy_hidden"] = list(self.policy_hidden)
         return d
@@ -141,7 +149,10 @@ class Config:
             raise ConfigError("policy_hidden", self.policy_hidden, "hidden sizes must be positive")
         if not 0.0 <= self.child_factor <= 1.0:
             raise ConfigError("child_factor", self.child_factor, "must lie in [0, 1]")
-        for name in ("std_max", "update_clip", "param_clip", "external_sigma"):
+        for name in (
+            "std_max", "update_clip", "param_clip", "external_sigma", "baseline_sigma",
+            "baseline_lr",
+        ):  # fmt: skip
             if not getattr(self, name) > 0:
                 raise ConfigError(name, getattr(self, name), "must be > 0")
         if self.noise_std < 0:
@@ -150,6 +161,10 @@ class Config:
             raise ConfigError("fixed_rate", self.fixed_rate, "must lie in [0, 1]")
         if self.mutation_mode not in MUTATION_MODES:
             raise ConfigError("mutation_mode", self.mutation_mode, f"one of {MUTATION_MODES}")
+        if self.method != "srghn":
+            from selfref_ghn.baselines import check_method  # local: evosax only when used
+
+            check_method(self.method, dict(self.baseline_params))
         prev_end = 0
         for iv in self.switch_intervals:
             if len(iv) != 2:
@@ -234,7 +249,7 @@ def _coerce(name: str, value: Any, tp: Any) -> Any:
     if tp is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if origin is tuple:
-        if name == "env_kwargs":
+        if name in ("env_kwargs", "baseline_params"):
             if isinstance(value, Mapping):
                 return tuple(sorted(value.items()))
             if isinstance(value, (list, tuple)):
@@ -242,7 +257,7 @@ def _coerce(name: str, value: Any, tp: Any) -> Any:
                     return tuple((str(k), v) for k, v in value)
                 except (TypeError, ValueError):
                     pass
-            raise ConfigError(name, value, "expected a mapping of environment options")
+            raise ConfigError(name, value, "expected a mapping of option names to values")
         if isinstance(value, (list, tuple)):
             return tuple(tuple(v) if isinstance(v, list) else v for v in value)
         raise ConfigError(name, value, f"expected a list ({_type_name(tp)})")

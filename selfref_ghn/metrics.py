@@ -11,7 +11,7 @@ same seed (compare ``checksum``).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
@@ -77,3 +77,40 @@ def recovery(
         row["auc"] = float(np.mean(seg / level)) if level > 0 and len(seg) else float("nan")
         out.append(row)
     return out
+
+
+RECOVERY_CURVES = ("best_fitness", "mean_fitness")
+
+
+def recovery_curves(
+    metrics: Mapping[str, Sequence[float]],
+    switch_points: Sequence[int],
+    curves: Sequence[str] = RECOVERY_CURVES,
+    hold: int = 10,
+    window: int = 10,
+) -> list[dict[str, float | str]]:
+    """:func:`recovery` of several metric columns, the same way for every method.
+
+    The comparison of methods (``selfref-ghn compare``) uses this with ``hold=10``: a curve
+    counts as back to ``f`` of its pre-switch level only once it stays there for 10 generations.
+
+    Args:
+        metrics: metric columns by name (as returned by :func:`selfref_ghn.runner.evolve`).
+        switch_points: generations at which the environment changes.
+        curves: the columns to measure (default best and mean return).
+        hold: generations a threshold must hold.
+        window: generations averaged for the pre-switch level.
+
+    Returns:
+        One dict per curve and switch: :func:`recovery`'s keys plus ``curve``.
+
+    Example:
+        >>> m = {"best_fitness": [10] * 3 + [2] + [10] * 12, "mean_fitness": [5] * 16}
+        >>> [r["gens_to_90"] for r in recovery_curves(m, [3], window=3)]
+        [1, 0]
+    """
+    rows: list[dict[str, float | str]] = []
+    for name in curves:
+        for r in recovery(metrics[name], switch_points, window=window, hold=hold):
+            rows.append({"curve": name, **r})
+    return rows

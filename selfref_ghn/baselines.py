@@ -1,0 +1,461 @@
+"""evosax baselines on the SR-GHN harness (DESIGN §1 users (2), §2 "Evolution loop", §3).
+
+The paper's claim is comparative: after a switch SR-GHNs recover where OpenES, CMA-ES, a simple
+GA, GESMR and SAMR do not. :class:`BaselineEvolution` runs any evosax 0.3 algorithm, used as it
+is (its own ``init``/``ask``/``tell``), on exactly the task an :class:`~selfref_ghn.evolution.
+Evolution` sees:
+
+* the same policy module, evolved directly: a solution is the policy's parameters, flattened
+  with ``jax.flatten_util.ravel_pytree`` (evosax's own layout);
+* the same environment, switch schedule (:meth:`SwitchSchedule.apply`), horizon, episodes and
+  observation normalisation, through the same :func:`selfref_ghn.rollout.evaluate`;
+* the same budget: evosax's population size is ``config.num_members`` = P·(1+C), the episodes
+  SR-GHN evaluates per generation;
+* the same keys: member ``m`` of generation ``g`` is evaluated with
+  ``fold_in(fold_in(fold_in(key, g), 1), m)``, as in :class:`Evolution`, so for one seed every
+  method sees the same episode starts;
+* the same interface (``create/init/step/run_chunk/compiled_chunk/describe/config``) and the
+  same metric keys, so :func:`selfref_ghn.runner.evolve` writes the same results folder.
+
+Returns are maximised everywhere; evosax minimises, so the sign flips here, at the ``tell``
+boundary only. A member with non-finite parameters or return is told ``+inf`` (the worst).
+
+Metric conventions (documented in ``docs/baselines.md``): ``mutation_rate_mean/min/max`` are the
+mean/min/max of the algorithm state's ``std`` field as used to sample this generation (Open_ES,
+SimpleGA: one std; CMA_ES: the global step size; GESMR_GA: one per group; SAMR_GA: one per
+member), NaN for algorithms without one. ``survivor_mean_fitness`` is the mean return of the
+best ``num_elites`` members (evosax's own elite count). ``diversity`` is the mean over policy
+parameters of the population's standard deviation (SR-GHN's is over GHN parameters, so the two
+are not comparable). ``selected`` (written to ``lineage.npy``) holds the indices of the best
+``population_size`` members, best first; it implies no parent-child relation.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import optax
+from flax import struct
+from jax.flatten_util import ravel_pytree
+
+from selfref_ghn import envs as envs_registry
+from selfref_ghn import monitor as monitor_lib
+from selfref_ghn.config import Config, ConfigError, Hyperparams
+from selfref_ghn.normalize import RunningStats
+from selfref_ghn.policy import MLPPolicy, action_fn_for
+from selfref_ghn.rollout import evaluate
+from selfref_ghn.schedule import SwitchSchedule
+from selfref_ghn.types import Array, Metrics, Params
+
+# The paper's five baselines: short name -> evosax class name.
+METHODS: dict[str, str] = {
+    "open_es": "Open_ES",
+    "cma_es": "CMA_ES",
+    "simple_ga": "SimpleGA",
+    "gesmr_ga": "GESMR_GA",
+    "samr_ga": "SAMR_GA",
+}
+
+# Fold-in tags of one generation's key; _EVALUATE and _INIT match selfref_ghn.evolution.
+_ASK, _EVALUATE, _INIT, _TELL, _ES_INIT = 0, 1, 2, 3, 4
+
+
+def algorithm_class(method: str) -> type:
+    """The evosax class of ``method``: a short name of :data:`METHODS` or an evosax name.
+
+    Args:
+        method: e.g. ``"open_es"`` or ``"Open_ES"`` or ``"SNES"``.
+
+    Returns:
+        The evosax algorithm class.
+
+    Raises:
+        ConfigError: for a name that is neither (field ``method``).
+    """
+    from evosax.algorithms import algorithms
+
+    name = METHODS.get(method, method)
+    if name not in algorithms:
+        allowed = ["srghn", *METHODS, *sorted(algorithms)]
+        raise ConfigError("method", method, f"one of {allowed}")
+    return algorithms[name]
+
+
+def check_method(method: str, baseline_params: Mapping[str, Any]) -> None:
+    """Validate ``Config.method`` and ``Config.baseline_params`` (raises :class:`ConfigError`)."""
+    cls = algorithm_class(method)
+    if baseline_params:
+        fields = _params_fields(cls)
+        for k in baseline_params:
+            if fields is not None and k not in fields:
+                raise ConfigError(
+                    "baseline_params", k, f"not a field of {cls.__name__}'s Params: {fields}"
+                )
+
+
+def _params_fields(cls: type) -> list[str] | None:
+    params_cls = inspect.getmodule(cls).__dict__.get("Params")
+    if params_cls is None or not dataclasses.is_dataclass(params_cls):
+        return None
+    return [f.name for f in dataclasses.fields(params_cls)]
+
+
+def make_algorithm(config: Config, num_dims: int) -> tuple[Any, Any]:
+    """The evosax strategy and its params for ``config`` (population ``config.num_members``).
+
+    The constructor gets ``std_schedule = constant(baseline_sigma)`` and
+    ``optimizer = adam(baseline_lr)`` where it takes them; the default params get
+    ``std_init = baseline_sigma`` where they have it, then ``baseline_params`` overrides.
+
+    Args:
+        config: the run configuration (``method`` names the algorithm).
+        num_dims: length of a flat solution.
+
+    Returns:
+        ``(strategy, params)``.
+    """
+    cls = algorithm_class(config.method)
+    accepted = inspect.signature(cls.__init__).parameters
+    kwargs: dict[str, Any] = {}
+    if "std_schedule" in accepted:
+        kwargs["std_schedule"] = optax.constant_schedule(config.baseline_sigma)
+    if "optimizer" in accepted:
+        kwargs["optimizer"] = optax.adam(config.baseline_lr)
+    es = cls(config.num_members, jnp.zeros((num_dims,), jnp.float32), **kwargs)
+    params = es.default_params
+    if hasattr(params, "std_init"):
+        params = params.replace(std_init=jnp.asarray(config.baseline_sigma, jnp.float32))
+    if config.baseline_params:
+        params = params.replace(**dict(config.baseline_params))
+    return es, params
+
+
+def _is_population_based(es: Any) -> bool:
+    from evosax.algorithms.population_based.base import PopulationBasedAlgorithm
+
+    return isinstance(es, PopulationBasedAlgorithm)
+
+
+def _strong(tree: Any) -> Any:
+    """Every leaf a strongly typed array, so a compiled chunk accepts its own output."""
+    return jax.tree.map(lambda x: jnp.asarray(x, dtype=jnp.asarray(x).dtype), tree)
+
+
+@struct.dataclass
+class BaselineState:
+    """An evosax run and everything needed to continue it exactly.
+
+    Attributes:
+        es_state: the evosax algorithm's state.
+        es_params: the evosax algorithm's params (traced hyperparameters).
+        generation: ``()`` int32, the next generation to run.
+        key: ``(2,)`` uint32 run key; every draw folds in the generation (and member index).
+        obs_stats: running observation statistics (unused unless ``obs_norm``).
+        hparams: SR-GHN's traced hyperparameters (only the runaway monitor reads them here).
+        monitor: the runaway monitor's state (:mod:`selfref_ghn.monitor`).
+    """
+
+    es_state: Any
+    es_params: Any
+    generation: Array
+    key: Array
+    obs_stats: RunningStats
+    hparams: Hyperparams
+    monitor: monitor_lib.MonitorState
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class BaselineEvolution:
+    """An evosax algorithm on one task, with :class:`~selfref_ghn.evolution.Evolution`'s API.
+
+    Example:
+        >>> cfg = Config(method="open_es", population_size=4, horizon=50, generations=5)
+        >>> evo = BaselineEvolution.create(cfg)
+        >>> state, metrics = jax.jit(evo.step)(evo.init())
+        >>> int(state.generation)
+        1
+    """
+
+    config: Config
+    env: Any
+    env_params: Any
+    policy: nn.Module
+    policy_fn: Callable[[Params, Array], Array]
+    template: Params
+    unravel: Callable[[Array], Params]
+    num_dims: int
+    es: Any
+    es_params: Any
+    schedule: SwitchSchedule
+    obs_shape: tuple[int, ...]
+
+    @classmethod
+    def create(
+        cls,
+        config: Config,
+        env: Any = None,
+        env_params: Any = None,
+        policy: nn.Module | None = None,
+        action_fn: Callable[[Array], Array] | None = None,
+    ) -> BaselineEvolution:
+        """Validate ``config`` and build the static pieces of a baseline run.
+
+        Args:
+            config: the run configuration; ``config.method`` names the evosax algorithm.
+            env, env_params: a gymnax-contract environment; default ``envs.make(config.env_id)``.
+            policy: any flax module mapping an observation to outputs; default an
+                :class:`MLPPolicy` with ``config.policy_hidden`` (the one SR-GHN generates).
+            action_fn: outputs -> action; default chosen from the action space.
+
+        Returns:
+            The :class:`BaselineEvolution`.
+        """
+        config = config.validate()
+        if config.method == "srghn":
+            raise ConfigError("method", config.method, "a baseline: use Evolution for srghn")
+        if env is None:
+            env, default_params = envs_registry.make(config.env_id, **dict(config.env_kwargs))
+            env_params = default_params if env_params is None else env_params
+        elif env_params is None:
+            env_params = env.default_params
+        if config.switch_intervals and not hasattr(env_params, "inverted"):
+            raise ConfigError(
+                "switch_intervals",
+                [list(iv) for iv in config.switch_intervals],
+                "this environment's params have no 'inverted' field to switch",
+            )
+        space = env.action_space(env_params)
+        num_outputs, default_action_fn = action_fn_for(space)
+        action_fn = action_fn or default_action_fn
+        policy = policy or MLPPolicy(hidden=config.policy_hidden, num_outputs=num_outputs)
+        obs_shape = tuple(env.observation_space(env_params).shape)
+        template = policy.init(jax.random.key(0), jnp.zeros(obs_shape))["params"]
+        flat, unravel = ravel_pytree(template)
+        es, es_params = make_algorithm(config, int(flat.size))
+
+        def policy_fn(params: Params, obs: Array) -> Array:
+            return action_fn(policy.apply({"params": params}, obs))
+
+        return cls(
+            config=config,
+            env=env,
+            env_params=env_params,
+            policy=policy,
+            policy_fn=policy_fn,
+            template=template,
+            unravel=unravel,
+            num_dims=int(flat.size),
+            es=es,
+            es_params=es_params,
+            schedule=SwitchSchedule.from_intervals(config.switch_intervals),
+            obs_shape=obs_shape,
+        )
+
+    def describe(self) -> str:
+        """One line for progress output."""
+        return (
+            f"evosax {type(self.es).__name__} (population {self.es.population_size}), "
+            f"{self.num_dims} policy parameters"
+        )
+
+    # ------------------------------------------------------------------------------- init
+    def initial_solution(self, key: Array) -> Array:
+        """A flat policy from the policy module's own initialiser."""
+        params = self.policy.init(key, jnp.zeros(self.obs_shape))["params"]
+        return ravel_pytree(params)[0]
+
+    def init(self, key: Array | None = None) -> BaselineState:
+        """The algorithm's initial state (generation 0), from ``key`` or ``config.seed``.
+
+        Distribution-based algorithms start from a mean drawn by the policy's initialiser
+        (key ``fold_in(key, 2)``); population-based ones from ``num_members`` such draws
+        (keys ``fold_in(fold_in(key, 2), i)``), not yet evaluated (told ``+inf``).
+        """
+        key = jax.random.PRNGKey(self.config.seed) if key is None else key
+        init_key = jax.random.fold_in(key, _INIT)
+        es_key = jax.random.fold_in(key, _ES_INIT)
+        if _is_population_based(self.es):
+            n = self.config.num_members
+            pop = jax.vmap(lambda i: self.initial_solution(jax.random.fold_in(init_key, i)))(
+                jnp.arange(n)
+            )
+            es_state = self.es.init(es_key, pop, jnp.full((n,), jnp.inf), self.es_params)
+        else:
+            es_state = self.es.init(es_key, self.initial_solution(init_key), self.es_params)
+        return _strong(
+            BaselineState(
+                es_state=es_state,
+                es_params=self.es_params,
+                generation=jnp.int32(0),
+                key=key,
+                obs_stats=RunningStats.create((int(jnp.prod(jnp.array(self.obs_shape))),)),
+                hparams=Hyperparams.from_config(self.config),
+                monitor=monitor_lib.init(),
+            )
+        )
+
+    # ------------------------------------------------------------------------------- step
+    def evaluate_members(self, state: BaselineState, members: Array):
+        """Return of every flat member on fresh episodes, with the schedule applied."""
+        cfg = self.config
+        gen_key = jax.random.fold_in(state.key, state.generation)
+        eval_key = jax.random.fold_in(gen_key, _EVALUATE)
+        env_params = self.schedule.apply(self.env_params, state.generation)
+        obs_stats = state.obs_stats if cfg.obs_norm else None
+
+        def one(m: Array, flat: Array):
+            return evaluate(
+                jax.random.fold_in(eval_key, m),
+                self.env,
+                env_params,
+                self.policy_fn,
+                self.unravel(flat),
+                cfg.horizon,
+                cfg.episodes,
+                obs_stats,
+            )
+
+        return jax.vmap(one)(jnp.arange(members.shape[0]), members)
+
+    def step(self, state: BaselineState) -> tuple[BaselineState, Metrics]:
+        """One generation: ask, evaluate, tell (with the sign flipped).
+
+        Args:
+            state: the current :class:`BaselineState`.
+
+        Returns:
+            ``(next_state, metrics)`` with :class:`Evolution`'s metric keys (see the module
+            docstring for what the rate, survivor and ``selected`` entries mean here).
+        """
+        cfg = self.config
+        gen_key = jax.random.fold_in(state.key, state.generation)
+        members, es_state = self.es.ask(
+            jax.random.fold_in(gen_key, _ASK), state.es_state, state.es_params
+        )
+        ev = self.evaluate_members(state, members)
+        params_finite = jnp.all(jnp.isfinite(members), axis=1)
+        finite = jnp.isfinite(ev.fitness) & params_finite
+        loss = jnp.where(finite, -ev.fitness, jnp.inf)  # evosax minimises
+        new_es_state, _ = self.es.tell(
+            jax.random.fold_in(gen_key, _TELL), members, loss, es_state, state.es_params
+        )
+
+        safe_fit = jnp.where(finite, ev.fitness, jnp.nan)
+        ranked_fit = jnp.where(finite, ev.fitness, -jnp.inf)
+        top_fit, selected = jax.lax.top_k(ranked_fit, cfg.population_size)
+        elite_fit = jax.lax.top_k(ranked_fit, self.es.num_elites)[0]
+        std = getattr(es_state, "std", None)
+        std = jnp.full((1,), jnp.nan) if std is None else jnp.ravel(jnp.asarray(std, jnp.float32))
+
+        obs_stats = state.obs_stats
+        if cfg.obs_norm:
+            obs_stats = obs_stats.merge(
+                ev.obs_sum.sum(0), ev.obs_sq_sum.sum(0), ev.obs_count.sum()
+            )
+        metrics = {
+            "generation": state.generation,
+            "inverted": self.schedule.inverted_at(state.generation).astype(jnp.int32),
+            "best_fitness": jnp.nanmax(safe_fit),
+            "mean_fitness": jnp.nanmean(safe_fit),
+            "median_fitness": jnp.nanmedian(safe_fit),
+            "survivor_mean_fitness": jnp.mean(
+                jnp.where(jnp.isfinite(elite_fit), elite_fit, jnp.nan)
+            ),
+            "mutation_rate_mean": jnp.nanmean(std),
+            "mutation_rate_min": jnp.nanmin(std),
+            "mutation_rate_max": jnp.nanmax(std),
+            "diversity": jnp.mean(
+                jnp.nanstd(jnp.where(params_finite[:, None], members, jnp.nan), 0)
+            ),
+            "nonfinite_fitness": jnp.sum(~jnp.isfinite(ev.fitness)).astype(jnp.int32),
+            "nonfinite_params": jnp.sum(~params_finite).astype(jnp.int32),
+            "live_steps": jnp.sum(ev.live_steps),
+            "checksum": _checksum(new_es_state),
+            "selected": selected.astype(jnp.int32),
+            "survivor_fitness": top_fit,  # (P,) for lineage
+            "parent_rate": _per_member(std, selected, members.shape[0]),  # (P,) for lineage
+        }
+        new_state = state.replace(
+            es_state=_like(new_es_state, state.es_state),
+            generation=state.generation + 1,
+            obs_stats=obs_stats,
+        )
+        return new_state, metrics
+
+    # ------------------------------------------------------------------------------- loop
+    def run_chunk(self, state: BaselineState, length: int, stop_at: Array | int | None = None):
+        """``length`` generations in one ``lax.scan``; generations ``>= stop_at`` are skipped.
+
+        Skipped iterations leave the state unchanged and return metrics with
+        ``generation = -1``; the runaway monitor runs after every generation (both as
+        :meth:`Evolution.run_chunk`).
+
+        Returns:
+            ``(state, metrics)`` with every metric stacked along a leading ``length`` axis.
+        """
+        stop_at = self.config.generations if stop_at is None else stop_at
+
+        def monitored_step(s: BaselineState) -> tuple[BaselineState, Metrics]:
+            s, m = self.step(s)
+            mon, flags = monitor_lib.update(s.monitor, m, self.config, s.hparams)
+            return s.replace(monitor=mon), {**m, **flags}
+
+        empty = jax.tree.map(
+            lambda s: jnp.full(s.shape, -1, s.dtype), jax.eval_shape(monitored_step, state)[1]
+        )
+
+        def body(s: BaselineState, _):
+            go = (s.generation < stop_at) & monitor_lib.running(s.monitor)
+            return jax.lax.cond(go, monitored_step, lambda x: (x, empty), s)
+
+        return jax.lax.scan(body, state, None, length=length)
+
+    def compiled_chunk(self, length: int):
+        """``jax.jit`` of :meth:`run_chunk` with the state donated: compile once per run."""
+        return jax.jit(lambda s, stop: self.run_chunk(s, length, stop), donate_argnums=0)
+
+
+def _per_member(std: Array, selected: Array, num_members: int) -> Array:
+    """The step size of each selected member: its own where the algorithm keeps one per member
+    (SAMR_GA), else the algorithm's mean step size."""
+    if std.shape[0] == num_members:
+        return std[selected]
+    return jnp.full(selected.shape, jnp.nanmean(std), jnp.float32)
+
+
+def _like(new: Any, old: Any) -> Any:
+    """``new`` cast leaf by leaf to ``old``'s dtypes (evosax may promote a counter or a std)."""
+    return jax.tree.map(lambda n, o: jnp.asarray(n, o.dtype), new, old)
+
+
+def _checksum(tree: Any) -> Array:
+    """Sum of the finite floating-point entries of an algorithm state (detects divergence)."""
+    total = jnp.float32(0.0)
+    for leaf in jax.tree.leaves(tree):
+        leaf = jnp.asarray(leaf)
+        if jnp.issubdtype(leaf.dtype, jnp.floating):
+            total = total + jnp.sum(jnp.where(jnp.isfinite(leaf), leaf, 0.0)).astype(jnp.float32)
+    return total
+
+
+def make_evolution(config: Config, **kwargs: Any):
+    """:class:`Evolution` for ``method = "srghn"``, else :class:`BaselineEvolution`.
+
+    Args:
+        config: the run configuration.
+        **kwargs: ``env``, ``env_params``, ``policy``, ``action_fn`` as for ``create``.
+
+    Returns:
+        The evolution object for :func:`selfref_ghn.runner.evolve`'s ``evo`` argument.
+    """
+    if config.method == "srghn":
+        from selfref_ghn.evolution import Evolution
+
+        return Evolution.create(config, **kwargs)
+    return BaselineEvolution.create(config, **kwargs)

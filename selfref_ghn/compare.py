@@ -1,0 +1,404 @@
+"""``selfref-ghn compare``: SR-GHNs, their ablations and evosax baselines on one task (DESIGN §1,
+§2 "Ablations", §3).
+
+``selfref-ghn compare PRESET --methods srghn,open_es,cma_es,simple_ga,gesmr_ga,samr_ga
+[,fixed_rate,frozen_head,external] --seeds 0-4 [--out DIR] [--set k=v]`` runs every method on
+every seed through the same harness (:func:`selfref_ghn.runner.evolve`, one normal results
+folder per run under ``DIR/<method>/seed<k>``), then writes into ``DIR``:
+
+* ``recovery.csv``: per method, switch, curve (best and mean return) and recovery metric
+  (:func:`selfref_ghn.metrics.recovery_curves`, ``hold = 10``), the mean over seeds, its 95%
+  t-interval half-width, and how many seeds reached that threshold at all;
+* ``recovery.md``: the same as markdown tables, one per switch and curve;
+* ``returns.png``: best and mean return over generations per method (mean over seeds and its
+  95% band), inverted intervals shaded.
+
+Methods: ``srghn`` and the ablations ``fixed_rate``, ``frozen_head``, ``external``
+(``Config.mutation_mode``); the baselines of :data:`selfref_ghn.baselines.METHODS`; or any
+evosax algorithm by its registry name. A finished run (its ``summary.json`` exists) is read
+back rather than run again, so an interrupted comparison continues where it stopped.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, TextIO
+
+import numpy as np
+
+from selfref_ghn.config import Config, ConfigError
+from selfref_ghn.metrics import CSV_COLUMNS, recovery_curves
+
+ABLATIONS = ("fixed_rate", "frozen_head", "external")
+DEFAULT_METHODS = ("srghn", "open_es", "cma_es", "simple_ga", "gesmr_ga", "samr_ga")
+RECOVERY_HOLD = 10
+_STATS = ("level", "drop", "gens_to_50", "gens_to_90", "gens_to_100", "auc")
+
+
+def method_config(config: Config, method: str) -> Config:
+    """``config`` set up for one method of the comparison.
+
+    Args:
+        config: the shared task configuration (preset plus ``--set``).
+        method: ``srghn``, an ablation (``fixed_rate``, ``frozen_head``, ``external``), a
+            baseline short name (``open_es``...) or an evosax algorithm name.
+
+    Returns:
+        The validated config (``method`` and ``mutation_mode`` set).
+    """
+    if method == "srghn":
+        return config.replace(method="srghn", mutation_mode="self").validate()
+    if method in ABLATIONS:
+        return config.replace(method="srghn", mutation_mode=method).validate()
+    return config.replace(method=method).validate()
+
+
+def parse_seeds(text: str) -> list[int]:
+    """``"0-4"`` -> ``[0, 1, 2, 3, 4]``; ``"0,3,7"`` and mixtures like ``"0-2,9"`` work too."""
+    seeds: list[int] = []
+    try:
+        for part in text.split(","):
+            part = part.strip()
+            if "-" in part:
+                lo, hi = (int(x) for x in part.split("-", 1))
+                if hi < lo:
+                    raise ValueError
+                seeds.extend(range(lo, hi + 1))
+            elif part:
+                seeds.append(int(part))
+    except ValueError:
+        raise ConfigError("--seeds", text, "seeds like 0-4 or 0,1,5") from None
+    if not seeds or any(s < 0 for s in seeds):
+        raise ConfigError("--seeds", text, "at least one non-negative seed")
+    return list(dict.fromkeys(seeds))
+
+
+def parse_methods(text: str) -> list[str]:
+    """Comma-separated method names, each checked (raises :class:`ConfigError`)."""
+    methods = [m.strip() for m in text.split(",") if m.strip()]
+    if not methods:
+        raise ConfigError("--methods", text, "at least one method")
+    for m in methods:
+        if m != "srghn" and m not in ABLATIONS:
+            from selfref_ghn.baselines import algorithm_class
+
+            try:
+                algorithm_class(m)
+            except ConfigError as e:
+                raise ConfigError("--methods", m, e.allowed) from None
+    return list(dict.fromkeys(methods))
+
+
+def _read_metrics(path: Path) -> dict[str, np.ndarray]:
+    with path.open() as f:
+        rows = list(csv.DictReader(f))
+    return {k: np.array([float(r[k]) for r in rows]) for k in CSV_COLUMNS if rows and k in rows[0]}
+
+
+def run_comparison(
+    config: Config,
+    methods: Sequence[str],
+    seeds: Sequence[int],
+    out_dir: str | Path,
+    progress: bool | TextIO = True,
+    report_only: bool = False,
+) -> dict[str, dict[int, dict[str, np.ndarray]]]:
+    """Run (or read back) every method on every seed, then write the table and figure.
+
+    Runs go seed by seed (every method on seed 0, then on seed 1...), so an interrupted
+    comparison has all methods on its first seeds.
+
+    Args:
+        config: the shared task configuration.
+        methods: method names (see :func:`method_config`).
+        seeds: run seeds.
+        out_dir: the comparison's results folder.
+        progress: print progress lines (``True``: stdout; or a stream; ``False``: quiet).
+        report_only: run nothing; report on the runs that have finished.
+
+    Returns:
+        ``curves[method][seed]``: each run's metric columns.
+
+    Example:
+        >>> cfg = presets.get("quick")  # doctest: +SKIP
+        >>> run_comparison(cfg, ["srghn", "open_es"], [0, 1], "results/cmp")  # doctest: +SKIP
+    """
+    from selfref_ghn.baselines import make_evolution
+    from selfref_ghn.runner import evolve, run_info
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    stream = sys.stdout if progress is True else (progress or None)
+    configs = {m: method_config(config, m) for m in methods}  # validate all before any run
+    (out / "compare.json").write_text(
+        json.dumps(
+            {
+                "methods": list(methods),
+                "seeds": list(seeds),
+                "config": config.to_dict(),
+                "recovery_hold": RECOVERY_HOLD,
+                "_run": run_info(),
+            },
+            indent=2,
+            default=str,
+        )
+    )
+    curves: dict[str, dict[int, dict[str, np.ndarray]]] = {m: {} for m in methods}
+    for seed in seeds:
+        for m in methods:
+            cfg = configs[m].replace(seed=seed)
+            run_dir = out / m / f"seed{seed}"
+            if (run_dir / "summary.json").exists() and (run_dir / "metrics.csv").exists():
+                metrics = _read_metrics(run_dir / "metrics.csv")
+                if len(metrics.get("generation", ())) == cfg.generations:
+                    curves[m][seed] = metrics
+                    if stream:
+                        print(f"[{m} seed {seed}] finished earlier: {run_dir}", file=stream)
+                    continue
+            if report_only:
+                continue
+            t0 = time.perf_counter()
+            _, metrics, summary = evolve(
+                cfg, run_dir, evo=make_evolution(cfg), progress=False, callback=None
+            )
+            curves[m][seed] = metrics
+            if stream:
+                print(
+                    f"[{m} seed {seed}] {time.perf_counter() - t0:.0f} s (compile "
+                    f"{summary['compile_time_s']:.0f} s), final best "
+                    f"{summary['best_fitness_final']:.1f}: {run_dir}",
+                    file=stream,
+                    flush=True,
+                )
+    curves = {m: runs for m, runs in curves.items() if runs}
+    write_report(curves, config.switch_intervals, out)
+    return curves
+
+
+def _t95(n: int) -> float:
+    from scipy.stats import t
+
+    return float(t.ppf(0.975, n - 1)) if n > 1 else float("nan")
+
+
+def summarize(
+    curves: Mapping[str, Mapping[int, Mapping[str, np.ndarray]]],
+    switch_intervals: Sequence[Sequence[int]],
+    hold: int = RECOVERY_HOLD,
+) -> list[dict[str, Any]]:
+    """Recovery statistics over seeds: one row per method, switch, curve and statistic.
+
+    ``mean`` and ``ci95`` (the t-interval half-width) are over the seeds where the value is
+    defined; ``n_ok`` of ``n`` seeds have it (a ``gens_to_*`` is undefined when the curve never
+    got back to that fraction of its level, for ``hold`` generations, before the next switch).
+
+    Returns:
+        Rows with keys ``method, switch, curve, stat, mean, ci95, n_ok, n``.
+    """
+    points = sorted({int(p) for iv in switch_intervals for p in iv})
+    rows: list[dict[str, Any]] = []
+    for method, runs in curves.items():
+        per_seed = [
+            recovery_curves(metrics, points, hold=hold) for _, metrics in sorted(runs.items())
+        ]
+        if not per_seed or not per_seed[0]:
+            continue
+        for i, template in enumerate(per_seed[0]):
+            for stat in _STATS:
+                vals = np.array([float(rs[i][stat]) for rs in per_seed], np.float64)
+                ok = vals[np.isfinite(vals)]
+                mean = float(ok.mean()) if ok.size else float("nan")
+                ci = (
+                    _t95(ok.size) * float(ok.std(ddof=1)) / math.sqrt(ok.size)
+                    if ok.size > 1
+                    else float("nan")
+                )
+                rows.append(
+                    {
+                        "method": method,
+                        "switch": int(template["switch"]),
+                        "curve": template["curve"],
+                        "stat": stat,
+                        "mean": mean,
+                        "ci95": ci,
+                        "n_ok": int(ok.size),
+                        "n": int(vals.size),
+                    }
+                )
+    return rows
+
+
+def _cell(row: Mapping[str, Any]) -> str:
+    if row["n_ok"] == 0:
+        return "never"
+    digits = 2 if row["stat"] == "auc" else 1
+    text = f"{row['mean']:.{digits}f}"
+    if math.isfinite(row["ci95"]):
+        text += f" ± {row['ci95']:.{digits}f}"
+    if row["n_ok"] < row["n"]:
+        text += f" ({row['n_ok']}/{row['n']})"
+    return text
+
+
+def markdown_tables(rows: Sequence[Mapping[str, Any]]) -> str:
+    """The rows of :func:`summarize` as markdown: one table per switch and curve."""
+    methods = list(dict.fromkeys(r["method"] for r in rows))
+    keys = list(dict.fromkeys((r["switch"], r["curve"]) for r in rows))
+    index = {(r["method"], r["switch"], r["curve"], r["stat"]): r for r in rows}
+    heads = ("level", "drop", "→50%", "→90%", "→100%", "AUC")
+    parts = []
+    for switch, curve in keys:
+        label = "best return" if curve == "best_fitness" else curve.replace("_", " ")
+        label = "mean return" if curve == "mean_fitness" else label
+        parts.append(f"### Switch at generation {switch}: {label}\n")
+        parts.append("| method | " + " | ".join(heads) + " |")
+        parts.append("|---" * (len(heads) + 1) + "|")
+        for m in methods:
+            cells = [_cell(index[(m, switch, curve, s)]) for s in _STATS]
+            parts.append(f"| {m} | " + " | ".join(cells) + " |")
+        parts.append("")
+    return "\n".join(parts)
+
+
+def write_report(
+    curves: Mapping[str, Mapping[int, Mapping[str, np.ndarray]]],
+    switch_intervals: Sequence[Sequence[int]],
+    out_dir: str | Path,
+    hold: int = RECOVERY_HOLD,
+) -> dict[str, Path]:
+    """Write ``recovery.csv``, ``recovery.md`` and ``returns.png`` into ``out_dir``.
+
+    Returns:
+        The paths written, by kind (``csv``, ``markdown``, ``figure``).
+    """
+    out = Path(out_dir)
+    rows = summarize(curves, switch_intervals, hold=hold)
+    csv_path = out / "recovery.csv"
+    with csv_path.open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=["method", "switch", "curve", "stat", "mean", "ci95",
+                                          "n_ok", "n"])  # fmt: skip
+        w.writeheader()
+        w.writerows(rows)
+    seeds = sorted({s for runs in curves.values() for s in runs})
+    md = (
+        f"Recovery after each switch: mean ± 95% interval over seeds {seeds}; →X% is the "
+        f"number of generations until the curve is back to X% of its pre-switch level (mean "
+        f"of the 10 generations before) and stays there for {hold} generations; (k/n): only k "
+        f"of n seeds got there before the next switch or the end; AUC: mean of curve/level "
+        f"after the switch.\n\n" + markdown_tables(rows)
+    )
+    md_path = out / "recovery.md"
+    md_path.write_text(md)
+    fig_path = plot_comparison(curves, switch_intervals, out / "returns.png")
+    return {"csv": csv_path, "markdown": md_path, "figure": fig_path}
+
+
+def plot_comparison(
+    curves: Mapping[str, Mapping[int, Mapping[str, np.ndarray]]],
+    switch_intervals: Sequence[Sequence[int]],
+    path: str | Path,
+) -> Path:
+    """Best and mean return over generations per method: mean over seeds and 95% band.
+
+    Returns:
+        The path written.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.2), sharex=True)
+    colors = plt.get_cmap("tab10").colors
+    for ax, name, title in zip(
+        axes, ("best_fitness", "mean_fitness"), ("best return", "mean return"), strict=True
+    ):
+        for i, (start, end) in enumerate(switch_intervals):
+            ax.axvspan(start, end, color="0.85", lw=0, label="inverted" if i == 0 else None)
+        for k, (method, runs) in enumerate(curves.items()):
+            if not runs:
+                continue
+            n = min(len(r[name]) for r in runs.values())
+            y = np.stack([np.asarray(r[name][:n], np.float64) for r in runs.values()])
+            g = np.arange(n)
+            mean = y.mean(0)
+            style = "-" if method == "srghn" else ("--" if method in ABLATIONS else "-")
+            width = 2.2 if method == "srghn" else 1.2
+            ax.plot(g, mean, style, color=colors[k % 10], lw=width, label=method)
+            if y.shape[0] > 1:
+                half = _t95(y.shape[0]) * y.std(0, ddof=1) / math.sqrt(y.shape[0])
+                ax.fill_between(g, mean - half, mean + half, color=colors[k % 10], alpha=0.15)
+        ax.set_title(title)
+        ax.set_xlabel("generation")
+        ax.set_ylabel("return")
+    axes[1].legend(fontsize=7, loc="lower right", ncol=2)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
+
+
+# --------------------------------------------------------------------------------------- CLI
+def enable_compile_cache(path: str | Path) -> None:
+    """Turn on JAX's persistent compilation cache in ``path`` (process-wide).
+
+    Runs differing only in their seed compile to the same program (the seed lives in the
+    state), so with the cache each method of a comparison compiles once.
+    """
+    import jax
+
+    jax.config.update("jax_compilation_cache_dir", str(path))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", -1)
+
+
+def register(subparsers) -> None:
+    """Add the ``compare`` subcommand to ``selfref-ghn``'s parser."""
+    from selfref_ghn.cli import add_run_options
+
+    p = subparsers.add_parser("compare", help="SR-GHN vs ablations vs evosax baselines")
+    add_run_options(p)
+    p.add_argument(
+        "--methods",
+        default=",".join(DEFAULT_METHODS),
+        help="comma-separated: srghn, fixed_rate, frozen_head, external, open_es, cma_es, "
+        "simple_ga, gesmr_ga, samr_ga, or any evosax algorithm name",
+    )
+    p.add_argument("--seeds", default="0-4", help="e.g. 0-4 or 0,1,5")
+    p.add_argument("--out", type=Path, default=None, help="results folder")
+    p.add_argument("--quiet", action="store_true", help="no progress lines")
+    p.add_argument(
+        "--report-only", action="store_true", help="only tabulate the runs already finished"
+    )
+    p.add_argument(
+        "--compile-cache",
+        type=Path,
+        default=None,
+        help="XLA compilation cache folder (default OUT/.compile-cache): seeds of one method "
+        "are the same program, so each method compiles once",
+    )
+    p.set_defaults(func=cmd_compare)
+
+
+def cmd_compare(args) -> int:
+    """Run ``selfref-ghn compare`` (``args`` from :func:`register`'s parser)."""
+    from selfref_ghn.cli import config_from_args
+
+    if args.seed is not None:
+        raise ConfigError("--seed", args.seed, "compare takes --seeds")
+    cfg = config_from_args(args)
+    methods = parse_methods(args.methods)
+    seeds = parse_seeds(args.seeds)
+    out = args.out or Path("results") / f"compare-{args.preset}-{time.strftime('%Y%m%d-%H%M%S')}"
+    enable_compile_cache(args.compile_cache or out / ".compile-cache")
+    run_comparison(cfg, methods, seeds, out, progress=not args.quiet, report_only=args.report_only)
+    print(f"results: {out}")
+    print((out / "recovery.md").read_text())
+    return 0
