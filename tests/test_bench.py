@@ -1,0 +1,71 @@
+"""The benchmark harness (issue 8) runs end to end on a tiny case and writes sane results.
+
+Timing relations are not asserted (a loaded machine makes them noise); only the structure of
+``bench.json``, that every figure is positive and finite, and that the reports are written.
+"""
+
+import json
+import math
+
+from selfref_ghn import bench, cli
+
+from .conftest import TINY
+
+SETS = [
+    f"{k}={json.dumps(list(v) if isinstance(v, tuple) else v)}"
+    for k, v in TINY.items()
+    if k not in ("generations", "log_every")  # the preset's switch schedule needs its length
+]
+
+
+def _positive(x) -> bool:
+    return isinstance(x, (int, float)) and math.isfinite(x) and x > 0
+
+
+def test_tiny_benchmark_writes_json_and_tables(tmp_path):
+    argv = ["--out", str(tmp_path), "--workloads", "a", "--repeats", "2", "--chunk", "2"]
+    argv += [a for s in SETS for a in ("--set", s)]
+    assert bench.main(argv) == 0
+
+    results = json.loads((tmp_path / "bench.json").read_text())
+    for key in ("cpu_model", "cpu_count", "jax_version", "backend", "git_hash"):
+        assert key in results["machine"]
+    (case,) = results["cases"]
+    assert "error" not in case, case.get("error")
+    assert case["population_size"] == TINY["population_size"]
+    assert case["members"] == TINY["population_size"] * (1 + TINY["num_children"])
+    assert case["env_steps_per_generation"] == case["members"] * TINY["horizon"]
+    assert set(case["methods"]) == set(bench.METHODS)
+    for name, m in case["methods"].items():
+        for key in ("compile_s", "generation_s", "generations_per_s", "env_steps_per_s"):
+            assert _positive(m[key]), (name, key, m[key])
+        assert _positive(m["peak_rss_mb"])
+        assert len(m["generation_s_all"]) == 2
+        assert m["finite_outputs"], name
+    assert all(_positive(r) for r in case["ratios"].values())
+    assert math.isfinite(case["hypernetwork_s"]) and _positive(case["rollout_s"])
+
+    prof = case["profile"]
+    assert not prof["errors"], prof["errors"]
+    for phase in ("mutation", "policy_generation", "evaluation", "selection"):
+        assert _positive(prof["seconds"][phase]), phase
+    assert math.isclose(sum(prof["fractions"].values()), 1.0, rel_tol=1e-6)
+
+    table = (tmp_path / "bench.md").read_text()
+    assert "| a | CartPole-Switch |" in table and "Phase profile" in table
+
+
+def test_plan_covers_workloads_and_skips_missing_envs():
+    cases, skipped = bench.plan(["a", "b", "c", "d", "e"], quick=True)
+    names = [c.name for c in cases]
+    assert "a" in names and "e-w32" in names and "e-w128" in names
+    assert any(n.startswith("c-P") for n in names)
+    e = {c.name: c.config.policy_hidden for c in cases if c.workload == "e"}
+    assert e == {"e-w32": (32,), "e-w128": (128,)}
+    for s in skipped:  # environments whose modules are missing are noted, not fatal
+        assert s["workload"] == "d" and s["reason"]
+
+
+def test_bench_is_a_cli_subcommand():
+    args = cli.build_parser().parse_args(["bench", "--quick", "--workloads", "a"])
+    assert args.quick and args.workloads == "a" and callable(args.func)
