@@ -70,8 +70,12 @@ def _fix_capsule_plane_frames(m: mjx.Model, d: mjx.Data) -> mjx.Data:
 
 
 def forward(m: mjx.Model, d: mjx.Data) -> mjx.Data:
-    """``mjx.forward`` with MuJoCo's capsule-plane contact frames (same stage order)."""
-    d = smooth.kinematics(m, d)
+    """``mjx.forward`` with MuJoCo's capsule-plane contact frames (same stage order).
+
+    Like ``mj_forward`` (and unlike MJX's ``kinematics``), ``qpos`` is left as given: a reset
+    with a non-unit quaternion observes it as Gymnasium does.
+    """
+    d = smooth.kinematics(m, d).replace(qpos=d.qpos)
     d = smooth.com_pos(m, d)
     d = smooth.camlight(m, d)
     d = smooth.tendon(m, d)
@@ -93,6 +97,26 @@ def forward(m: mjx.Model, d: mjx.Data) -> mjx.Data:
     d = solver.solve(m, d)
     d = sensor.sensor_acc(m, d)
     return d
+
+
+def set_state(m: mjx.Model, qpos: jax.Array, qvel: jax.Array) -> mjx.Data:
+    """Fresh data at ``(qpos, qvel)`` with body poses computed (Gymnasium's ``set_state``).
+
+    Gymnasium's ``set_state`` runs ``mj_forward`` on reset data. Of its results only the body
+    poses are read before the next ``mj_step`` recomputes everything (``xpos`` for the forward
+    reward; ``cfrc_ext`` is not computed by ``mj_forward`` and stays zero), so kinematics alone
+    gives the same observations and rewards at a fraction of the compile time.
+
+    Args:
+        m: MJX model.
+        qpos: ``(nq,)`` positions, kept as given (a non-unit quaternion is not normalized).
+        qvel: ``(nv,)`` velocities.
+
+    Returns:
+        Data with zero warmstart, controls and forces, and the poses of ``qpos``.
+    """
+    d = mjx.make_data(m).replace(qpos=qpos, qvel=qvel)
+    return smooth.kinematics(m, d).replace(qpos=qpos)
 
 
 def _integrate(m: mjx.Model, qpos: jax.Array, qvel: jax.Array) -> jax.Array:
@@ -173,4 +197,4 @@ def step(m: mjx.Model, d: mjx.Data, rot_dofs: np.ndarray) -> mjx.Data:
     return mjx_forward.implicit(m, d)
 
 
-__all__ = ["forward", "rk4_step", "rotation_dofs", "step"]
+__all__ = ["forward", "rk4_step", "rotation_dofs", "set_state", "step"]
