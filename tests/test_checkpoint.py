@@ -1,0 +1,197 @@
+"""Checkpoints and resume: the last K kept, atomic writes, and a run killed with SIGKILL (during a
+checkpoint write and at a random point) that resumes to exactly the uninterrupted run."""
+
+import csv
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from selfref_ghn import lineage
+from selfref_ghn.checkpoint import DELAY_ENV, Checkpoints
+from selfref_ghn.config import Config, ConfigError
+from selfref_ghn.evolution import Evolution
+from selfref_ghn.runner import checkpoint_interval, evolve
+from tests.conftest import TINY
+
+TMP = ".orbax-checkpoint-tmp"
+
+
+@pytest.fixture(scope="module")
+def evo():
+    return Evolution.create(Config(**TINY))
+
+
+def _equal_trees(a, b):
+    import jax
+
+    la, lb = jax.tree.leaves(a), jax.tree.leaves(b)
+    return len(la) == len(lb) and all(
+        np.array_equal(np.asarray(x), np.asarray(y)) for x, y in zip(la, lb, strict=True)
+    )
+
+
+def test_keeps_the_last_k_and_restores_exactly(tmp_path, evo):
+    s0 = evo.init()
+    ckpts = Checkpoints(tmp_path / "ck", keep=2)
+    states = {g: s0.replace(generation=s0.generation + g, params=s0.params + g) for g in (3, 6, 9)}
+    for s in states.values():
+        ckpts.save(s)
+    assert ckpts.steps() == [6, 9] and ckpts.latest_step() == 9
+    assert _equal_trees(ckpts.restore(s0), states[9])
+    assert _equal_trees(ckpts.restore(s0, step=6), states[6])
+    assert ckpts.size_bytes() > s0.params.nbytes // 2
+    ckpts.close()
+
+
+def test_interval_is_rounded_up_to_whole_chunks():
+    assert checkpoint_interval(Config(**{**TINY, "log_every": 3, "checkpoint_every": 4})) == 6
+    assert checkpoint_interval(Config(**{**TINY, "log_every": 3, "checkpoint_every": 3})) == 3
+    assert checkpoint_interval(Config(**{**TINY, "checkpoint_every": 0})) == 0
+
+
+_WRITER = """
+import sys
+from selfref_ghn.checkpoint import Checkpoints
+from selfref_ghn.config import Config
+from selfref_ghn.evolution import Evolution
+from tests.conftest import TINY
+s = Evolution.create(Config(**TINY)).init()
+Checkpoints(sys.argv[1], keep=3).save(s.replace(generation=s.generation + 6))
+"""
+
+
+def test_a_write_killed_midway_leaves_the_previous_checkpoint(tmp_path, evo):
+    d = tmp_path / "ck"
+    s0 = evo.init()
+    first = s0.replace(generation=s0.generation + 3)
+    Checkpoints(d, keep=3).save(first)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _WRITER, str(d)],
+        env={**os.environ, DELAY_ENV: "60"},
+        cwd=Path(__file__).parent.parent,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        tmp = _wait_for(lambda: [p for p in d.iterdir() if TMP in p.name], proc, 120)
+        assert any(tmp[0].rglob("*")), "the write had put data in its temporary folder"
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    ckpts = Checkpoints(d, keep=3)  # reopening also clears unfinished temporary folders
+    assert ckpts.steps() == [3]
+    assert _equal_trees(ckpts.restore(s0), first)
+    assert not [p for p in d.iterdir() if TMP in p.name]
+    ckpts.save(s0.replace(generation=s0.generation + 6))  # the lost write can be redone
+    assert ckpts.steps() == [3, 6]
+
+
+def _wait_for(found, proc, timeout):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        hit = found()
+        if hit:
+            return hit
+        assert proc.poll() is None, "process ended before the awaited point"
+        time.sleep(0.02)
+    raise AssertionError("timed out")
+
+
+# ------------------------------------------------------------------- kill and resume
+GENS = 8
+SETS = [
+    "--set", "population_size=4", "--set", "horizon=30", "--set", "log_every=2",
+    "--set", "switch_intervals=[[3,6]]", "--set", "gnn_rounds=2", "--set", "embed_dim=8",
+    "--set", "trunk_dim=8", "--set", "coeff_dim=4", "--set", "num_rates=3",
+    "--set", "policy_hidden=[8]", "--set", "monitor=warn",
+]  # fmt: skip
+
+
+def _cli(*args):
+    return [sys.executable, "-m", "selfref_ghn.cli", "run", *args]
+
+
+def _start(args, delay=0.0):
+    env = {**os.environ, DELAY_ENV: str(delay)}
+    return subprocess.Popen(
+        _cli(*args), env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+
+
+def _rows(path):
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_killed_anywhere_then_resumed_equals_uninterrupted(tmp_path):
+    rng = random.Random()
+    full, broken = tmp_path / "full", tmp_path / "broken"
+    common = ["--generations", str(GENS), "--checkpoint-every", "2", "--keep-checkpoints", "2"]
+    whole = _start(["quick", "--out", str(full), "--quiet", *common, *SETS])
+
+    # 1. killed while a checkpoint is being written (the write is held open by the delay hook)
+    p = _start(["quick", "--out", str(broken), *common, *SETS], delay=60)
+    ck = broken / "checkpoints"
+    try:
+        tmp = _wait_for(lambda: ck.exists() and [q for q in ck.iterdir() if TMP in q.name], p, 300)
+    finally:
+        p.kill()
+        p.wait()
+    killed_at = int(tmp[0].name.split(".")[0])
+    assert p.returncode == -signal.SIGKILL
+    assert Checkpoints(ck).latest_step() == (killed_at - 2 if killed_at > 2 else None)
+
+    # 2. resumed, then killed at a random moment after compiling (writes slowed to 0.2 s)
+    p = _start(["--resume", str(broken)], delay=0.2)
+    try:
+        first = p.stdout.readline()
+        assert first.startswith("compiled"), first
+        pause = rng.uniform(0.0, 1.5)
+        time.sleep(pause)
+    finally:
+        p.kill()
+        p.wait()
+
+    # 3. resumed to the end
+    done = subprocess.run(
+        _cli("--resume", str(broken), "--quiet"), capture_output=True, text=True, timeout=600
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert whole.wait(timeout=600) == 0, whole.stdout.read()
+
+    a, b = _rows(full / "metrics.csv"), _rows(broken / "metrics.csv")
+    assert [int(float(r["generation"])) for r in b] == list(range(GENS)), pause
+    for ra, rb in zip(a, b, strict=True):
+        ra.pop("wall_time"), rb.pop("wall_time")
+        assert ra == rb, (pause, ra, rb)
+    assert (full / lineage.FILE).read_bytes() == (broken / lineage.FILE).read_bytes()
+    fa, fb = np.load(full / "final_state.npz"), np.load(broken / "final_state.npz")
+    assert sorted(fa.files) == sorted(fb.files)
+    for k in fa.files:
+        np.testing.assert_array_equal(fa[k], fb[k], err_msg=k)
+    assert Checkpoints(broken / "checkpoints").steps() == [GENS - 2, GENS]
+    np.testing.assert_array_equal(
+        np.load(broken / "lineage.npy"), lineage.read(broken / lineage.FILE, 4)["selected"]
+    )
+
+
+def test_resume_refuses_a_different_config_and_a_reused_folder(tmp_path):
+    cfg = Config(**{**TINY, "generations": 2, "log_every": 2})
+    out = tmp_path / "run"
+    evolve(cfg, out, progress=False)
+    with pytest.raises(ConfigError, match="population_size = 5 .run: 4."):
+        evolve(cfg.replace(population_size=5), out, progress=False, resume=True)
+    with pytest.raises(ConfigError, match="holds checkpoints of an earlier run"):
+        evolve(cfg, out, progress=False)
+    # a longer run may continue it: only the new generations are computed and appended
+    state, metrics, summary = evolve(cfg.replace(generations=4), out, progress=False, resume=True)
+    assert summary["resumed_from"] == 2 and int(state.generation) == 4
+    np.testing.assert_array_equal(metrics["generation"], [0, 1, 2, 3])
+    assert [int(float(r["generation"])) for r in _rows(out / "metrics.csv")] == [0, 1, 2, 3]
