@@ -168,6 +168,8 @@ def test_nan_returns_never_survive_and_are_counted():
     def probe(s):
         children, _ = evo.mutate_population(s)
         members = jnp.concatenate([s.params, children])
+        if hasattr(evo, "policies"):  # evaluation takes flat policies where they are cached
+            members = evo.policies(members)
         fitness = evo.evaluate_members(s, members).fitness  # recomputed independently
         s2, m = evo.step(s)
         return fitness, s2, m
