@@ -8,14 +8,21 @@ The flat public API::
     SwitchSchedule                         inverted intervals (schedule.py)
     MLPPolicy                              default policy (policy.py)
     evolve                                 host-side run with results folder (runner.py)
-    recovery                               recovery after switches (metrics.py)
+    recovery, recovery_curves              recovery after switches (metrics.py)
+    BaselineEvolution, BaselineState       evosax baselines on the same harness (baselines.py)
+    make_evolution                         Evolution or BaselineEvolution from config.method
+    SelfReferentialGHN, AskTellState       SR-GHN with evosax's ask/tell contract (ask_tell.py)
+    run_comparison                         methods x seeds, recovery table, figure (compare.py)
 """
 
 __version__ = "0.1.0"
 
+from selfref_ghn.ask_tell import AskTellState, SelfReferentialGHN
+from selfref_ghn.baselines import BaselineEvolution, BaselineState, make_evolution
+from selfref_ghn.compare import run_comparison
 from selfref_ghn.config import Config, ConfigError, Hyperparams
 from selfref_ghn.evolution import Evolution, EvoState
-from selfref_ghn.metrics import recovery
+from selfref_ghn.metrics import recovery, recovery_curves
 from selfref_ghn.model import SRGHN
 from selfref_ghn.policy import MLPPolicy
 from selfref_ghn.runner import evolve
@@ -23,13 +30,20 @@ from selfref_ghn.schedule import SwitchSchedule
 
 __all__ = [
     "SRGHN",
+    "AskTellState",
+    "BaselineEvolution",
+    "BaselineState",
     "Config",
     "ConfigError",
     "EvoState",
     "Evolution",
     "Hyperparams",
     "MLPPolicy",
+    "SelfReferentialGHN",
     "SwitchSchedule",
     "evolve",
+    "make_evolution",
     "recovery",
+    "recovery_curves",
+    "run_comparison",
 ]
