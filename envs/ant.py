@@ -302,7 +302,7 @@ class AntV5(_Ant):
         if self.physics == "brax":
             from brax.mjx import pipeline
 
-            return pipeline.init(self._model, qpos, qvel)
+            return pipeline.init(self._model, qpos, qvel).replace(qpos=qpos)
         return _ant_mjx.set_state(self._model, qpos, qvel)
 
     def _physics_step(self, d: Any, ctrl: jax.Array) -> Any:

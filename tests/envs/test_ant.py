@@ -107,7 +107,7 @@ def test_ant_switch_negates_actions_without_recompiling(v5):
         for i in range(3):
             if i == 1:
                 cache_size = type(env).step._cache_size()
-            a = jnp.asarray(rng.uniform(-1.0, 1.0, 8))
+            a = jnp.asarray(rng.uniform(-1.0, 1.0, 8), jnp.float32)  # same dtype as above
             k = jax.random.key(10 + i)
             o_inv, s_inv, r_inv, *_ = env.step(k, s_inv, a, params_s)
             o_neg, s_neg, r_neg, *_ = env.step(k, s_neg, -a, params)
