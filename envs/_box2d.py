@@ -152,6 +152,7 @@ class Scene:
     dt: float = struct.field(pytree_node=False, default=1.0 / 50.0)
     velocity_iterations: int = struct.field(pytree_node=False, default=180)
     position_iterations: int = struct.field(pytree_node=False, default=60)
+    toi_velocity_iterations: int = struct.field(pytree_node=False, default=180)
 
 
 @struct.dataclass
@@ -206,6 +207,12 @@ def _rot_t(angle, v):
 
 def _dot(a, b):
     return a[..., 0] * b[..., 0] + a[..., 1] * b[..., 1]
+
+
+def _take(arr, idx):
+    """``arr[idx]`` along axis 0 as a one-hot sum (cheaper than a gather under vmap)."""
+    oh = jnp.arange(arr.shape[0]) == idx
+    return jnp.sum(jnp.where(oh.reshape((-1,) + (1,) * (arr.ndim - 1)), arr, 0), axis=0)
 
 
 def _key(index_a, index_b, type_a, type_b):
@@ -265,14 +272,14 @@ def collide_edge_polygon(v1, v2, verts, normals, centroid, angle, pos):
     pn = -wn
     s = jnp.minimum(_dot(pn, wv - v1), _dot(pn, wv - v2))
     poly_index = jnp.argmax(s)
-    poly_sep = s[poly_index]
+    poly_sep = jnp.max(s)
     separated = (edge_sep > radius) | jnp.any(s > radius)
     use_poly = poly_sep > 0.98 * edge_sep + 0.001
 
     # e_edgeA: incident edge on the polygon, most anti-parallel normal
     i1 = jnp.argmin(_dot(wn, m_normal))
     i2 = (i1 + 1) % n
-    a_ie0, a_ie1 = wv[i1], wv[i2]
+    a_ie0, a_ie1 = _take(wv, i1), _take(wv, i2)
     a_id0, a_id1 = _key(0, i1, 1, 0), _key(0, i2, 1, 0)
     a_rfi1 = jnp.where(front, 0, 1)
     a_rfi2 = jnp.where(front, 1, 0)
@@ -282,7 +289,7 @@ def collide_edge_polygon(v1, v2, verts, normals, centroid, angle, pos):
     # e_edgeB: reference face on the polygon, incident = the edge
     b_rfi1 = poly_index
     b_rfi2 = (poly_index + 1) % n
-    b_rv1, b_rv2, b_rn = wv[b_rfi1], wv[b_rfi2], wn[b_rfi1]
+    b_rv1, b_rv2, b_rn = _take(wv, b_rfi1), _take(wv, b_rfi2), _take(wn, b_rfi1)
     b_id = _key(0, poly_index, 0, 1)
 
     ie0 = jnp.where(use_poly, v1, a_ie0)
@@ -320,8 +327,8 @@ def collide_edge_polygon(v1, v2, verts, normals, centroid, angle, pos):
     points = jnp.stack([p_first, lq1])
     ids = jnp.stack([k_first, k1])
     count = jnp.where(contact, valid0.astype(jnp.int32) + valid1.astype(jnp.int32), 0)
-    local_normal = jnp.where(use_poly, normals[b_rfi1], a_rn)
-    local_point = jnp.where(use_poly, verts[b_rfi1], a_rv1)
+    local_normal = jnp.where(use_poly, _take(normals, b_rfi1), a_rn)
+    local_point = jnp.where(use_poly, _take(verts, b_rfi1), a_rv1)
     return Manifold(
         face_b=use_poly,
         local_normal=local_normal,
@@ -366,241 +373,6 @@ def _psm(face_b, local_normal, local_point, point_local, angle, pos):
     point = jnp.where(face_b, point_local, clip_a)
     sep = jnp.where(face_b, sep_b, sep_a)
     return normal, point, sep
-
-
-# ---------------------------------------------------------------------------------------------
-# Joints: b2RevoluteJoint with motor and limit (body A = hull, body B = a leg).
-# ---------------------------------------------------------------------------------------------
-
-
-@struct.dataclass
-class _JointCache:
-    """Per-step joint solver data (``InitVelocityConstraints``)."""
-
-    ra: jax.Array  # [2, 2]
-    rb: jax.Array  # [2, 2]
-    k: jax.Array  # [2, 3, 3] effective mass matrix (b2Mat33, row-major here)
-    motor_mass: jax.Array  # [2]
-
-
-def _solve33(k, b):
-    ex, ey, ez = k[:, 0], k[:, 1], k[:, 2]
-    det = jnp.dot(ex, jnp.cross(ey, ez))
-    det = jnp.where(det != 0.0, 1.0 / jnp.where(det != 0.0, det, 1.0), 0.0)
-    return det * jnp.stack(
-        [
-            jnp.dot(b, jnp.cross(ey, ez)),
-            jnp.dot(ex, jnp.cross(b, ez)),
-            jnp.dot(ex, jnp.cross(ey, b)),
-        ]
-    )
-
-
-def _solve22(a11, a12, a21, a22, b):
-    det = a11 * a22 - a12 * a21
-    det = jnp.where(det != 0.0, 1.0 / jnp.where(det != 0.0, det, 1.0), 0.0)
-    return det * jnp.stack([a22 * b[0] - a12 * b[1], a11 * b[1] - a21 * b[0]])
-
-
-def _joint_init(scene: Scene, c, a, j):
-    """Anchors and mass matrix of joint ``j`` at the current pose."""
-    ma, mb = scene.inv_mass[0], scene.inv_mass[j + 1]
-    ia, ib = scene.inv_inertia[0], scene.inv_inertia[j + 1]
-    ra = _rot(a[0], scene.anchor_a[j] - scene.local_center[0])
-    rb = _rot(a[j + 1], scene.anchor_b[j] - scene.local_center[j + 1])
-    exx = ma + mb + ra[1] * ra[1] * ia + rb[1] * rb[1] * ib
-    eyx = -ra[1] * ra[0] * ia - rb[1] * rb[0] * ib
-    ezx = -ra[1] * ia - rb[1] * ib
-    eyy = ma + mb + ra[0] * ra[0] * ia + rb[0] * rb[0] * ib
-    ezy = ra[0] * ia + rb[0] * ib
-    ezz = ia + ib
-    k = jnp.array([[exx, eyx, ezx], [eyx, eyy, ezy], [ezx, ezy, ezz]])
-    return ra, rb, k, 1.0 / (ia + ib)
-
-
-def _joint_velocity(scene: Scene, v, w, cache, j, impulse, motor_impulse, limit_state):
-    """``b2RevoluteJoint::SolveVelocityConstraints`` for joint ``j``."""
-    b = j + 1
-    ma, mb = scene.inv_mass[0], scene.inv_mass[b]
-    ia, ib = scene.inv_inertia[0], scene.inv_inertia[b]
-    ra, rb, k, motor_mass = cache.ra[j], cache.rb[j], cache.k[j], cache.motor_mass[j]
-    va, wa, vb, wb = v[0], w[0], v[b], w[b]
-    # motor
-    cdot = wb - wa - scene.motor_speed[j]
-    imp = -motor_mass * cdot
-    max_imp = scene.dt * scene.max_motor_torque
-    new_motor = jnp.clip(motor_impulse + imp, -max_imp, max_imp)
-    imp = new_motor - motor_impulse
-    wa = wa - ia * imp
-    wb = wb + ib * imp
-    # limit (3x3) or point (2x2)
-    cdot1 = vb + _cross_sv(wb, rb) - va - _cross_sv(wa, ra)
-    cdot2 = wb - wa
-    imp3 = -_solve33(k, jnp.concatenate([cdot1, cdot2[None]]))
-    newz = impulse[2] + imp3[2]
-    clamp = ((limit_state == 1) & (newz < 0.0)) | ((limit_state == 2) & (newz > 0.0))
-    rhs = -cdot1 + impulse[2] * k[0:2, 2]
-    reduced = _solve22(k[0, 0], k[0, 1], k[1, 0], k[1, 1], rhs)
-    lim_applied = jnp.where(clamp, jnp.concatenate([reduced, -impulse[2:3]]), imp3)
-    lim_total = jnp.where(
-        clamp,
-        jnp.concatenate([impulse[:2] + reduced, jnp.zeros(1, impulse.dtype)]),
-        impulse + imp3,
-    )
-    pt = _solve22(k[0, 0], k[0, 1], k[1, 0], k[1, 1], -cdot1)
-    pt_applied = jnp.concatenate([pt, jnp.zeros(1, pt.dtype)])
-    active = limit_state != 0
-    applied = jnp.where(active, lim_applied, pt_applied)
-    impulse = jnp.where(active, lim_total, impulse + pt_applied)
-    p = applied[:2]
-    va = va - ma * p
-    wa = wa - ia * (_cross(ra, p) + applied[2])
-    vb = vb + mb * p
-    wb = wb + ib * (_cross(rb, p) + applied[2])
-    v = v.at[0].set(va).at[b].set(vb)
-    w = w.at[0].set(wa).at[b].set(wb)
-    return v, w, impulse, new_motor
-
-
-def _joint_position(scene: Scene, c, a, j, limit_state):
-    """``b2RevoluteJoint::SolvePositionConstraints`` for joint ``j``; returns (c, a, ok)."""
-    b = j + 1
-    ma, mb = scene.inv_mass[0], scene.inv_mass[b]
-    ia, ib = scene.inv_inertia[0], scene.inv_inertia[b]
-    ca, aa, cb, ab = c[0], a[0], c[b], a[b]
-    motor_mass = 1.0 / (ia + ib)
-    angle = ab - aa - scene.reference_angle[j]
-    c_low = angle - scene.lower[j]
-    c_up = angle - scene.upper[j]
-    lim_c = jnp.where(
-        limit_state == 1,
-        jnp.clip(c_low + ANGULAR_SLOP, -MAX_ANGULAR_CORRECTION, 0.0),
-        jnp.clip(c_up - ANGULAR_SLOP, 0.0, MAX_ANGULAR_CORRECTION),
-    )
-    ang_err = jnp.where(limit_state == 1, -c_low, jnp.where(limit_state == 2, c_up, 0.0))
-    lim_imp = jnp.where(limit_state != 0, -motor_mass * lim_c, 0.0)
-    aa = aa - ia * lim_imp
-    ab = ab + ib * lim_imp
-    ra = _rot(aa, scene.anchor_a[j] - scene.local_center[0])
-    rb = _rot(ab, scene.anchor_b[j] - scene.local_center[b])
-    err = cb + rb - ca - ra
-    pos_err = jnp.sqrt(_dot(err, err))
-    k11 = ma + mb + ia * ra[1] * ra[1] + ib * rb[1] * rb[1]
-    k12 = -ia * ra[0] * ra[1] - ib * rb[0] * rb[1]
-    k22 = ma + mb + ia * ra[0] * ra[0] + ib * rb[0] * rb[0]
-    imp = -_solve22(k11, k12, k12, k22, err)
-    ca = ca - ma * imp
-    aa = aa - ia * _cross(ra, imp)
-    cb = cb + mb * imp
-    ab = ab + ib * _cross(rb, imp)
-    c = c.at[0].set(ca).at[b].set(cb)
-    a = a.at[0].set(aa).at[b].set(ab)
-    ok = (pos_err <= LINEAR_SLOP) & (ang_err <= ANGULAR_SLOP)
-    return c, a, ok
-
-
-# ---------------------------------------------------------------------------------------------
-# Contacts (body A is always the static ground, so only body B moves).
-# ---------------------------------------------------------------------------------------------
-
-
-@struct.dataclass
-class _ContactCache:
-    """``b2ContactVelocityConstraint`` data for the selected contact slots [3, NUM_SLOTS]."""
-
-    normal: jax.Array  # [3, S, 2]
-    rb: jax.Array  # [3, S, 2, 2]
-    normal_mass: jax.Array  # [3, S, 2]
-    tangent_mass: jax.Array  # [3, S, 2]
-    k: jax.Array  # [3, S, 3] block matrix entries k11, k12, k22
-    k_inv: jax.Array  # [3, S, 2, 2]
-    mask: jax.Array  # [3, S, 2] point takes part
-    block: jax.Array  # [3, S] two-point block solve
-    friction: jax.Array  # [3, S]
-
-
-def _contact_velocity_slot(scene, v, w, cc, ni, ti, s):
-    """Friction then normal impulses for slot ``s`` of all three bodies at once."""
-    mb = scene.inv_mass[:, None]
-    ib = scene.inv_inertia
-    n = cc.normal[:, s]
-    t = jnp.stack([n[:, 1], -n[:, 0]], axis=-1)
-    rb = cc.rb[:, s]
-    mask = cc.mask[:, s]
-    ni_s, ti_s = ni[:, s], ti[:, s]
-    new_ti = []
-    for j in range(2):
-        dv = v + _cross_sv(w, rb[:, j])
-        vt = _dot(dv, t)
-        lam = cc.tangent_mass[:, s, j] * (-vt)
-        maxf = cc.friction[:, s] * ni_s[:, j]
-        new = jnp.clip(ti_s[:, j] + lam, -maxf, maxf)
-        lam = jnp.where(mask[:, j], new - ti_s[:, j], 0.0)
-        p = lam[:, None] * t
-        v = v + mb * p
-        w = w + ib * _cross(rb[:, j], p)
-        new_ti.append(jnp.where(mask[:, j], new, ti_s[:, j]))
-    ti = ti.at[:, s].set(jnp.stack(new_ti, axis=-1))
-
-    a0, a1 = ni_s[:, 0], ni_s[:, 1]
-    vn1 = _dot(v + _cross_sv(w, rb[:, 0]), n)
-    vn2 = _dot(v + _cross_sv(w, rb[:, 1]), n)
-    # single point (point 0 only; used when the block solver is off)
-    single_new = jnp.maximum(a0 - cc.normal_mass[:, s, 0] * vn1, 0.0)
-    # block solver (Box2D's case enumeration of the 2x2 LCP)
-    k11, k12, k22 = cc.k[:, s, 0], cc.k[:, s, 1], cc.k[:, s, 2]
-    kk = cc.k_inv[:, s]
-    bx = vn1 - (k11 * a0 + k12 * a1)
-    by = vn2 - (k12 * a0 + k22 * a1)
-    x1x = -(kk[:, 0, 0] * bx + kk[:, 0, 1] * by)
-    x1y = -(kk[:, 1, 0] * bx + kk[:, 1, 1] * by)
-    case1 = (x1x >= 0.0) & (x1y >= 0.0)
-    x2x = -cc.normal_mass[:, s, 0] * bx
-    case2 = (x2x >= 0.0) & (k12 * x2x + by >= 0.0)
-    x3y = -cc.normal_mass[:, s, 1] * by
-    case3 = (x3y >= 0.0) & (k12 * x3y + bx >= 0.0)
-    case4 = (bx >= 0.0) & (by >= 0.0)
-    zero = jnp.zeros_like(a0)
-    xx = jnp.where(case1, x1x, jnp.where(case2, x2x, jnp.where(case3 | case4, zero, a0)))
-    xy = jnp.where(
-        case1, x1y, jnp.where(case2, zero, jnp.where(case3, x3y, jnp.where(case4, zero, a1)))
-    )
-    block = cc.block[:, s]
-    new0 = jnp.where(block, xx, jnp.where(mask[:, 0], single_new, a0))
-    new1 = jnp.where(block, xy, a1)
-    p0 = (new0 - a0)[:, None] * n
-    p1 = (new1 - a1)[:, None] * n
-    v = v + mb * (p0 + p1)
-    w = w + ib * (_cross(rb[:, 0], p0) + _cross(rb[:, 1], p1))
-    ni = ni.at[:, s].set(jnp.stack([new0, new1], axis=-1))
-    return v, w, ni, ti
-
-
-def _contact_position_slot(scene, c, a, sel_m, mask, s, min_sep, baumgarte, solve_mask):
-    """``SolvePositionConstraints`` for slot ``s`` of all bodies (points in order)."""
-    mb = scene.inv_mass
-    ib = scene.inv_inertia
-    for j in range(2):
-        pos = c - _rot(a, scene.local_center)
-        normal, point, sep = jax.vmap(_psm)(
-            sel_m.face_b[:, s],
-            sel_m.local_normal[:, s],
-            sel_m.local_point[:, s],
-            sel_m.points[:, s, j],
-            a,
-            pos,
-        )
-        m = mask[:, s, j]
-        min_sep = jnp.minimum(min_sep, jnp.where(m, sep, 0.0))
-        corr = jnp.clip(baumgarte * (sep + LINEAR_SLOP), -MAX_LINEAR_CORRECTION, 0.0)
-        rb = point - c
-        rnb = _cross(rb, normal)
-        k = mb * solve_mask + ib * solve_mask * rnb * rnb
-        imp = jnp.where(m & (k > 0.0), -corr / jnp.where(k > 0.0, k, 1.0), 0.0)
-        p = imp[:, None] * normal
-        c = c + (mb * solve_mask)[:, None] * p
-        a = a + ib * solve_mask * _cross(rb, p)
-    return c, a, min_sep
 
 
 # ---------------------------------------------------------------------------------------------
@@ -650,209 +422,10 @@ def _match_impulses(m: Manifold, st: PhysState):
     return take(st.normal_impulse), take(st.tangent_impulse)
 
 
-def _contact_cache(scene: Scene, c, a, v, w, sel_m, active, friction):
-    """``InitializeVelocityConstraints`` for the selected slots."""
-    pos = _origins(scene, c, a)
-    normal, wpts = jax.vmap(jax.vmap(world_manifold, in_axes=(0, None, None)))(sel_m, a, pos)
-    rb = wpts - c[:, None, None, :]
-    mb = scene.inv_mass[:, None, None]
-    ib = scene.inv_inertia[:, None, None]
-    n = normal[:, :, None, :]
-    t = jnp.stack([n[..., 1], -n[..., 0]], axis=-1)
-    rnb = _cross(rb, n)
-    rtb = _cross(rb, t)
-    kn = mb + ib * rnb * rnb
-    kt = mb + ib * rtb * rtb
-    nm = jnp.where(kn > 0.0, 1.0 / kn, 0.0)
-    tm = jnp.where(kt > 0.0, 1.0 / kt, 0.0)
-    mb2, ib2 = scene.inv_mass[:, None], scene.inv_inertia[:, None]
-    k11 = mb2 + ib2 * rnb[..., 0] * rnb[..., 0]
-    k22 = mb2 + ib2 * rnb[..., 1] * rnb[..., 1]
-    k12 = mb2 + ib2 * rnb[..., 0] * rnb[..., 1]
-    cond_ok = k11 * k11 < MAX_CONDITION_NUMBER * (k11 * k22 - k12 * k12)
-    two = (sel_m.count == 2) & active
-    mask = (jnp.arange(2) < sel_m.count[..., None]) & active[..., None]
-    mask = mask.at[..., 1].set(mask[..., 1] & ~(two & ~cond_ok))
-    det = k11 * k22 - k12 * k12
-    det = jnp.where(det != 0.0, 1.0 / jnp.where(det != 0.0, det, 1.0), 0.0)
-    k_inv = jnp.stack(
-        [jnp.stack([det * k22, -det * k12], -1), jnp.stack([-det * k12, det * k11], -1)], -2
-    )
-    return _ContactCache(
-        normal=normal,
-        rb=rb,
-        normal_mass=nm,
-        tangent_mass=tm,
-        k=jnp.stack([k11, k12, k22], -1),
-        k_inv=k_inv,
-        mask=mask,
-        block=two & cond_ok,
-        friction=friction,
-    )
-
-
-def _integrate_positions(c, a, v, w, h):
-    """Box2D's position integration with its translation and rotation clamps."""
-    h = jnp.broadcast_to(h, w.shape)
-    tr = h[:, None] * v
-    tr2 = _dot(tr, tr)
-    v = v * jnp.where(tr2 > MAX_TRANSLATION**2, MAX_TRANSLATION / jnp.sqrt(tr2), 1.0)[:, None]
-    rot = h * w
-    w = w * jnp.where(rot * rot > MAX_ROTATION**2, MAX_ROTATION / jnp.abs(rot), 1.0)
-    return c + h[:, None] * v, a + h * w, v, w
-
-
 def _select(touching):
     """One-hot [3, S, N] of the first NUM_SLOTS touching segments of each body."""
     rank = jnp.cumsum(touching.astype(jnp.int32), axis=1) - 1
     return touching[:, None, :] & (rank[:, None, :] == jnp.arange(NUM_SLOTS)[None, :, None])
-
-
-def world_step(
-    scene: Scene,
-    st: PhysState,
-    seg_a: jax.Array,
-    seg_b: jax.Array,
-    force: jax.Array,
-    torque: jax.Array,
-    gravity: jax.Array,
-    toi: bool = True,
-) -> tuple[PhysState, dict[str, jax.Array]]:
-    """One ``b2World::Step(dt, velocity_iterations, position_iterations)`` of the scene.
-
-    Args:
-        scene: static scene description.
-        st: physics state after the previous step (impulses already applied to velocities).
-        seg_a, seg_b: [NSEG, 2] terrain segment end points.
-        force: [2] force on the hull's centre of mass for this step (cleared afterwards).
-        torque: scalar torque on the hull.
-        gravity: scalar vertical gravity.
-        toi: run the reduced continuous-collision (time of impact) pass.
-
-    Returns:
-        ``(state, events)``; events hold ``begin`` and ``end`` [3, NSEG] contact events, and
-        ``asleep`` (the island fell asleep this step).
-    """
-    h = scene.dt
-    nseg = seg_a.shape[0]
-    # 1. Collide
-    m = collide_all(scene, st.c, st.a, seg_a, seg_b)
-    ni_full, ti_full = _match_impulses(m, st)
-    touching = m.count > 0
-    begin = touching & ~st.touching
-    end = ~touching & st.touching
-
-    # 2. Solve: integrate velocities
-    g = jnp.stack([jnp.zeros_like(gravity), gravity])
-    v = st.v + h * (g[None, :] + jnp.zeros((3, 2)).at[0].set(scene.inv_mass[0] * force))
-    w = st.w + h * jnp.zeros(3).at[0].set(scene.inv_inertia[0] * torque)
-    c, a = st.c, st.a
-
-    onehot = _select(touching)
-    active = jnp.any(onehot, axis=2)
-    sel_m = jax.tree.map(lambda x: _pick(onehot, x), m)
-    friction = _pick(onehot, jnp.broadcast_to(scene.friction, (3, nseg)))
-    cc = _contact_cache(scene, c, a, v, w, sel_m, active, friction)
-    ni = _pick(onehot, ni_full) * cc.mask
-    ti = _pick(onehot, ti_full) * cc.mask
-    # contact warm start
-    t = jnp.stack([cc.normal[..., 1], -cc.normal[..., 0]], -1)
-    p = ni[..., None] * cc.normal[:, :, None, :] + ti[..., None] * t[:, :, None, :]
-    v = v + scene.inv_mass[:, None] * jnp.sum(p, axis=(1, 2))
-    w = w + scene.inv_inertia * jnp.sum(_cross(cc.rb, p), axis=(1, 2))
-    # joints: init and warm start (island order: legs[1]'s joint, then legs[0]'s)
-    jimp, jmot, jlim = st.joint_impulse, st.motor_impulse, st.limit_state
-    ras, rbs, ks, mms = [], [], [], []
-    for j in range(2):
-        ra, rb, k, mm = _joint_init(scene, c, a, j)
-        ras.append(ra)
-        rbs.append(rb)
-        ks.append(k)
-        mms.append(mm)
-        angle = a[j + 1] - a[0] - scene.reference_angle[j]
-        new_state = jnp.where(
-            angle <= scene.lower[j], 1, jnp.where(angle >= scene.upper[j], 2, 0)
-        ).astype(jlim.dtype)
-        keep_z = (new_state != 0) & (new_state == jlim[j])
-        jimp = jimp.at[j, 2].set(jnp.where(keep_z, jimp[j, 2], 0.0))
-        jlim = jlim.at[j].set(new_state)
-    cache = _JointCache(
-        ra=jnp.stack(ras), rb=jnp.stack(rbs), k=jnp.stack(ks), motor_mass=jnp.stack(mms)
-    )
-    for j in (1, 0):
-        b = j + 1
-        pj = jimp[j, :2]
-        ang = _cross(cache.ra[j], pj) + jmot[j] + jimp[j, 2]
-        angb = _cross(cache.rb[j], pj) + jmot[j] + jimp[j, 2]
-        v = v.at[0].add(-scene.inv_mass[0] * pj).at[b].add(scene.inv_mass[b] * pj)
-        w = w.at[0].add(-scene.inv_inertia[0] * ang).at[b].add(scene.inv_inertia[b] * angb)
-
-    def vel_iter(_, carry):
-        v, w, jimp, jmot, ni, ti = carry
-        for j in (1, 0):
-            v, w, imp_j, mot_j = _joint_velocity(scene, v, w, cache, j, jimp[j], jmot[j], jlim[j])
-            jimp = jimp.at[j].set(imp_j)
-            jmot = jmot.at[j].set(mot_j)
-        for s in range(NUM_SLOTS):
-            v, w, ni, ti = _contact_velocity_slot(scene, v, w, cc, ni, ti, s)
-        return v, w, jimp, jmot, ni, ti
-
-    v, w, jimp, jmot, ni, ti = jax.lax.fori_loop(
-        0, scene.velocity_iterations, vel_iter, (v, w, jimp, jmot, ni, ti)
-    )
-    # store impulses
-    sel_any = jnp.any(onehot, axis=1)[..., None]
-    ni_full = jnp.where(
-        sel_any, jnp.sum(jnp.where(onehot[..., None], ni[:, :, None], 0.0), 1), ni_full
-    )
-    ti_full = jnp.where(
-        sel_any, jnp.sum(jnp.where(onehot[..., None], ti[:, :, None], 0.0), 1), ti_full
-    )
-
-    c, a, v, w = _integrate_positions(c, a, v, w, h)
-
-    ones = jnp.ones(3)
-
-    def pos_cond(carry):
-        _, _, i, done = carry
-        return (i < scene.position_iterations) & ~done
-
-    def pos_body(carry):
-        c, a, i, _ = carry
-        min_sep = jnp.zeros(3)
-        for s in range(NUM_SLOTS):
-            c, a, min_sep = _contact_position_slot(
-                scene, c, a, sel_m, cc.mask, s, min_sep, BAUMGARTE, ones
-            )
-        c, a, ok1 = _joint_position(scene, c, a, 1, jlim[1])
-        c, a, ok0 = _joint_position(scene, c, a, 0, jlim[0])
-        return c, a, i + 1, (jnp.min(min_sep) >= -3.0 * LINEAR_SLOP) & ok1 & ok0
-
-    c, a, _, solved = jax.lax.while_loop(pos_cond, pos_body, (c, a, 0, jnp.array(False)))
-
-    slow = (w * w <= ANGULAR_SLEEP_TOLERANCE**2) & (_dot(v, v) <= LINEAR_SLEEP_TOLERANCE**2)
-    sleep_time = jnp.where(slow, st.sleep_time + h, 0.0)
-    asleep = (jnp.min(sleep_time) >= TIME_TO_SLEEP) & solved
-
-    new = st.replace(
-        c=c,
-        a=a,
-        v=v,
-        w=w,
-        sleep_time=sleep_time,
-        joint_impulse=jimp,
-        motor_impulse=jmot,
-        limit_state=jlim,
-        touching=touching,
-        ids=m.ids,
-        count=m.count,
-        normal_impulse=ni_full,
-        tangent_impulse=ti_full,
-    )
-    events = {"begin": begin, "end": end, "asleep": asleep}
-    if toi:
-        new, events = _solve_toi(scene, st, new, events, seg_a, seg_b)
-    return new, events
 
 
 def _point_segment_distance(x, p, q):
@@ -896,6 +469,544 @@ def _distances(scene: Scene, c, a, seg_a, seg_b):
     return jnp.concatenate([hull[None], legs])
 
 
+# ---------------------------------------------------------------------------------------------
+# Scalar solver core. Inside the iteration loops every quantity is a scalar (a [batch] vector
+# under vmap), so XLA fuses one solver sweep into a few elementwise kernels.
+# ---------------------------------------------------------------------------------------------
+
+
+def _f(x) -> float:
+    return float(np.asarray(x))
+
+
+def _masses(scene: Scene):
+    return [_f(x) for x in np.asarray(scene.inv_mass)], [
+        _f(x) for x in np.asarray(scene.inv_inertia)
+    ]
+
+
+def _rot_s(angle, x: float, y: float):
+    c, s = jnp.cos(angle), jnp.sin(angle)
+    return c * x - s * y, s * x + c * y
+
+
+def _joint_init(scene: Scene, j: int, a):
+    """``InitVelocityConstraints`` of joint ``j``: anchors, K (b2Mat33) and its solve data."""
+    im, ii = _masses(scene)
+    ma, mb, ia, ib = im[0], im[j + 1], ii[0], ii[j + 1]
+    lc = np.asarray(scene.local_center, np.float64)
+    la = np.asarray(scene.anchor_a, np.float64)[j] - lc[0]
+    lb = np.asarray(scene.anchor_b, np.float64)[j] - lc[j + 1]
+    rax, ray = _rot_s(a[0], float(la[0]), float(la[1]))
+    rbx, rby = _rot_s(a[j + 1], float(lb[0]), float(lb[1]))
+    exx = ma + mb + ray * ray * ia + rby * rby * ib
+    eyx = -ray * rax * ia - rby * rbx * ib
+    ezx = -ray * ia - rby * ib
+    eyy = ma + mb + rax * rax * ia + rbx * rbx * ib
+    ezy = rax * ia + rbx * ib
+    ezz = ia + ib
+    # cross(ey, ez) and det for b2Mat33::Solve33 (ex = (exx, eyx, ezx), ey = (eyx, eyy, ezy))
+    cx = eyy * ezz - ezy * ezy
+    cy = ezy * ezx - eyx * ezz
+    cz = eyx * ezy - eyy * ezx
+    det3 = exx * cx + eyx * cy + ezx * cz
+    det3 = jnp.where(det3 != 0.0, 1.0 / jnp.where(det3 != 0.0, det3, 1.0), 0.0)
+    det2 = exx * eyy - eyx * eyx
+    det2 = jnp.where(det2 != 0.0, 1.0 / jnp.where(det2 != 0.0, det2, 1.0), 0.0)
+    return (rax, ray, rbx, rby, exx, eyx, ezx, eyy, ezy, ezz, cx, cy, cz, det3, det2)
+
+
+def _joint_velocity(scene: Scene, j: int, jc, body_a, body_b, imp, mot, lim):
+    """``b2RevoluteJoint::SolveVelocityConstraints`` on scalars."""
+    im, ii = _masses(scene)
+    ma, mb, ia, ib = im[0], im[j + 1], ii[0], ii[j + 1]
+    rax, ray, rbx, rby, exx, eyx, ezx, eyy, ezy, ezz, cx, cy, cz, det3, det2 = jc
+    vax, vay, wa = body_a
+    vbx, vby, wb = body_b
+    ix, iy, iz = imp
+    # motor
+    cdot = wb - wa - _f(scene.motor_speed[j])
+    i_m = -(1.0 / (ia + ib)) * cdot
+    max_imp = scene.dt * scene.max_motor_torque
+    new_mot = jnp.clip(mot + i_m, -max_imp, max_imp)
+    i_m = new_mot - mot
+    wa = wa - ia * i_m
+    wb = wb + ib * i_m
+    # limit / point
+    c1x = vbx - wb * rby - vax + wa * ray
+    c1y = vby + wb * rbx - vay - wa * rax
+    c2 = wb - wa
+    # -Solve33(K, (c1x, c1y, c2))
+    x3 = -det3 * (c1x * cx + c1y * cy + c2 * cz)
+    # dot(ex, cross(b, ez)), dot(ex, cross(ey, b))
+    bez_x = c1y * ezz - c2 * ezy
+    bez_y = c2 * ezx - c1x * ezz
+    bez_z = c1x * ezy - c1y * ezx
+    y3 = -det3 * (exx * bez_x + eyx * bez_y + ezx * bez_z)
+    eyb_x = eyy * c2 - ezy * c1y
+    eyb_y = ezy * c1x - eyx * c2
+    eyb_z = eyx * c1y - eyy * c1x
+    z3 = -det3 * (exx * eyb_x + eyx * eyb_y + ezx * eyb_z)
+    newz = iz + z3
+    active = lim != 0
+    clamp = ((lim == 1) & (newz < 0.0)) | ((lim == 2) & (newz > 0.0))
+    rhs_x = -c1x + iz * ezx
+    rhs_y = -c1y + iz * ezy
+    red_x = det2 * (eyy * rhs_x - eyx * rhs_y)
+    red_y = det2 * (exx * rhs_y - eyx * rhs_x)
+    pt_x = det2 * (eyy * -c1x - eyx * -c1y)
+    pt_y = det2 * (exx * -c1y - eyx * -c1x)
+    px = jnp.where(active, jnp.where(clamp, red_x, x3), pt_x)
+    py = jnp.where(active, jnp.where(clamp, red_y, y3), pt_y)
+    pz = jnp.where(active, jnp.where(clamp, -iz, z3), 0.0)
+    imp = (ix + px, iy + py, jnp.where(active, jnp.where(clamp, 0.0, newz), iz))
+    body_a = (vax - ma * px, vay - ma * py, wa - ia * (rax * py - ray * px + pz))
+    body_b = (vbx + mb * px, vby + mb * py, wb + ib * (rbx * py - rby * px + pz))
+    return body_a, body_b, imp, new_mot
+
+
+def _joint_position(scene: Scene, j: int, pa, pb, lim):
+    """``b2RevoluteJoint::SolvePositionConstraints`` on scalars; returns (pa, pb, ok)."""
+    im, ii = _masses(scene)
+    ma, mb, ia, ib = im[0], im[j + 1], ii[0], ii[j + 1]
+    cax, cay, aa = pa
+    cbx, cby, ab = pb
+    angle = ab - aa - _f(scene.reference_angle[j])
+    c_low = angle - _f(scene.lower[j])
+    c_up = angle - _f(scene.upper[j])
+    lim_c = jnp.where(
+        lim == 1,
+        jnp.clip(c_low + ANGULAR_SLOP, -MAX_ANGULAR_CORRECTION, 0.0),
+        jnp.clip(c_up - ANGULAR_SLOP, 0.0, MAX_ANGULAR_CORRECTION),
+    )
+    ang_err = jnp.where(lim == 1, -c_low, jnp.where(lim == 2, c_up, 0.0))
+    lim_imp = jnp.where(lim != 0, -(1.0 / (ia + ib)) * lim_c, 0.0)
+    aa = aa - ia * lim_imp
+    ab = ab + ib * lim_imp
+    lc = np.asarray(scene.local_center, np.float64)
+    la = np.asarray(scene.anchor_a, np.float64)[j] - lc[0]
+    lb = np.asarray(scene.anchor_b, np.float64)[j] - lc[j + 1]
+    rax, ray = _rot_s(aa, float(la[0]), float(la[1]))
+    rbx, rby = _rot_s(ab, float(lb[0]), float(lb[1]))
+    ex = cbx + rbx - cax - rax
+    ey = cby + rby - cay - ray
+    pos_err = jnp.sqrt(ex * ex + ey * ey)
+    k11 = ma + mb + ia * ray * ray + ib * rby * rby
+    k12 = -ia * rax * ray - ib * rbx * rby
+    k22 = ma + mb + ia * rax * rax + ib * rbx * rbx
+    det = k11 * k22 - k12 * k12
+    det = jnp.where(det != 0.0, 1.0 / jnp.where(det != 0.0, det, 1.0), 0.0)
+    px = -det * (k22 * ex - k12 * ey)
+    py = -det * (k11 * ey - k12 * ex)
+    pa = (cax - ma * px, cay - ma * py, aa - ia * (rax * py - ray * px))
+    pb = (cbx + mb * px, cby + mb * py, ab + ib * (rbx * py - rby * px))
+    ok = (pos_err <= LINEAR_SLOP) & (ang_err <= ANGULAR_SLOP)
+    return pa, pb, ok
+
+
+def _contact_cache(scene: Scene, c, a, sel_m, mask, friction):
+    """``InitializeVelocityConstraints`` for the selected slots, as arrays [3, S, ...].
+
+    Points that take no part get zero masses, so their impulses stay zero.
+    """
+    pos = _origins(scene, c, a)
+    normal, wpts = jax.vmap(jax.vmap(world_manifold, in_axes=(0, None, None)))(sel_m, a, pos)
+    rb = wpts - c[:, None, None, :]
+    mb = scene.inv_mass[:, None, None]
+    ib = scene.inv_inertia[:, None, None]
+    n = normal[:, :, None, :]
+    t = jnp.stack([n[..., 1], -n[..., 0]], axis=-1)
+    rnb = _cross(rb, n)
+    rtb = _cross(rb, t)
+    kn = mb + ib * rnb * rnb
+    kt = mb + ib * rtb * rtb
+    k11 = kn[..., 0]
+    k22 = kn[..., 1]
+    k12 = scene.inv_mass[:, None] + scene.inv_inertia[:, None] * rnb[..., 0] * rnb[..., 1]
+    cond_ok = k11 * k11 < MAX_CONDITION_NUMBER * (k11 * k22 - k12 * k12)
+    two = mask[..., 1]
+    mask = mask.at[..., 1].set(two & cond_ok)
+    nm = jnp.where(mask & (kn > 0.0), 1.0 / kn, 0.0)
+    tm = jnp.where(mask & (kt > 0.0), 1.0 / kt, 0.0)
+    det = k11 * k22 - k12 * k12
+    det = jnp.where(det != 0.0, 1.0 / jnp.where(det != 0.0, det, 1.0), 0.0)
+    return {
+        "n": normal,
+        "rb": rb,
+        "rn": rnb,
+        "rt": rtb,
+        "nm": nm,
+        "tm": tm,
+        "k": jnp.stack([k11, k12, k22], -1),
+        "ki": jnp.stack([det * k22, -det * k12, -det * k12, det * k11], -1),
+        "block": two & cond_ok,
+        "fr": friction,
+        "mask": mask,
+    }
+
+
+def _contact_velocity(scene: Scene, b: int, cs, vel, ni, ti):
+    """Friction then normal impulses of one contact on body ``b``, on scalars."""
+    im, ii = _masses(scene)
+    mb, ib = im[b], ii[b]
+    vx, vy, w = vel
+    nx, ny = cs["n"]
+    tx, ty = ny, -nx
+    ni, ti = list(ni), list(ti)
+    for p in range(2):
+        rx, ry = cs["rb"][p]
+        vt = (vx - w * ry) * tx + (vy + w * rx) * ty
+        maxf = cs["fr"] * ni[p]
+        new = jnp.clip(ti[p] - cs["tm"][p] * vt, -maxf, maxf)
+        lam = new - ti[p]
+        ti[p] = new
+        vx = vx + mb * lam * tx
+        vy = vy + mb * lam * ty
+        w = w + ib * lam * cs["rt"][p]
+    (r0x, r0y), (r1x, r1y) = cs["rb"]
+    a0, a1 = ni
+    vn1 = (vx - w * r0y) * nx + (vy + w * r0x) * ny
+    vn2 = (vx - w * r1y) * nx + (vy + w * r1x) * ny
+    single = jnp.maximum(a0 - cs["nm"][0] * vn1, 0.0)
+    k11, k12, k22 = cs["k"]
+    ki11, ki12, ki21, ki22 = cs["ki"]
+    bx = vn1 - (k11 * a0 + k12 * a1)
+    by = vn2 - (k12 * a0 + k22 * a1)
+    x1x = -(ki11 * bx + ki12 * by)
+    x1y = -(ki21 * bx + ki22 * by)
+    case1 = (x1x >= 0.0) & (x1y >= 0.0)
+    x2x = -cs["nm"][0] * bx
+    case2 = (x2x >= 0.0) & (k12 * x2x + by >= 0.0)
+    x3y = -cs["nm"][1] * by
+    case3 = (x3y >= 0.0) & (k12 * x3y + bx >= 0.0)
+    case4 = (bx >= 0.0) & (by >= 0.0)
+    xx = jnp.where(case1, x1x, jnp.where(case2, x2x, jnp.where(case3 | case4, 0.0, a0)))
+    xy = jnp.where(
+        case1, x1y, jnp.where(case2, 0.0, jnp.where(case3, x3y, jnp.where(case4, 0.0, a1)))
+    )
+    block = cs["block"]
+    new0 = jnp.where(block, xx, single)
+    new1 = jnp.where(block, xy, a1)
+    d0 = new0 - a0
+    d1 = new1 - a1
+    vx = vx + mb * (d0 + d1) * nx
+    vy = vy + mb * (d0 + d1) * ny
+    w = w + ib * (d0 * cs["rn"][0] + d1 * cs["rn"][1])
+    return (vx, vy, w), (new0, new1), tuple(ti)
+
+
+def _contact_position(scene: Scene, b: int, pc, body, baumgarte, min_sep, active=True):
+    """Position correction of one contact (both points in order) on body ``b``, on scalars."""
+    im, ii = _masses(scene)
+    mb, ib = im[b], ii[b]
+    lcx, lcy = (float(x) for x in np.asarray(scene.local_center, np.float64)[b])
+    cx, cy, a = body
+    for p in range(2):
+        ca, sa = jnp.cos(a), jnp.sin(a)
+        ox = cx - (ca * lcx - sa * lcy)
+        oy = cy - (sa * lcx + ca * lcy)
+        lnx, lny = pc["ln"]
+        lpx, lpy = pc["lp"]
+        qx, qy = pc["pts"][p]
+        # e_faceA: plane on the edge, clip point on the polygon
+        clip_ax = ca * qx - sa * qy + ox
+        clip_ay = sa * qx + ca * qy + oy
+        sep_a = (clip_ax - lpx) * lnx + (clip_ay - lpy) * lny
+        # e_faceB: plane on the polygon, clip point on the edge
+        nbx = ca * lnx - sa * lny
+        nby = sa * lnx + ca * lny
+        plx = ca * lpx - sa * lpy + ox
+        ply = sa * lpx + ca * lpy + oy
+        sep_b = (qx - plx) * nbx + (qy - ply) * nby
+        fb = pc["face_b"]
+        nx = jnp.where(fb, -nbx, lnx)
+        ny = jnp.where(fb, -nby, lny)
+        px = jnp.where(fb, qx, clip_ax)
+        py = jnp.where(fb, qy, clip_ay)
+        sep = jnp.where(fb, sep_b, sep_a) - 2.0 * POLYGON_RADIUS
+        m = pc["mask"][p] & active
+        min_sep = jnp.minimum(min_sep, jnp.where(m, sep, 0.0))
+        corr = jnp.clip(baumgarte * (sep + LINEAR_SLOP), -MAX_LINEAR_CORRECTION, 0.0)
+        rx = px - cx
+        ry = py - cy
+        rn = rx * ny - ry * nx
+        k = mb + ib * rn * rn
+        imp = jnp.where(m, -corr / k, 0.0)
+        cx = cx + mb * imp * nx
+        cy = cy + mb * imp * ny
+        a = a + ib * imp * rn
+    return (cx, cy, a), min_sep
+
+
+def _slot_data(cc, b, s):
+    """Scalar views of the velocity-constraint data of slot ``s`` of body ``b``."""
+    return {
+        "n": (cc["n"][b, s, 0], cc["n"][b, s, 1]),
+        "rb": tuple((cc["rb"][b, s, p, 0], cc["rb"][b, s, p, 1]) for p in range(2)),
+        "rn": (cc["rn"][b, s, 0], cc["rn"][b, s, 1]),
+        "rt": (cc["rt"][b, s, 0], cc["rt"][b, s, 1]),
+        "nm": (cc["nm"][b, s, 0], cc["nm"][b, s, 1]),
+        "tm": (cc["tm"][b, s, 0], cc["tm"][b, s, 1]),
+        "k": tuple(cc["k"][b, s, i] for i in range(3)),
+        "ki": tuple(cc["ki"][b, s, i] for i in range(4)),
+        "block": cc["block"][b, s],
+        "fr": cc["fr"][b, s],
+    }
+
+
+def _pos_data(sel_m: Manifold, mask, b, s):
+    """Scalar views of the position-constraint data of slot ``s`` of body ``b``."""
+    return {
+        "ln": (sel_m.local_normal[b, s, 0], sel_m.local_normal[b, s, 1]),
+        "lp": (sel_m.local_point[b, s, 0], sel_m.local_point[b, s, 1]),
+        "pts": tuple((sel_m.points[b, s, p, 0], sel_m.points[b, s, p, 1]) for p in range(2)),
+        "face_b": sel_m.face_b[b, s],
+        "mask": (mask[b, s, 0], mask[b, s, 1]),
+    }
+
+
+def _bodies(v, w):
+    return [(v[b, 0], v[b, 1], w[b]) for b in range(NUM_BODIES)]
+
+
+def _unbodies(bodies):
+    v = jnp.stack([jnp.stack([b[0], b[1]]) for b in bodies])
+    w = jnp.stack([b[2] for b in bodies])
+    return v, w
+
+
+def _velocity_loop(scene, iterations, v, w, cc, ni, ti, joints=None):
+    """Sequential-impulse sweeps: joints (legs[1]'s, then legs[0]'s), then contacts."""
+    nb = [[(ni[b, s, 0], ni[b, s, 1]) for s in range(NUM_SLOTS)] for b in range(NUM_BODIES)]
+    tb = [[(ti[b, s, 0], ti[b, s, 1]) for s in range(NUM_SLOTS)] for b in range(NUM_BODIES)]
+    slots = [[_slot_data(cc, b, s) for s in range(NUM_SLOTS)] for b in range(NUM_BODIES)]
+    if joints is None:
+        jcache, jimp, jmot, jlim = None, (), (), None
+    else:
+        jcache, jimp, jmot, jlim = joints
+
+    def body(_, carry):
+        bodies, jimp, jmot, nb, tb = carry
+        bodies, jimp, jmot = list(bodies), list(jimp), list(jmot)
+        nb = [list(x) for x in nb]
+        tb = [list(x) for x in tb]
+        if jcache is not None:
+            for j in (1, 0):
+                bodies[0], bodies[j + 1], jimp[j], jmot[j] = _joint_velocity(
+                    scene, j, jcache[j], bodies[0], bodies[j + 1], jimp[j], jmot[j], jlim[j]
+                )
+        for b in range(NUM_BODIES):
+            for s in range(NUM_SLOTS):
+                bodies[b], nb[b][s], tb[b][s] = _contact_velocity(
+                    scene, b, slots[b][s], bodies[b], nb[b][s], tb[b][s]
+                )
+        return tuple(bodies), tuple(jimp), tuple(jmot), nb, tb
+
+    carry = (tuple(_bodies(v, w)), tuple(jimp), tuple(jmot), nb, tb)
+    bodies, jimp, jmot, nb, tb = jax.lax.fori_loop(0, iterations, body, carry)
+    v, w = _unbodies(bodies)
+    ni = jnp.stack([jnp.stack([jnp.stack(x) for x in row]) for row in nb])
+    ti = jnp.stack([jnp.stack([jnp.stack(x) for x in row]) for row in tb])
+    return v, w, jimp, jmot, ni, ti
+
+
+def _integrate_positions(c, a, v, w, h):
+    """Box2D's position integration with its translation and rotation clamps."""
+    h = jnp.broadcast_to(h, w.shape)
+    tr = h[:, None] * v
+    tr2 = _dot(tr, tr)
+    v = v * jnp.where(tr2 > MAX_TRANSLATION**2, MAX_TRANSLATION / jnp.sqrt(tr2), 1.0)[:, None]
+    rot = h * w
+    w = w * jnp.where(rot * rot > MAX_ROTATION**2, MAX_ROTATION / jnp.abs(rot), 1.0)
+    return c + h[:, None] * v, a + h * w, v, w
+
+
+def world_step(
+    scene: Scene,
+    st: PhysState,
+    seg_a: jax.Array,
+    seg_b: jax.Array,
+    force: jax.Array,
+    torque: jax.Array,
+    gravity: jax.Array,
+    contacts: bool = True,
+    toi: bool = True,
+) -> tuple[PhysState, dict[str, jax.Array]]:
+    """One ``b2World::Step(dt, velocity_iterations, position_iterations)`` of the scene.
+
+    Args:
+        scene: static scene description.
+        st: physics state after the previous step (impulses already applied to velocities).
+        seg_a, seg_b: [NSEG, 2] terrain segment end points.
+        force: [2] force on the hull's centre of mass for this step (cleared afterwards).
+        torque: scalar torque on the hull.
+        gravity: scalar vertical gravity.
+        contacts: collide with the terrain (static; off only for the first step after reset,
+            when the lander is far above the ground).
+        toi: run the reduced continuous-collision (time of impact) pass.
+
+    Returns:
+        ``(state, events)``; events hold ``begin`` and ``end`` [3, NSEG] contact events (and
+        ``toi_begin``/``toi_end`` from the TOI pass), and ``asleep``: the island fell asleep.
+    """
+    h = scene.dt
+    nseg = seg_a.shape[0]
+    c, a = st.c, st.a
+    g = jnp.stack([jnp.zeros_like(gravity), gravity])
+    v = st.v + h * (g[None, :] + jnp.zeros((3, 2)).at[0].set(scene.inv_mass[0] * force))
+    w = st.w + h * jnp.zeros(3).at[0].set(scene.inv_inertia[0] * torque)
+
+    if contacts:
+        m = collide_all(scene, c, a, seg_a, seg_b)
+        ni_full, ti_full = _match_impulses(m, st)
+        touching = m.count > 0
+        onehot = _select(touching)
+        active = jnp.any(onehot, axis=2)
+        sel_m = jax.tree.map(lambda x: _pick(onehot, x), m)
+        friction = _pick(onehot, jnp.broadcast_to(scene.friction, (3, nseg)))
+        mask = (jnp.arange(2) < sel_m.count[..., None]) & active[..., None]
+        cc = _contact_cache(scene, c, a, sel_m, mask, friction)
+        mask = cc["mask"]
+        ni = _pick(onehot, ni_full) * mask
+        ti = _pick(onehot, ti_full) * mask
+        # contact warm start
+        t = jnp.stack([cc["n"][..., 1], -cc["n"][..., 0]], -1)
+        p = ni[..., None] * cc["n"][:, :, None, :] + ti[..., None] * t[:, :, None, :]
+        v = v + scene.inv_mass[:, None] * jnp.sum(p, axis=(1, 2))
+        w = w + scene.inv_inertia * jnp.sum(_cross(cc["rb"], p), axis=(1, 2))
+    else:
+        m = None
+        touching = st.touching
+        zero = jnp.zeros((3, NUM_SLOTS, 2), c.dtype)
+        mask = zero > 0
+        cc = {
+            "n": jnp.zeros((3, NUM_SLOTS, 2)),
+            "rb": jnp.zeros((3, NUM_SLOTS, 2, 2)),
+            "rn": zero,
+            "rt": zero,
+            "nm": zero,
+            "tm": zero,
+            "k": jnp.zeros((3, NUM_SLOTS, 3)),
+            "ki": jnp.zeros((3, NUM_SLOTS, 4)),
+            "block": zero[..., 0] > 0,
+            "fr": zero[..., 0],
+            "mask": mask,
+        }
+        ni = ti = zero
+
+    # joints: init and warm start (island order: legs[1]'s joint, then legs[0]'s)
+    jimp, jmot, jlim = st.joint_impulse, st.motor_impulse, st.limit_state
+    jcache, new_lim, new_imp = [], [], []
+    for j in range(2):
+        jcache.append(_joint_init(scene, j, a))
+        angle = a[j + 1] - a[0] - scene.reference_angle[j]
+        state_j = jnp.where(
+            angle <= scene.lower[j], 1, jnp.where(angle >= scene.upper[j], 2, 0)
+        ).astype(jlim.dtype)
+        keep_z = (state_j != 0) & (state_j == jlim[j])
+        new_lim.append(state_j)
+        new_imp.append((jimp[j, 0], jimp[j, 1], jnp.where(keep_z, jimp[j, 2], 0.0)))
+    bodies = _bodies(v, w)
+    im, ii = _masses(scene)
+    for j in (1, 0):
+        rax, ray, rbx, rby = jcache[j][:4]
+        px, py, pz = new_imp[j]
+        mj = jmot[j]
+        va, vb = bodies[0], bodies[j + 1]
+        bodies[0] = (
+            va[0] - im[0] * px,
+            va[1] - im[0] * py,
+            va[2] - ii[0] * (rax * py - ray * px + mj + pz),
+        )
+        bodies[j + 1] = (
+            vb[0] + im[j + 1] * px,
+            vb[1] + im[j + 1] * py,
+            vb[2] + ii[j + 1] * (rbx * py - rby * px + mj + pz),
+        )
+    v, w = _unbodies(bodies)
+    v, w, jimp_t, jmot_t, ni, ti = _velocity_loop(
+        scene,
+        scene.velocity_iterations,
+        v,
+        w,
+        cc,
+        ni,
+        ti,
+        joints=(jcache, tuple(new_imp), (jmot[0], jmot[1]), new_lim),
+    )
+    jimp = jnp.stack([jnp.stack(x) for x in jimp_t])
+    jmot = jnp.stack(jmot_t)
+    jlim = jnp.stack(new_lim)
+
+    c, a, v, w = _integrate_positions(c, a, v, w, h)
+
+    if contacts:
+        pcs = [[_pos_data(sel_m, mask, b, s) for s in range(NUM_SLOTS)] for b in range(NUM_BODIES)]
+    body_pos = [(c[b, 0], c[b, 1], a[b]) for b in range(NUM_BODIES)]
+
+    def pos_cond(carry):
+        return (carry[1] < scene.position_iterations) & ~carry[2]
+
+    def pos_body(carry):
+        bp, i, _ = carry
+        bp = list(bp)
+        min_sep = jnp.zeros((), c.dtype)
+        if contacts:
+            for b in range(NUM_BODIES):
+                for s in range(NUM_SLOTS):
+                    bp[b], min_sep = _contact_position(
+                        scene, b, pcs[b][s], bp[b], BAUMGARTE, min_sep
+                    )
+        bp[0], bp[2], ok1 = _joint_position(scene, 1, bp[0], bp[2], jlim[1])
+        bp[0], bp[1], ok0 = _joint_position(scene, 0, bp[0], bp[1], jlim[0])
+        return tuple(bp), i + 1, (min_sep >= -3.0 * LINEAR_SLOP) & ok1 & ok0
+
+    body_pos, _, solved = jax.lax.while_loop(
+        pos_cond, pos_body, (tuple(body_pos), 0, jnp.array(False))
+    )
+    c = jnp.stack([jnp.stack([bp[0], bp[1]]) for bp in body_pos])
+    a = jnp.stack([bp[2] for bp in body_pos])
+
+    slow = (w * w <= ANGULAR_SLEEP_TOLERANCE**2) & (_dot(v, v) <= LINEAR_SLEEP_TOLERANCE**2)
+    sleep_time = jnp.where(slow, st.sleep_time + h, 0.0)
+    asleep = (jnp.min(sleep_time) >= TIME_TO_SLEEP) & solved
+
+    no_events = jnp.zeros((3, nseg), bool)
+    if contacts:
+        store = jnp.any(onehot, axis=1)[..., None]
+        ni_full = jnp.where(
+            store, jnp.sum(jnp.where(onehot[..., None], ni[:, :, None], 0.0), 1), ni_full
+        )
+        ti_full = jnp.where(
+            store, jnp.sum(jnp.where(onehot[..., None], ti[:, :, None], 0.0), 1), ti_full
+        )
+        events = {"begin": touching & ~st.touching, "end": ~touching & st.touching}
+        ids, count = m.ids, m.count
+    else:
+        events = {"begin": no_events, "end": no_events}
+        ni_full, ti_full, ids, count = st.normal_impulse, st.tangent_impulse, st.ids, st.count
+    new = st.replace(
+        c=c,
+        a=a,
+        v=v,
+        w=w,
+        sleep_time=sleep_time,
+        joint_impulse=jimp,
+        motor_impulse=jmot,
+        limit_state=jlim,
+        touching=touching,
+        ids=ids,
+        count=count,
+        normal_impulse=ni_full,
+        tangent_impulse=ti_full,
+    )
+    events["asleep"] = asleep
+    events["toi_begin"] = events["toi_end"] = no_events
+    if contacts and toi:
+        new, events = _solve_toi(scene, st, new, events, seg_a, seg_b)
+    return new, events
+
+
 TOI_BISECTIONS = 14
 
 
@@ -903,7 +1014,7 @@ def _solve_toi(scene, old, new, events, seg_a, seg_b):
     """Reduced ``b2World::SolveTOI``: at most one time-of-impact sub-step per body.
 
     A body/segment pair whose core distance is above Box2D's TOI target at the start of the
-    step and below it at the end gets the time of impact by bisection along the body's sweep
+    step and below it at the end gets its time of impact by bisection along the body's sweep
     (linear in centre and angle, as ``b2Sweep``). The body is moved there, its contacts are
     updated (begin/end events), and Box2D's TOI island solve runs for the body alone: TOI
     position correction, a velocity solve without warm starting, and integration over the
@@ -911,34 +1022,47 @@ def _solve_toi(scene, old, new, events, seg_a, seg_b):
     """
     target = max(LINEAR_SLOP, 2.0 * POLYGON_RADIUS - 3.0 * LINEAR_SLOP)
     tol = 0.25 * LINEAR_SLOP
+    goal = target + 0.5 * tol
     c0, a0, c1, a1 = old.c, old.a, new.c, new.a
     cand = _distances(scene, c0, a0, seg_a, seg_b) > target + tol
-    big = jnp.asarray(1e9, c0.dtype)
+    d_end = jnp.where(cand, _distances(scene, c1, a1, seg_a, seg_b), jnp.inf)
+    first = jnp.argmin(d_end, axis=1)
+    event = jnp.min(d_end, axis=1) < goal
+    pick = jax.nn.one_hot(first, seg_a.shape[0], dtype=c0.dtype)
+    pa = pick @ seg_a
+    pb = pick @ seg_b
 
     def dist_at(alpha):
         c = c0 + alpha[:, None] * (c1 - c0)
         a = a0 + alpha * (a1 - a0)
-        return jnp.where(cand, _distances(scene, c, a, seg_a, seg_b), big)
-
-    goal = target + 0.5 * tol
-    d_end = dist_at(jnp.ones(3))
-    event = jnp.min(d_end, axis=1) < goal
+        pos = _origins(scene, c, a)
+        hull = _core_distance(
+            pa[0],
+            pb[0],
+            _rot(a[0], scene.hull_verts) + pos[0],
+            _rot(a[0], scene.hull_normals),
+        )
+        legs = jax.vmap(
+            lambda p, q, ang, o: _core_distance(
+                p, q, _rot(ang, scene.leg_verts) + o, _rot(ang, scene.leg_normals)
+            )
+        )(pa[1:], pb[1:], a[1:], pos[1:])
+        return jnp.concatenate([hull[None], legs])
 
     def bisect(_, lohi):
         lo, hi = lohi
         mid = 0.5 * (lo + hi)
-        above = jnp.min(dist_at(mid), axis=1) > goal
+        above = dist_at(mid) > goal
         return jnp.where(above, mid, lo), jnp.where(above, hi, mid)
 
     alpha, _ = jax.lax.fori_loop(0, TOI_BISECTIONS, bisect, (jnp.zeros(3), jnp.ones(3)))
     alpha = jnp.where(event, alpha, 1.0)
     c_t = c0 + alpha[:, None] * (c1 - c0)
     a_t = a0 + alpha * (a1 - a0)
-    first = jnp.argmin(dist_at(alpha), axis=1)
 
     # contact update at the TOI pose
     m = collide_all(scene, c_t, a_t, seg_a, seg_b)
-    event = event & (jnp.take_along_axis(m.count, first[:, None], axis=1)[:, 0] > 0)
+    event = event & (jnp.sum(jnp.where(pick > 0, m.count, 0), axis=1) > 0)
     ev = event[:, None]
     ni_full, ti_full = _match_impulses(m, new)
     touching = jnp.where(ev, m.count > 0, new.touching)
@@ -949,61 +1073,50 @@ def _solve_toi(scene, old, new, events, seg_a, seg_b):
     onehot = _select(m.count > 0) & ev[:, :, None]
     active = jnp.any(onehot, axis=2)
     sel_m = jax.tree.map(lambda x: _pick(onehot, x), m)
-    solve_mask = event.astype(c0.dtype)
+    mask = (jnp.arange(2) < sel_m.count[..., None]) & active[..., None]
+    pcs = [[_pos_data(sel_m, mask, b, s) for s in range(NUM_SLOTS)] for b in range(NUM_BODIES)]
 
     def pos_cond(carry):
-        _, _, i, done = carry
-        return (i < TOI_POSITION_ITERATIONS) & ~jnp.all(done)
+        return (carry[1] < TOI_POSITION_ITERATIONS) & ~jnp.all(jnp.stack(carry[2]))
 
     def pos_body(carry):
-        c, a, i, done = carry
-        mask_b = solve_mask * ~done
-        min_sep = jnp.zeros(3)
-        mask = (jnp.arange(2) < sel_m.count[..., None]) & active[..., None]
-        for s in range(NUM_SLOTS):
-            c, a, min_sep = _contact_position_slot(
-                scene, c, a, sel_m, mask, s, min_sep, TOI_BAUMGARTE, mask_b
-            )
-        return c, a, i + 1, done | (min_sep >= -1.5 * LINEAR_SLOP)
+        bp, i, done = carry
+        bp, done = list(bp), list(done)
+        for b in range(NUM_BODIES):
+            min_sep = jnp.zeros((), c0.dtype)
+            for s in range(NUM_SLOTS):
+                bp[b], min_sep = _contact_position(
+                    scene, b, pcs[b][s], bp[b], TOI_BAUMGARTE, min_sep, active=~done[b]
+                )
+            done[b] = done[b] | (min_sep >= -1.5 * LINEAR_SLOP)
+        return tuple(bp), i + 1, tuple(done)
 
-    c_p, a_p, _, _ = jax.lax.while_loop(pos_cond, pos_body, (c_t, a_t, 0, ~event))
+    bp0 = tuple((c_t[b, 0], c_t[b, 1], a_t[b]) for b in range(NUM_BODIES))
+    done0 = tuple(~event[b] for b in range(NUM_BODIES))
+    bp, _, _ = jax.lax.while_loop(pos_cond, pos_body, (bp0, 0, done0))
+    c_p = jnp.stack([jnp.stack([x[0], x[1]]) for x in bp])
+    a_p = jnp.stack([x[2] for x in bp])
 
     nseg = seg_a.shape[0]
     friction = _pick(onehot, jnp.broadcast_to(scene.friction, (3, nseg)))
-    cc = _contact_cache(scene, c_p, a_p, new.v, new.w, sel_m, active, friction)
+    cc = _contact_cache(scene, c_p, a_p, sel_m, mask, friction)
     zeros = jnp.zeros((3, NUM_SLOTS, 2), c0.dtype)
-
-    def vel_iter(_, carry):
-        v, w, ni, ti = carry
-        for s in range(NUM_SLOTS):
-            v, w, ni, ti = _contact_velocity_slot(scene, v, w, cc, ni, ti, s)
-        return v, w, ni, ti
-
-    v, w, _, _ = jax.lax.fori_loop(
-        0, scene.velocity_iterations, vel_iter, (new.v, new.w, zeros, zeros)
+    v, w, _, _, _, _ = _velocity_loop(
+        scene, scene.toi_velocity_iterations, new.v, new.w, cc, zeros, zeros
     )
     h = (1.0 - alpha) * scene.dt
     c_f, a_f, v, w = _integrate_positions(c_p, a_p, v, w, h)
-    c_f = jnp.where(ev, c_f, new.c)
-    a_f = jnp.where(event, a_f, new.a)
-    v = jnp.where(ev, v, new.v)
-    w = jnp.where(event, w, new.w)
 
     new = new.replace(
-        c=c_f,
-        a=a_f,
-        v=v,
-        w=w,
+        c=jnp.where(ev, c_f, new.c),
+        a=jnp.where(event, a_f, new.a),
+        v=jnp.where(ev, v, new.v),
+        w=jnp.where(event, w, new.w),
         touching=touching,
         ids=jnp.where(ev[..., None], m.ids, new.ids),
         count=jnp.where(ev, m.count, new.count),
         normal_impulse=jnp.where(ev[..., None], ni_full, new.normal_impulse),
         tangent_impulse=jnp.where(ev[..., None], ti_full, new.tangent_impulse),
     )
-    events = {
-        **events,
-        "toi_begin": begin,
-        "toi_end": end,
-        "toi": event,
-    }
+    events = {**events, "toi_begin": begin, "toi_end": end, "toi": event}
     return new, events

@@ -61,7 +61,7 @@ def _make_scene() -> b2.Scene:
     leg = b2.box_vertices(LEG_W / SCALE, LEG_H / SCALE)
     hull_mass, hull_center, hull_inertia = b2.polygon_mass(hull, 5.0)
     leg_mass, leg_center, leg_inertia = b2.polygon_mass(leg, 1.0)
-    f32 = lambda x: jnp.asarray(np.asarray(x, np.float32))
+    f32 = lambda x: np.asarray(x, np.float32)
     # friction mixing b2MixFriction = sqrt(fa * fb): hull 0.1, legs 0.2 (default);
     # the floor edge has the default 0.2, the terrain edges 0.1.
     body_f = np.array([0.1, 0.2, 0.2], np.float32)
@@ -249,7 +249,9 @@ class LunarLander(environment.Environment[EnvState, EnvParams]):
             direction = (act - 2).astype(jnp.float32)
         return m_power.astype(jnp.float32), s_power.astype(jnp.float32), direction
 
-    def _physics_step(self, key, state: EnvState, action, params: EnvParams, extra_force):
+    def _physics_step(
+        self, key, state: EnvState, action, params: EnvParams, extra_force, contacts=True
+    ):
         """Gymnasium's ``step`` body: wind, engine impulses, world step, observation."""
         phys = state.phys
         wind_on = jnp.asarray(params.enable_wind) & ~(state.leg_contact[0] | state.leg_contact[1])
@@ -296,6 +298,7 @@ class LunarLander(environment.Environment[EnvState, EnvParams]):
             force,
             torque,
             jnp.asarray(params.gravity, jnp.float32),
+            contacts=contacts,
             toi=self.toi,
         )
         begin, end = ev["begin"], ev["end"]
@@ -389,7 +392,7 @@ class LunarLander(environment.Environment[EnvState, EnvParams]):
         )
         noop = jnp.zeros(2, jnp.float32) if self.continuous else jnp.array(0, jnp.int32)
         obs, state, shaping, _, _ = self._physics_step(
-            key, state, noop, params, jnp.asarray(initial_force, jnp.float32)
+            key, state, noop, params, jnp.asarray(initial_force, jnp.float32), contacts=False
         )
         return obs, state.replace(prev_shaping=shaping)
 
