@@ -3,6 +3,11 @@
 User errors (an unknown preset or key, a bad value) print one message naming the field, the
 value and what is allowed, and exit with status 2 before anything compiles; ``--debug`` shows
 the traceback instead.
+
+``run`` also takes ``--checkpoint-every N``, ``--keep-checkpoints K`` and ``--resume DIR``
+(continue DIR from its latest checkpoint; the preset may then be omitted). Exit status: 0 done,
+2 user error, 3 the runaway monitor stopped the run (checkpoint written), 130 interrupted
+(docs/reliability.md).
 """
 
 from __future__ import annotations
@@ -18,7 +23,10 @@ from selfref_ghn.config import ConfigError
 
 # Modules adding subcommands: each has ``register(subparsers)``, which adds its parser and sets
 # ``func`` (``args -> exit code``) with ``parser.set_defaults``.
-_COMMAND_MODULES: tuple[str, ...] = ("selfref_ghn.compare",)
+_COMMAND_MODULES: tuple[str, ...] = (
+    "selfref_ghn.compare",
+    "selfref_ghn.lineage",
+)
 
 
 def _parse_sets(pairs: list[str]) -> dict[str, str]:
@@ -31,9 +39,13 @@ def _parse_sets(pairs: list[str]) -> dict[str, str]:
     return out
 
 
-def add_run_options(p: argparse.ArgumentParser) -> None:
+def add_run_options(p: argparse.ArgumentParser, preset_optional: bool = False) -> None:
     """Options shared by commands that take a preset: seed, generations, --set, --debug."""
-    p.add_argument("preset", help=f"one of: {', '.join(presets.names())}")
+    p.add_argument(
+        "preset",
+        nargs="?" if preset_optional else None,
+        help=f"one of: {', '.join(presets.names())}",
+    )
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--generations", type=int, default=None)
     p.add_argument(
@@ -50,9 +62,27 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="evolve SR-GHNs on a preset")
-    add_run_options(run)
+    add_run_options(run, preset_optional=True)
     run.add_argument("--out", type=Path, default=None, help="results folder")
     run.add_argument("--quiet", action="store_true", help="no progress lines")
+    run.add_argument(
+        "--checkpoint-every",
+        type=int,
+        default=None,
+        metavar="N",
+        help="checkpoint every N generations (rounded up to a multiple of log_every); "
+        "one is always written at the end",
+    )
+    run.add_argument(
+        "--keep-checkpoints", type=int, default=None, metavar="K", help="keep the last K"
+    )
+    run.add_argument(
+        "--resume",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="continue the run in DIR from its latest checkpoint (preset optional)",
+    )
 
     sub.add_parser("presets", help="list presets")
     for module in _COMMAND_MODULES:
@@ -62,12 +92,22 @@ def build_parser() -> argparse.ArgumentParser:
 
 def config_from_args(args):
     """The preset's config with ``--seed``, ``--generations`` and ``--set`` applied."""
-    cfg = presets.get(args.preset)
+    if args.preset is None:
+        if getattr(args, "resume", None) is None:
+            raise ConfigError("preset", None, f"one of {presets.names()} (or --resume DIR)")
+        from selfref_ghn.runner import load_run_config
+
+        cfg = load_run_config(args.resume)
+    else:
+        cfg = presets.get(args.preset)
     sets = _parse_sets(args.set)
     if args.seed is not None:
         sets["seed"] = str(args.seed)
     if args.generations is not None:
         sets["generations"] = str(args.generations)
+    for field in ("checkpoint_every", "keep_checkpoints"):
+        if getattr(args, field, None) is not None:
+            sets[field] = str(getattr(args, field))
     return cfg.with_overrides(sets) if sets else cfg
 
 
@@ -76,12 +116,21 @@ def cmd_run(args) -> int:
     from selfref_ghn.evolution import Evolution
     from selfref_ghn.runner import evolve
 
+    if args.resume is not None and args.out is not None and args.out != args.resume:
+        raise ConfigError("--out", str(args.out), "omit it, or give --resume's folder")
+    if args.resume is not None:
+        from selfref_ghn.runner import check_resumable, load_run_config
+
+        check_resumable(load_run_config(args.resume), cfg)
     evo = Evolution.create(cfg)  # validates env/policy compatibility before compiling
     out = (
-        args.out
+        args.resume
+        or args.out
         or Path("results") / f"{args.preset}-seed{cfg.seed}-{time.strftime('%Y%m%d-%H%M%S')}"
     )
-    _, _, summary = evolve(cfg, out, evo=evo, progress=not args.quiet)
+    _, _, summary = evolve(
+        cfg, out, evo=evo, progress=not args.quiet, resume=args.resume is not None
+    )
     print(f"results: {out}")
     print(
         f"compile {summary['compile_time_s']:.1f} s | {summary['steady_generations_per_s']:.1f} "
@@ -93,6 +142,14 @@ def cmd_run(args) -> int:
             f"switch at {r['switch']}: level {r['level']:.1f}, drop {r['drop']:.1f}, "
             f"back to 90% in {r['gens_to_90']} generations"
         )
+    if summary["monitor_stop"]:
+        from selfref_ghn.monitor import EXIT_MONITOR_STOP
+
+        print(f"selfref-ghn: {summary['monitor_stop']['message']}", file=sys.stderr)
+        print(
+            f"checkpoint written; continue with: selfref-ghn run --resume {out}", file=sys.stderr
+        )
+        return EXIT_MONITOR_STOP
     return 0
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import typing
 from collections.abc import Mapping
 from typing import Any
@@ -24,6 +25,7 @@ import jax.numpy as jnp
 from flax import struct
 
 MUTATION_MODES = ("self", "fixed_rate", "frozen_head", "external")
+MONITOR_POLICIES = ("off", "warn", "stop")
 
 
 class ConfigError(ValueError):
@@ -75,6 +77,8 @@ class Config:
     mutation_mode: str = "self"
     fixed_rate: float = 0.5
     external_sigma: float = 0.05
+    rate_min: float = 0.0  # bounds on every mutation rate (defaults: the paper's, unbounded)
+    rate_max: float = 1.0
     # method: "srghn" (this library's SR-GHN, ablations via mutation_mode) or an evosax baseline
     # evolving the policy directly: a short name (open_es, cma_es, simple_ga, gesmr_ga,
     # samr_ga) or any evosax 0.3 algorithm by its class-registry name (docs/baselines.md)
@@ -84,6 +88,15 @@ class Config:
     baseline_params: tuple[tuple[str, Any], ...] = ()  # overrides of the algorithm's Params
     # host side
     log_every: int = 10
+    checkpoint_every: int = 0  # rounded up to a multiple of log_every; 0: only at the end
+    keep_checkpoints: int = 3
+    # runaway monitor (selfref_ghn.monitor; docs/reliability.md)
+    monitor: str = "off"
+    monitor_patience: int = 5
+    monitor_rate_margin: float = 0.01
+    monitor_diversity_min: float = 1e-3
+    monitor_diversity_max: float = 5.0
+    monitor_collapse: float = 0.5
 
     # ----------------------------------------------------------------------------------------
     @property
@@ -134,6 +147,11 @@ class Config:
         types = _field_types()
         for f in dataclasses.fields(self):
             _check_type(f.name, getattr(self, f.name), types[f.name])
+            if types[f.name] is float and not math.isfinite(getattr(self, f.name)):
+                raise ConfigError(f.name, getattr(self, f.name), "must be a finite number")
+        for name in ("seed", "basis_seed"):
+            if not 0 <= getattr(self, name) < 2**32:
+                raise ConfigError(name, getattr(self, name), "must lie in [0, 2**32)")
         positive = (
             "horizon", "episodes", "population_size", "generations", "embed_dim",
             "trunk_dim", "coeff_dim", "num_rates", "log_every",
@@ -165,6 +183,7 @@ class Config:
             from selfref_ghn.baselines import check_method  # local: evosax only when used
 
             check_method(self.method, dict(self.baseline_params))
+        self._validate_reliability()
         prev_end = 0
         for iv in self.switch_intervals:
             if len(iv) != 2:
@@ -187,6 +206,51 @@ class Config:
             raise ConfigError("env_id", self.env_id, f"one of {registered()}")
         return self
 
+    def _validate_reliability(self) -> None:
+        """Rate bounds, checkpoints and the runaway monitor (docs/reliability.md)."""
+        if not 0.0 <= self.rate_min <= 1.0:
+            raise ConfigError("rate_min", self.rate_min, "must lie in [0, 1]")
+        if not self.rate_min <= self.rate_max <= 1.0:
+            raise ConfigError(
+                "rate_max", self.rate_max, f"must lie in [rate_min ({self.rate_min}), 1]"
+            )
+        if self.checkpoint_every < 0:
+            raise ConfigError(
+                "checkpoint_every", self.checkpoint_every, "must be >= 0 (0: only at the end)"
+            )
+        if self.checkpoint_every > self.generations:
+            raise ConfigError(
+                "checkpoint_every",
+                self.checkpoint_every,
+                f"must not exceed generations ({self.generations})",
+            )
+        if self.keep_checkpoints < 1:
+            raise ConfigError("keep_checkpoints", self.keep_checkpoints, "must be at least 1")
+        if self.monitor not in MONITOR_POLICIES:
+            raise ConfigError("monitor", self.monitor, f"one of {MONITOR_POLICIES}")
+        if self.monitor_patience < 1:
+            raise ConfigError("monitor_patience", self.monitor_patience, "must be at least 1")
+        if self.monitor != "off" and self.monitor_patience > self.generations:
+            raise ConfigError(
+                "monitor_patience",
+                self.monitor_patience,
+                f"must not exceed generations ({self.generations}) when the monitor is on",
+            )
+        if not 0.0 <= self.monitor_rate_margin < 1.0:
+            raise ConfigError(
+                "monitor_rate_margin", self.monitor_rate_margin, "must lie in [0, 1)"
+            )
+        if self.monitor_diversity_min < 0:
+            raise ConfigError("monitor_diversity_min", self.monitor_diversity_min, "must be >= 0")
+        if not self.monitor_diversity_max > self.monitor_diversity_min:
+            raise ConfigError(
+                "monitor_diversity_max",
+                self.monitor_diversity_max,
+                f"must exceed monitor_diversity_min ({self.monitor_diversity_min})",
+            )
+        if not 0.0 < self.monitor_collapse <= 1.0:
+            raise ConfigError("monitor_collapse", self.monitor_collapse, "must lie in (0, 1]")
+
 
 @struct.dataclass
 class Hyperparams:
@@ -199,6 +263,8 @@ class Hyperparams:
     param_clip: jnp.ndarray
     fixed_rate: jnp.ndarray
     external_sigma: jnp.ndarray
+    rate_min: jnp.ndarray
+    rate_max: jnp.ndarray
 
     @classmethod
     def from_config(cls, cfg: Config) -> Hyperparams:
