@@ -174,11 +174,11 @@ def plan(
                 if why is not None:
                     skipped.append({"workload": "d", "env": env_id, "reason": why})
                     continue
-                p, horizon = (16, 200) if quick else (64, 1000)
+                p, horizon = (16, 200) if quick else (32, 1000)
                 # The paper's Ant policy is 32-32-32; LunarLander uses the default policy.
                 hidden = (32, 32, 32) if env_id.startswith("Ant") else (32,)
                 cfg = _cartpole(p, env_id=env_id, horizon=horizon, policy_hidden=hidden)
-                add(f"d-{env_id}", "d", cfg, 1, max(1, r - 2))
+                add(f"d-{env_id}", "d", cfg, 1, max(1, r - 4))
         elif wl == "e":
             p = 64 if quick else 256
             for width in (32, 128):
@@ -187,7 +187,7 @@ def plan(
             raise ValueError(f"unknown workload {wl!r}; one of {', '.join(WORKLOADS)}")
     # The largest populations and the heavy environments last: a time budget that runs out
     # skips only those.
-    cases.sort(key=lambda c: (c.config.population_size > 1024, c.workload == "d"))
+    cases.sort(key=lambda c: (c.workload == "d", c.config.population_size > 1024))
     return cases, skipped
 
 
