@@ -582,6 +582,7 @@ def run_benchmark(
     budget_s: float | None = None,
     in_process: bool = False,
     argv: Sequence[str] | None = None,
+    limit_s: float | None = None,
 ) -> dict[str, Any]:
     """Measure every case (one subprocess each), then write JSON, markdown and the plot.
 
@@ -592,6 +593,8 @@ def run_benchmark(
         budget_s: stop starting new cases once this much wall time has passed.
         in_process: measure in this process instead (tests; peaks are then not per case).
         argv: the command line, recorded in the JSON.
+        limit_s: stop a case still running at this wall time (recorded as timed out), so
+            the whole run ends by then; default ``budget_s * 1.45``.
 
     Returns:
         The results dict written to ``bench.json``.
@@ -627,7 +630,8 @@ def run_benchmark(
         if in_process:
             res = measure_case(case, say)
         else:
-            remaining = None if budget_s is None else max(budget_s * 1.25 - elapsed, 60.0)
+            limit = limit_s if limit_s is not None else (budget_s and budget_s * 1.45)
+            remaining = None if not limit else max(limit - elapsed, 60.0)
             res = _run_worker(case, remaining)
         if "error" in res:
             say(f"case {case.name} failed: {res['error']}")
@@ -863,8 +867,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--budget",
         type=float,
-        default=840.0,
-        help="seconds after which no new case starts (default 840)",
+        default=600.0,
+        help="seconds after which no new case starts (default 600)",
+    )
+    p.add_argument(
+        "--limit",
+        type=float,
+        default=870.0,
+        help="seconds after which a running case is stopped (default 870: under 15 minutes)",
     )
     p.add_argument(
         "--in-process", action="store_true", help="no subprocess per case (peaks not per case)"
@@ -897,7 +907,13 @@ def run_from_args(args: argparse.Namespace, argv: Sequence[str] | None = None) -
         workloads, args.quick, populations, overrides or None, args.repeats, args.chunk
     )
     results = run_benchmark(
-        cases, args.out, skipped, args.budget, args.in_process, argv=list(argv or [])
+        cases,
+        args.out,
+        skipped,
+        args.budget,
+        args.in_process,
+        argv=list(argv or []),
+        limit_s=args.limit,
     )
     print(markdown(results))
     return 0 if all("error" not in c for c in results["cases"]) else 1
