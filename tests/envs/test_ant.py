@@ -88,7 +88,10 @@ def _side_by_side(env, params, reset_from, n_steps, max_episode_steps, seed=0, r
 def test_ant_v5_matches_gymnasium(v5):
     env, params, reset_from = v5
     with jax.enable_x64(True):
-        worst, _ = _side_by_side(env, params, reset_from, SIDE_BY_SIDE_STEPS, MAX_EPISODE_STEPS)
+        worst, terminations = _side_by_side(
+            env, params, reset_from, SIDE_BY_SIDE_STEPS, MAX_EPISODE_STEPS
+        )
+    print(f"Ant-v5 vs Gymnasium, {SIDE_BY_SIDE_STEPS} steps: {worst}, {terminations=}")
     assert worst["obs"] < OBS_ATOL, worst
     assert worst["reward"] < REWARD_ATOL, worst
     assert worst["terms"] < REWARD_ATOL, worst
