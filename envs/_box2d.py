@@ -645,10 +645,10 @@ def _contact_cache(scene: Scene, c, a, sel_m, mask, friction):
     }
 
 
-def _contact_velocity(scene: Scene, b: int, cs, vel, ni, ti):
-    """Friction then normal impulses of one contact on body ``b``, on scalars."""
-    im, ii = _masses(scene)
-    mb, ib = im[b], ii[b]
+def _contact_velocity(scene: Scene, cs, vel, ni, ti):
+    """Friction then normal impulses of one contact slot, vectorised over the three bodies."""
+    mb = np.asarray(scene.inv_mass, np.float32)
+    ib = np.asarray(scene.inv_inertia, np.float32)
     vx, vy, w = vel
     nx, ny = cs["n"]
     tx, ty = ny, -nx
@@ -695,11 +695,12 @@ def _contact_velocity(scene: Scene, b: int, cs, vel, ni, ti):
     return (vx, vy, w), (new0, new1), tuple(ti)
 
 
-def _contact_position(scene: Scene, b: int, pc, body, baumgarte, min_sep, active=True):
-    """Position correction of one contact (both points in order) on body ``b``, on scalars."""
-    im, ii = _masses(scene)
-    mb, ib = im[b], ii[b]
-    lcx, lcy = (float(x) for x in np.asarray(scene.local_center, np.float64)[b])
+def _contact_position(scene: Scene, pc, body, baumgarte, min_sep, active=True):
+    """Position correction of one contact slot (points in order), vectorised over bodies."""
+    mb = np.asarray(scene.inv_mass, np.float32)
+    ib = np.asarray(scene.inv_inertia, np.float32)
+    lcx = np.asarray(scene.local_center, np.float32)[:, 0]
+    lcy = np.asarray(scene.local_center, np.float32)[:, 1]
     cx, cy, a = body
     for p in range(2):
         ca, sa = jnp.cos(a), jnp.sin(a)
@@ -738,48 +739,49 @@ def _contact_position(scene: Scene, b: int, pc, body, baumgarte, min_sep, active
     return (cx, cy, a), min_sep
 
 
-def _slot_data(cc, b, s):
-    """Scalar views of the velocity-constraint data of slot ``s`` of body ``b``."""
+def _slot_data(cc, s):
+    """[3]-vector views of the velocity-constraint data of slot ``s``."""
     return {
-        "n": (cc["n"][b, s, 0], cc["n"][b, s, 1]),
-        "rb": tuple((cc["rb"][b, s, p, 0], cc["rb"][b, s, p, 1]) for p in range(2)),
-        "rn": (cc["rn"][b, s, 0], cc["rn"][b, s, 1]),
-        "rt": (cc["rt"][b, s, 0], cc["rt"][b, s, 1]),
-        "nm": (cc["nm"][b, s, 0], cc["nm"][b, s, 1]),
-        "tm": (cc["tm"][b, s, 0], cc["tm"][b, s, 1]),
-        "k": tuple(cc["k"][b, s, i] for i in range(3)),
-        "ki": tuple(cc["ki"][b, s, i] for i in range(4)),
-        "block": cc["block"][b, s],
-        "fr": cc["fr"][b, s],
+        "n": (cc["n"][:, s, 0], cc["n"][:, s, 1]),
+        "rb": tuple((cc["rb"][:, s, p, 0], cc["rb"][:, s, p, 1]) for p in range(2)),
+        "rn": (cc["rn"][:, s, 0], cc["rn"][:, s, 1]),
+        "rt": (cc["rt"][:, s, 0], cc["rt"][:, s, 1]),
+        "nm": (cc["nm"][:, s, 0], cc["nm"][:, s, 1]),
+        "tm": (cc["tm"][:, s, 0], cc["tm"][:, s, 1]),
+        "k": tuple(cc["k"][:, s, i] for i in range(3)),
+        "ki": tuple(cc["ki"][:, s, i] for i in range(4)),
+        "block": cc["block"][:, s],
+        "fr": cc["fr"][:, s],
     }
 
 
-def _pos_data(sel_m: Manifold, mask, b, s):
-    """Scalar views of the position-constraint data of slot ``s`` of body ``b``."""
+def _pos_data(sel_m: Manifold, mask, s):
+    """[3]-vector views of the position-constraint data of slot ``s``."""
     return {
-        "ln": (sel_m.local_normal[b, s, 0], sel_m.local_normal[b, s, 1]),
-        "lp": (sel_m.local_point[b, s, 0], sel_m.local_point[b, s, 1]),
-        "pts": tuple((sel_m.points[b, s, p, 0], sel_m.points[b, s, p, 1]) for p in range(2)),
-        "face_b": sel_m.face_b[b, s],
-        "mask": (mask[b, s, 0], mask[b, s, 1]),
+        "ln": (sel_m.local_normal[:, s, 0], sel_m.local_normal[:, s, 1]),
+        "lp": (sel_m.local_point[:, s, 0], sel_m.local_point[:, s, 1]),
+        "pts": tuple((sel_m.points[:, s, p, 0], sel_m.points[:, s, p, 1]) for p in range(2)),
+        "face_b": sel_m.face_b[:, s],
+        "mask": (mask[:, s, 0], mask[:, s, 1]),
     }
 
 
-def _bodies(v, w):
-    return [(v[b, 0], v[b, 1], w[b]) for b in range(NUM_BODIES)]
+_ONE = [np.arange(NUM_BODIES) == k for k in range(NUM_BODIES)]
 
 
-def _unbodies(bodies):
-    v = jnp.stack([jnp.stack([b[0], b[1]]) for b in bodies])
-    w = jnp.stack([b[2] for b in bodies])
-    return v, w
+def _get(bodies, k):
+    return tuple(x[k] for x in bodies)
+
+
+def _put(bodies, k, values):
+    return tuple(jnp.where(_ONE[k], v, x) for x, v in zip(bodies, values, strict=True))
 
 
 def _velocity_loop(scene, iterations, v, w, cc, ni, ti, joints=None):
-    """Sequential-impulse sweeps: joints (legs[1]'s, then legs[0]'s), then contacts."""
-    nb = [[(ni[b, s, 0], ni[b, s, 1]) for s in range(NUM_SLOTS)] for b in range(NUM_BODIES)]
-    tb = [[(ti[b, s, 0], ti[b, s, 1]) for s in range(NUM_SLOTS)] for b in range(NUM_BODIES)]
-    slots = [[_slot_data(cc, b, s) for s in range(NUM_SLOTS)] for b in range(NUM_BODIES)]
+    """Sequential-impulse sweeps: joints (legs[1]'s, then legs[0]'s), then contact slots."""
+    nb = tuple((ni[:, s, 0], ni[:, s, 1]) for s in range(NUM_SLOTS))
+    tb = tuple((ti[:, s, 0], ti[:, s, 1]) for s in range(NUM_SLOTS))
+    slots = [_slot_data(cc, s) for s in range(NUM_SLOTS)]
     if joints is None:
         jcache, jimp, jmot, jlim = None, (), (), None
     else:
@@ -787,26 +789,29 @@ def _velocity_loop(scene, iterations, v, w, cc, ni, ti, joints=None):
 
     def body(_, carry):
         bodies, jimp, jmot, nb, tb = carry
-        bodies, jimp, jmot = list(bodies), list(jimp), list(jmot)
-        nb = [list(x) for x in nb]
-        tb = [list(x) for x in tb]
+        jimp, jmot, nb, tb = list(jimp), list(jmot), list(nb), list(tb)
         if jcache is not None:
             for j in (1, 0):
-                bodies[0], bodies[j + 1], jimp[j], jmot[j] = _joint_velocity(
-                    scene, j, jcache[j], bodies[0], bodies[j + 1], jimp[j], jmot[j], jlim[j]
+                va, vb, jimp[j], jmot[j] = _joint_velocity(
+                    scene,
+                    j,
+                    jcache[j],
+                    _get(bodies, 0),
+                    _get(bodies, j + 1),
+                    jimp[j],
+                    jmot[j],
+                    jlim[j],
                 )
-        for b in range(NUM_BODIES):
-            for s in range(NUM_SLOTS):
-                bodies[b], nb[b][s], tb[b][s] = _contact_velocity(
-                    scene, b, slots[b][s], bodies[b], nb[b][s], tb[b][s]
-                )
-        return tuple(bodies), tuple(jimp), tuple(jmot), nb, tb
+                bodies = _put(_put(bodies, 0, va), j + 1, vb)
+        for s in range(NUM_SLOTS):
+            bodies, nb[s], tb[s] = _contact_velocity(scene, slots[s], bodies, nb[s], tb[s])
+        return bodies, tuple(jimp), tuple(jmot), tuple(nb), tuple(tb)
 
-    carry = (tuple(_bodies(v, w)), tuple(jimp), tuple(jmot), nb, tb)
-    bodies, jimp, jmot, nb, tb = jax.lax.fori_loop(0, iterations, body, carry)
-    v, w = _unbodies(bodies)
-    ni = jnp.stack([jnp.stack([jnp.stack(x) for x in row]) for row in nb])
-    ti = jnp.stack([jnp.stack([jnp.stack(x) for x in row]) for row in tb])
+    carry = ((v[:, 0], v[:, 1], w), tuple(jimp), tuple(jmot), nb, tb)
+    (vx, vy, w), jimp, jmot, nb, tb = jax.lax.fori_loop(0, iterations, body, carry)
+    v = jnp.stack([vx, vy], axis=-1)
+    ni = jnp.stack([jnp.stack(x, axis=-1) for x in nb], axis=1)
+    ti = jnp.stack([jnp.stack(x, axis=-1) for x in tb], axis=1)
     return v, w, jimp, jmot, ni, ti
 
 
@@ -906,24 +911,25 @@ def world_step(
         keep_z = (state_j != 0) & (state_j == jlim[j])
         new_lim.append(state_j)
         new_imp.append((jimp[j, 0], jimp[j, 1], jnp.where(keep_z, jimp[j, 2], 0.0)))
-    bodies = _bodies(v, w)
+    bodies = (v[:, 0], v[:, 1], w)
     im, ii = _masses(scene)
     for j in (1, 0):
         rax, ray, rbx, rby = jcache[j][:4]
         px, py, pz = new_imp[j]
         mj = jmot[j]
-        va, vb = bodies[0], bodies[j + 1]
-        bodies[0] = (
+        va, vb = _get(bodies, 0), _get(bodies, j + 1)
+        va = (
             va[0] - im[0] * px,
             va[1] - im[0] * py,
             va[2] - ii[0] * (rax * py - ray * px + mj + pz),
         )
-        bodies[j + 1] = (
+        vb = (
             vb[0] + im[j + 1] * px,
             vb[1] + im[j + 1] * py,
             vb[2] + ii[j + 1] * (rbx * py - rby * px + mj + pz),
         )
-    v, w = _unbodies(bodies)
+        bodies = _put(_put(bodies, 0, va), j + 1, vb)
+    v, w = jnp.stack(bodies[:2], axis=-1), bodies[2]
     v, w, jimp_t, jmot_t, ni, ti = _velocity_loop(
         scene,
         scene.velocity_iterations,
@@ -941,31 +947,27 @@ def world_step(
     c, a, v, w = _integrate_positions(c, a, v, w, h)
 
     if contacts:
-        pcs = [[_pos_data(sel_m, mask, b, s) for s in range(NUM_SLOTS)] for b in range(NUM_BODIES)]
-    body_pos = [(c[b, 0], c[b, 1], a[b]) for b in range(NUM_BODIES)]
+        pcs = [_pos_data(sel_m, mask, s) for s in range(NUM_SLOTS)]
 
     def pos_cond(carry):
         return (carry[1] < scene.position_iterations) & ~carry[2]
 
     def pos_body(carry):
         bp, i, _ = carry
-        bp = list(bp)
-        min_sep = jnp.zeros((), c.dtype)
+        min_sep = jnp.zeros(NUM_BODIES, c.dtype)
         if contacts:
-            for b in range(NUM_BODIES):
-                for s in range(NUM_SLOTS):
-                    bp[b], min_sep = _contact_position(
-                        scene, b, pcs[b][s], bp[b], BAUMGARTE, min_sep
-                    )
-        bp[0], bp[2], ok1 = _joint_position(scene, 1, bp[0], bp[2], jlim[1])
-        bp[0], bp[1], ok0 = _joint_position(scene, 0, bp[0], bp[1], jlim[0])
-        return tuple(bp), i + 1, (min_sep >= -3.0 * LINEAR_SLOP) & ok1 & ok0
+            for s in range(NUM_SLOTS):
+                bp, min_sep = _contact_position(scene, pcs[s], bp, BAUMGARTE, min_sep)
+        for j in (1, 0):
+            pa, pb, ok = _joint_position(scene, j, _get(bp, 0), _get(bp, j + 1), jlim[j])
+            bp = _put(_put(bp, 0, pa), j + 1, pb)
+            min_sep = jnp.where(ok, min_sep, -1.0)
+        return bp, i + 1, jnp.min(min_sep) >= -3.0 * LINEAR_SLOP
 
-    body_pos, _, solved = jax.lax.while_loop(
-        pos_cond, pos_body, (tuple(body_pos), 0, jnp.array(False))
+    (cx, cy, a), _, solved = jax.lax.while_loop(
+        pos_cond, pos_body, ((c[:, 0], c[:, 1], a), 0, jnp.array(False))
     )
-    c = jnp.stack([jnp.stack([bp[0], bp[1]]) for bp in body_pos])
-    a = jnp.stack([bp[2] for bp in body_pos])
+    c = jnp.stack([cx, cy], axis=-1)
 
     slow = (w * w <= ANGULAR_SLEEP_TOLERANCE**2) & (_dot(v, v) <= LINEAR_SLEEP_TOLERANCE**2)
     sleep_time = jnp.where(slow, st.sleep_time + h, 0.0)
@@ -1074,28 +1076,21 @@ def _solve_toi(scene, old, new, events, seg_a, seg_b):
     active = jnp.any(onehot, axis=2)
     sel_m = jax.tree.map(lambda x: _pick(onehot, x), m)
     mask = (jnp.arange(2) < sel_m.count[..., None]) & active[..., None]
-    pcs = [[_pos_data(sel_m, mask, b, s) for s in range(NUM_SLOTS)] for b in range(NUM_BODIES)]
+    pcs = [_pos_data(sel_m, mask, s) for s in range(NUM_SLOTS)]
 
     def pos_cond(carry):
-        return (carry[1] < TOI_POSITION_ITERATIONS) & ~jnp.all(jnp.stack(carry[2]))
+        return (carry[1] < TOI_POSITION_ITERATIONS) & ~jnp.all(carry[2])
 
     def pos_body(carry):
         bp, i, done = carry
-        bp, done = list(bp), list(done)
-        for b in range(NUM_BODIES):
-            min_sep = jnp.zeros((), c0.dtype)
-            for s in range(NUM_SLOTS):
-                bp[b], min_sep = _contact_position(
-                    scene, b, pcs[b][s], bp[b], TOI_BAUMGARTE, min_sep, active=~done[b]
-                )
-            done[b] = done[b] | (min_sep >= -1.5 * LINEAR_SLOP)
-        return tuple(bp), i + 1, tuple(done)
+        min_sep = jnp.zeros(NUM_BODIES, c0.dtype)
+        for s in range(NUM_SLOTS):
+            bp, min_sep = _contact_position(scene, pcs[s], bp, TOI_BAUMGARTE, min_sep, ~done)
+        return bp, i + 1, done | (min_sep >= -1.5 * LINEAR_SLOP)
 
-    bp0 = tuple((c_t[b, 0], c_t[b, 1], a_t[b]) for b in range(NUM_BODIES))
-    done0 = tuple(~event[b] for b in range(NUM_BODIES))
-    bp, _, _ = jax.lax.while_loop(pos_cond, pos_body, (bp0, 0, done0))
-    c_p = jnp.stack([jnp.stack([x[0], x[1]]) for x in bp])
-    a_p = jnp.stack([x[2] for x in bp])
+    bp0 = (c_t[:, 0], c_t[:, 1], a_t)
+    (cpx, cpy, a_p), _, _ = jax.lax.while_loop(pos_cond, pos_body, (bp0, 0, ~event))
+    c_p = jnp.stack([cpx, cpy], axis=-1)
 
     nseg = seg_a.shape[0]
     friction = _pick(onehot, jnp.broadcast_to(scene.friction, (3, nseg)))
