@@ -549,7 +549,25 @@ def machine_info() -> dict[str, Any]:
         "backend": jax.default_backend(),
         "devices": [str(d) for d in jax.devices()],
         "git_hash": git_hash(),
+        "git_modified_files": _git_modified_files(),
     }
+
+
+def _git_modified_files() -> list[str] | None:
+    """Tracked files with uncommitted changes (what the git hash alone does not describe)."""
+    root = Path(__file__).resolve().parent.parent
+    try:
+        out = subprocess.run(
+            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if out.returncode != 0:
+        return None
+    return [line[3:] for line in out.stdout.splitlines() if line.strip()]
 
 
 # ---------------------------------------------------------------------------- orchestration
@@ -696,7 +714,12 @@ def markdown(results: dict[str, Any]) -> str:
             if m.get("load_average_end")
             else ""
         )
-        + f"; total {results.get('total_wall_s', 0):.0f} s.",
+        + f"; total {results.get('total_wall_s', 0):.0f} s."
+        + (
+            f"  \nUncommitted changes measured: {', '.join(m['git_modified_files'])}."
+            if m.get("git_modified_files")
+            else ""
+        ),
         "",
         "### Generation time (median ms per generation; ratios < 1 would beat the bound)",
         "",
