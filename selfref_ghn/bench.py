@@ -421,7 +421,16 @@ def measure_case(case: Case, progress: Callable[[str], None] = lambda s: None) -
             env_steps_per_s=steps_per_gen / gen_s,
         )
     sr, bound, es = (out["methods"][m]["generation_s"] for m in METHODS)
-    out["ratios"] = {"sr_ghn_over_bound": sr / bound, "sr_ghn_over_open_es": sr / es}
+    paired = {  # per interleaved round: robust to load that changes between rounds
+        other: _median([a / b for a, b in zip(times["sr_ghn"], times[other], strict=True)])
+        for other in ("rollout_bound", "open_es")
+    }
+    out["ratios"] = {
+        "sr_ghn_over_bound": sr / bound,
+        "sr_ghn_over_open_es": sr / es,
+        "sr_ghn_over_bound_paired": paired["rollout_bound"],
+        "sr_ghn_over_open_es_paired": paired["open_es"],
+    }
     out["hypernetwork_s"] = sr - bound
     out["rollout_s"] = bound
     if case.profile:
