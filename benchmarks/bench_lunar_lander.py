@@ -1,0 +1,147 @@
+"""Throughput of the pure-JAX LunarLander against Gymnasium's Box2D one (DESIGN §3).
+
+Measures, on this machine's CPU: the compile time of the batched JAX step, and env-steps per
+second at several batch sizes for (a) the JAX env (``vmap`` + ``lax.scan`` of gymnax ``step``
+with auto-reset, random discrete actions) and (b) Gymnasium's ``SyncVectorEnv`` of
+``LunarLander-v3`` (random actions, auto-reset). Writes ``lunar_lander_bench.json`` (config,
+library versions, git hash and metrics) to ``--out``.
+
+Usage:
+    python benchmarks/bench_lunar_lander.py --out DIR [--batches 1 64 1024] [--steps 50]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import time
+
+import gymnasium as gym
+import jax
+import jax.numpy as jnp
+import numpy as np
+from selfref_ghn.envs import lunar_lander as ll
+
+
+def _git_hash() -> str:
+    try:
+        return subprocess.check_output(["git", "rev-parse", "HEAD"], text=True).strip()
+    except Exception:  # noqa: BLE001
+        return "unknown"
+
+
+def bench_jax(batch: int, steps: int, toi: bool) -> dict:
+    """Compile time and steps/s of ``steps`` vmapped steps at ``batch``.
+
+    Args:
+        batch: number of parallel environments.
+        steps: scan length of one timed call.
+        toi: emulate Box2D's time-of-impact pass.
+
+    Returns:
+        A dict of measurements.
+    """
+    env, params = ll.make_lunar_lander(toi=toi)
+    keys = jax.random.split(jax.random.key(0), batch)
+    t0 = time.perf_counter()
+    _, state = jax.block_until_ready(jax.jit(jax.vmap(env.reset, in_axes=(0, None)))(keys, params))
+    reset_s = time.perf_counter() - t0
+
+    def run(state, key):
+        def body(state, k):
+            k_act, k_step = jax.random.split(k)
+            acts = jax.random.randint(k_act, (batch,), 0, 4)
+            out = jax.vmap(env.step, in_axes=(0, 0, 0, None))(
+                jax.random.split(k_step, batch), state, acts, params
+            )
+            return out[1], out[2]
+
+        return jax.lax.scan(body, state, jax.random.split(key, steps))
+
+    f = jax.jit(run)
+    t0 = time.perf_counter()
+    compiled = f.lower(state, jax.random.key(1)).compile()
+    compile_s = time.perf_counter() - t0
+    state, _ = jax.block_until_ready(compiled(state, jax.random.key(2)))  # warm-up
+    t0 = time.perf_counter()
+    state, r = jax.block_until_ready(compiled(state, jax.random.key(3)))
+    run_s = time.perf_counter() - t0
+    return {
+        "batch": batch,
+        "steps": steps,
+        "toi": toi,
+        "reset_compile_and_run_s": reset_s,
+        "compile_s": compile_s,
+        "run_s": run_s,
+        "env_steps_per_s": batch * steps / run_s,
+    }
+
+
+def bench_gymnasium(batch: int, seconds: float) -> dict:
+    """Steps/s of Gymnasium's ``SyncVectorEnv`` at ``batch`` with random actions."""
+    env = gym.make_vec("LunarLander-v3", num_envs=batch, vectorization_mode="sync")
+    env.reset(seed=0)
+    rng = np.random.default_rng(0)
+    n = 0
+    t0 = time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        env.step(rng.integers(0, 4, size=batch))
+        n += 1
+    dt = time.perf_counter() - t0
+    env.close()
+    return {"batch": batch, "env_steps_per_s": batch * n / dt, "seconds": dt}
+
+
+def main() -> None:
+    """Run the benchmark and write the JSON file."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--batches", type=int, nargs="+", default=[1, 64, 1024])
+    parser.add_argument("--steps", type=int, default=50)
+    parser.add_argument("--gym-seconds", type=float, default=5.0)
+    parser.add_argument("--no-toi", action="store_true", help="also time the env without TOI")
+    args = parser.parse_args()
+    os.makedirs(args.out, exist_ok=True)
+
+    results = {"jax": [], "gymnasium": []}
+    for b in args.batches:
+        results["gymnasium"].append(bench_gymnasium(b, args.gym_seconds))
+        print("gymnasium", results["gymnasium"][-1], flush=True)
+        results["jax"].append(bench_jax(b, args.steps, toi=True))
+        print("jax", results["jax"][-1], flush=True)
+        if args.no_toi:
+            results["jax"].append(bench_jax(b, args.steps, toi=False))
+            print("jax", results["jax"][-1], flush=True)
+    gym_by_batch = {r["batch"]: r["env_steps_per_s"] for r in results["gymnasium"]}
+    speedup = {
+        str(r["batch"]): r["env_steps_per_s"] / gym_by_batch[r["batch"]]
+        for r in results["jax"]
+        if r["toi"]
+    }
+    record = {
+        "config": vars(args),
+        "versions": {
+            "jax": jax.__version__,
+            "gymnasium": gym.__version__,
+            "numpy": np.__version__,
+            "python": platform.python_version(),
+        },
+        "git_hash": _git_hash(),
+        "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform()},
+        "device": str(jax.devices()[0]),
+        "results": results,
+        "speedup_vs_gymnasium": speedup,
+    }
+    path = os.path.join(args.out, "lunar_lander_bench.json")
+    with open(path, "w") as f:
+        json.dump(record, f, indent=2)
+    print(json.dumps(speedup, indent=2))
+    print("wrote", path)
+
+
+if __name__ == "__main__":
+    jnp.zeros(())  # initialise the backend before timing
+    main()
