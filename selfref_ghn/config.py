@@ -73,6 +73,7 @@ class Config:
     square_std: bool = False
     update_clip: float = 1.0
     noise_std: float = 0.001
+    noise_rng: str = "fast"  # "fast" (hash-based, see prng.py) or "threefry" (exact Gaussian)
     param_clip: float = 20.0
     mutation_mode: str = "self"
     fixed_rate: float = 0.5
@@ -175,6 +176,8 @@ class Config:
                 raise ConfigError(name, getattr(self, name), "must be > 0")
         if self.noise_std < 0:
             raise ConfigError("noise_std", self.noise_std, "must be >= 0")
+        if self.noise_rng not in ("fast", "threefry"):
+            raise ConfigError("noise_rng", self.noise_rng, "one of ('fast', 'threefry')")
         if not 0.0 <= self.fixed_rate <= 1.0:
             raise ConfigError("fixed_rate", self.fixed_rate, "must lie in [0, 1]")
         if self.mutation_mode not in MUTATION_MODES:

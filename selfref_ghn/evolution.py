@@ -44,6 +44,8 @@ class EvoState:
 
     Attributes:
         params: ``(P, num_params)`` survivors' flat SR-GHN parameters.
+        policy: ``(P, num_policy_params)`` the flat policy each survivor generates (kept so
+            that parents' policies are not generated again).
         fitness: ``(P,)`` the (mixed) fitness they were selected with.
         generation: ``()`` int32, the next generation to run.
         key: ``(2,)`` uint32 run key; every draw folds in the generation and member index.
@@ -54,6 +56,7 @@ class EvoState:
     """
 
     params: Array
+    policy: Array
     fitness: Array
     generation: Array
     key: Array
@@ -61,6 +64,24 @@ class EvoState:
     basis: Array
     obs_stats: RunningStats
     monitor: monitor_lib.MonitorState
+
+
+def _diversity(blocks: tuple[Array, ...], finite: Array) -> Array:
+    """Mean over parameters of the standard deviation across the finite members.
+
+    One pass of first and second moments over each block of members (weighted sums, no
+    concatenated copy of the population).
+    """
+    w = finite.astype(jnp.float32) / jnp.maximum(finite.sum(), 1)
+    m1 = m2 = 0.0
+    start = 0
+    for block in blocks:
+        wb = w[start : start + block.shape[0]]
+        x = jnp.where(jnp.isfinite(block), block, 0.0)
+        m1 = m1 + wb @ x
+        m2 = m2 + wb @ (x * x)
+        start += block.shape[0]
+    return jnp.mean(jnp.sqrt(jnp.maximum(m2 - m1 * m1, 0.0)))
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -157,6 +178,7 @@ class Evolution:
         params = jax.vmap(lambda i: self.ghn.init(jax.random.fold_in(init_key, i)))(jnp.arange(P))
         return EvoState(
             params=params,
+            policy=self.policies(params),
             fitness=jnp.full((P,), -jnp.inf, jnp.float32),
             generation=jnp.int32(0),
             key=key,
@@ -186,8 +208,13 @@ class Evolution:
         kids, rates = jax.vmap(children_of)(jnp.arange(cfg.population_size), state.params)
         return kids.reshape(-1, self.ghn.num_params), rates
 
-    def evaluate_members(self, state: EvoState, members: Array):
-        """Fitness of every member on fresh episodes, with the schedule applied."""
+    def policies(self, members: Array) -> Array:
+        """Deterministic head of every member: ``(M, num_policy_params)`` flat policies."""
+        graph = self.ghn.policy_graph
+        return jax.vmap(lambda f: graph.ravel(self.ghn.policy_params(f)))(members)
+
+    def evaluate_members(self, state: EvoState, policies: Array):
+        """Fitness of every member's flat policy on fresh episodes, with the schedule applied."""
         cfg = self.config
         gen_key = jax.random.fold_in(state.key, state.generation)
         eval_key = jax.random.fold_in(gen_key, _EVALUATE)
@@ -200,13 +227,13 @@ class Evolution:
                 self.env,
                 env_params,
                 self.policy_fn,
-                self.ghn.policy_params(flat),
+                self.ghn.policy_graph.unravel(flat),
                 cfg.horizon,
                 cfg.episodes,
                 obs_stats,
             )
 
-        return jax.vmap(one)(jnp.arange(members.shape[0]), members)
+        return jax.vmap(one)(jnp.arange(policies.shape[0]), policies)
 
     def step(self, state: EvoState) -> tuple[EvoState, Metrics]:
         """One generation: mutate, generate policies, evaluate, select.
@@ -222,10 +249,16 @@ class Evolution:
         cfg, hp = self.config, state.hparams
         P, C = cfg.population_size, cfg.num_children
         children, rates = self.mutate_population(state)
-        members = jnp.concatenate([state.params, children])
-        ev = self.evaluate_members(state, members)
+        # Materialise the children once: without the barrier XLA may fuse (and so repeat)
+        # their generation, noise included, into each of their consumers.
+        children = jax.lax.optimization_barrier(children)
+        policies = jnp.concatenate([state.policy, self.policies(children)])
+        ev = self.evaluate_members(state, policies)
 
-        params_finite = jnp.all(jnp.isfinite(members), axis=1)
+        # Parents and children stay apart (no (P(1+C), num_params) copy of the population).
+        params_finite = jnp.concatenate(
+            [jnp.all(jnp.isfinite(state.params), 1), jnp.all(jnp.isfinite(children), 1)]
+        )
         # A member with non-finite parameters or fitness never survives selection.
         finite = jnp.isfinite(ev.fitness) & params_finite
         fitness = jnp.where(finite, ev.fitness, -jnp.inf)
@@ -240,7 +273,12 @@ class Evolution:
         )
         sel_fitness = jnp.concatenate([parent_fit, fitness[P:]])
         top_fit, selected = jax.lax.top_k(sel_fitness, P)
-        new_params = members[selected]
+        from_parent = (selected < P)[:, None]
+        new_params = jnp.where(
+            from_parent,
+            state.params[jnp.minimum(selected, P - 1)],
+            children[jnp.maximum(selected - P, 0)],
+        )
 
         obs_stats = state.obs_stats
         if cfg.obs_norm:
@@ -258,9 +296,7 @@ class Evolution:
             "mutation_rate_mean": jnp.nanmean(rates),
             "mutation_rate_min": jnp.nanmin(rates),
             "mutation_rate_max": jnp.nanmax(rates),
-            "diversity": jnp.mean(
-                jnp.nanstd(jnp.where(params_finite[:, None], members, jnp.nan), 0)
-            ),
+            "diversity": _diversity((state.params, children), params_finite),
             "nonfinite_fitness": jnp.sum(~jnp.isfinite(ev.fitness)).astype(jnp.int32),
             "nonfinite_params": jnp.sum(~params_finite).astype(jnp.int32),
             "live_steps": jnp.sum(ev.live_steps),
@@ -271,6 +307,7 @@ class Evolution:
         }
         new_state = state.replace(
             params=new_params,
+            policy=policies[selected],
             fitness=top_fit,
             generation=state.generation + 1,
             obs_stats=obs_stats,

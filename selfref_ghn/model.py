@@ -33,8 +33,8 @@ _SELF_ORDER = {
     name: i
     for i, name in enumerate(
         [
-            "policy_embed", "self_embed", "gnn", "rounds", "message", "gru", "ir", "iz", "in",
-            "hr", "hz", "hn", "det_head", "stoch_head", "trunk_0", "trunk_1", "log_std",
+            "policy_embed", "self_embed", "gnn", "rounds", "message", "gru", "input", "hidden",
+            "det_head", "stoch_head", "trunk_0", "trunk_1", "log_std",
             "rate_logits", "kernel", "bias",
         ]
     )
@@ -46,6 +46,28 @@ def self_order_key(names: Sequence[str]) -> tuple:
     return tuple((_SELF_ORDER.get(n, len(_SELF_ORDER)), _natural(n)) for n in names)
 
 
+class GRUCell(nn.Module):
+    """GRU cell with its three gates fused into one input and one hidden matrix product.
+
+    ``r = σ(x W_ir + b_ir + h W_hr + b_hr)``, ``z = σ(x W_iz + b_iz + h W_hz + b_hz)``,
+    ``n = tanh(x W_in + b_in + r ⊙ (h W_hn + b_hn))``, ``h' = (1 - z) ⊙ n + z ⊙ h``, with
+    ``W_i = [W_ir | W_iz | W_in]`` (``input``) and ``W_h = [W_hr | W_hz | W_hn]`` (``hidden``).
+    """
+
+    dim: int
+
+    @nn.compact
+    def __call__(self, h: Array, x: Array) -> Array:
+        xi = nn.Dense(3 * self.dim, name="input")(x)
+        hh = nn.Dense(3 * self.dim, name="hidden")(h)
+        xr, xz, xn = jnp.split(xi, 3, axis=-1)
+        hr, hz, hn = jnp.split(hh, 3, axis=-1)
+        r = jax.nn.sigmoid(xr + hr)
+        z = jax.nn.sigmoid(xz + hz)
+        n = jnp.tanh(xn + r * hn)
+        return (1.0 - z) * n + z * h
+
+
 class _Round(nn.Module):
     """One message-passing round (scanned ``rounds`` times with shared parameters)."""
 
@@ -54,8 +76,7 @@ class _Round(nn.Module):
     @nn.compact
     def __call__(self, h: Array, adjacency: Array) -> tuple[Array, None]:
         message = nn.Dense(self.dim, name="message")
-        h, _ = nn.GRUCell(self.dim, name="gru")(h, adjacency @ message(h))
-        return h, None
+        return GRUCell(self.dim, name="gru")(h, adjacency @ message(h)), None
 
 
 class GNN(nn.Module):

@@ -15,6 +15,9 @@ by size and each group is one matrix product with ``B[:, :size]``.
 Ablations (``Config.mutation_mode``): ``fixed_rate`` (rate = ``fixed_rate``), ``frozen_head``
 (the stochastic head's own tensors are never updated), ``external`` (no self-reference:
 ``u ~ N(0, external_sigma^2)`` on every parameter of the same genotype).
+
+The constant noise (and the external ablation's Gaussian) is drawn by :mod:`selfref_ghn.prng`
+(``Config.noise_rng``): a fast hash-based generator by default, threefry on request.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ import numpy as np
 
 from selfref_ghn.config import Hyperparams
 from selfref_ghn.model import SRGHN
+from selfref_ghn.prng import normal
 from selfref_ghn.types import Array
 
 
@@ -100,13 +104,15 @@ def mutate(
         >>> child = mutate(key, ghn, parent, std, rate, basis, hp)  # doctest: +SKIP
     """
     k_coef, k_noise = jax.random.split(key)
-    mode = ghn.config.mutation_mode
+    cfg = ghn.config
+    mode = cfg.mutation_mode
     if mode == "external":
-        update = hp.external_sigma * jax.random.normal(k_noise, parent.shape, parent.dtype)
+        update = hp.external_sigma * normal(k_noise, parent.shape, parent.dtype, cfg.noise_rng)
     else:
         eps = jax.random.normal(k_coef, std.shape, std.dtype)
         update = project(ghn, std * eps, rate, basis, hp.update_clip)
-        update = update + hp.noise_std * jax.random.normal(k_noise, parent.shape, parent.dtype)
+        noise = normal(k_noise, parent.shape, parent.dtype, cfg.noise_rng)
+        update = update + hp.noise_std * noise
         if mode == "frozen_head":
             update = jnp.where(jnp.asarray(ghn.leaf_mask("stoch_head")), 0.0, update)
     return jnp.clip(parent + update, -hp.param_clip, hp.param_clip)

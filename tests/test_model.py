@@ -19,17 +19,16 @@ def _sigmoid(x):
 def _gnn_numpy(p, h, adjacency, rounds):
     r = p["gnn"]["rounds"]
     wm, bm = np.asarray(r["message"]["kernel"]), np.asarray(r["message"]["bias"])
-    g = {k: {kk: np.asarray(vv) for kk, vv in v.items()} for k, v in r["gru"].items()}
+    wi, bi = np.asarray(r["gru"]["input"]["kernel"]), np.asarray(r["gru"]["input"]["bias"])
+    wh, bh = np.asarray(r["gru"]["hidden"]["kernel"]), np.asarray(r["gru"]["hidden"]["bias"])
+    d = wm.shape[1]
     h = np.asarray(h, np.float64)
     for _ in range(rounds):
         x = adjacency @ (h @ wm + bm)
-        rg = _sigmoid(x @ g["ir"]["kernel"] + g["ir"]["bias"] + h @ g["hr"]["kernel"])
-        z = _sigmoid(x @ g["iz"]["kernel"] + g["iz"]["bias"] + h @ g["hz"]["kernel"])
-        n = np.tanh(
-            x @ g["in"]["kernel"]
-            + g["in"]["bias"]
-            + rg * (h @ g["hn"]["kernel"] + g["hn"]["bias"])
-        )
+        xi, hh = x @ wi + bi, h @ wh + bh
+        rg = _sigmoid(xi[:, :d] + hh[:, :d])
+        z = _sigmoid(xi[:, d : 2 * d] + hh[:, d : 2 * d])
+        n = np.tanh(xi[:, 2 * d :] + rg * hh[:, 2 * d :])
         h = (1.0 - z) * n + z * h
     return h
 
