@@ -1,8 +1,8 @@
 """Ant environments (DESIGN §3): Ant-v5 against Gymnasium step for step, Ant-Switch, brax ant.
 
 Compiling MJX's forward pass takes about a minute on two CPU cores, so the default run compiles
-one Ant-v5 ``step`` (float64) and one small brax-ant rollout, shared through module fixtures;
-every other configuration is marked slow.
+one Ant-v5 ``step`` (float64) and one small rollout of brax's ant (default ``mjx`` backend),
+shared through module fixtures; every other configuration is marked slow.
 
 Why float64 for the side-by-side test: Gymnasium's MuJoCo runs in float64. With float64 MJX
 and the MuJoCo-consistent step, the two agree to ~1e-8 on a single step and the gap grows
@@ -137,7 +137,7 @@ def test_ant_v5_reset_spaces_and_truncation(v5):
         truncated = []
         for i in range(2):
             obs, state, reward, terminated, trunc, _ = env.step(
-                jax.random.key(i), state, jnp.zeros(8), short
+                jax.random.key(i), state, jnp.zeros(8, jnp.float32), short
             )
             truncated.append(bool(trunc))
             assert np.isfinite(np.asarray(obs)).all() and np.isfinite(float(reward))
@@ -171,8 +171,8 @@ def _brax_rollout(env):
 
 
 @pytest.fixture(scope="module")
-def brax_spring():
-    env, params = ant.make_brax_ant(backend="spring")
+def brax_default():
+    env, params = ant.make_brax_ant()
     return env, params, _brax_rollout(env)
 
 
@@ -200,15 +200,15 @@ def _check_brax_rollout(env, params, rollout):
     assert rollout._cache_size() == 1
 
 
-def test_brax_ant_steps_resets_and_vmaps(brax_spring):
-    env, params, rollout = brax_spring
-    assert env.name == "Ant" and env.backend == "spring"
+def test_brax_ant_steps_resets_and_vmaps(brax_default):
+    env, params, rollout = brax_default
+    assert env.name == "Ant" and env.backend == ant.DEFAULT_BRAX_BACKEND == "mjx"
     assert env.action_space(params).shape == (8,)
     _check_brax_rollout(env, params, rollout)
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("backend", ["positional", "generalized", "mjx"])
+@pytest.mark.parametrize("backend", ["spring", "positional", "generalized"])
 def test_brax_ant_other_backends(backend):
     env, params = ant.make_brax_ant(backend=backend)
     _check_brax_rollout(env, params, _brax_rollout(env))
