@@ -304,7 +304,8 @@ def plot_comparison(
     switch_intervals: Sequence[Sequence[int]],
     path: str | Path,
 ) -> Path:
-    """Best and mean return over generations per method: mean over seeds and 95% band.
+    """Best and mean return over generations per method: mean over seeds and 95% band (the
+    t-interval of the mean, clipped to the range of the seeds' curves).
 
     Returns:
         The path written.
@@ -332,15 +333,18 @@ def plot_comparison(
             width = 2.2 if method == "srghn" else 1.2
             ax.plot(g, mean, style, color=colors[k % 10], lw=width, label=method)
             if y.shape[0] > 1:
+                # the t-interval, clipped to the range of the seeds' own curves
                 half = _t95(y.shape[0]) * y.std(0, ddof=1) / math.sqrt(y.shape[0])
-                ax.fill_between(g, mean - half, mean + half, color=colors[k % 10], alpha=0.15)
+                lo, hi = np.maximum(mean - half, y.min(0)), np.minimum(mean + half, y.max(0))
+                ax.fill_between(g, lo, hi, color=colors[k % 10], alpha=0.12, lw=0)
         ax.set_title(title)
         ax.set_xlabel("generation")
         ax.set_ylabel("return")
-    axes[1].legend(fontsize=7, loc="lower right", ncol=2)
-    fig.tight_layout()
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=len(labels), fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, 0.07, 1, 1))
     path = Path(path)
-    fig.savefig(path, dpi=90)
+    fig.savefig(path, dpi=80)
     plt.close(fig)
     return path
 
