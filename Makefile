@@ -37,7 +37,7 @@ bench: install
 	$(BIN)/python -m selfref_ghn.bench --out bench_results
 
 docs: install
-	@echo "docs: see docs/ (site build arrives with the documentation work)"
+	$(BIN)/mkdocs build --strict --site-dir site
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache
