@@ -15,6 +15,7 @@ resumed run continues exactly. Many generations run inside one ``lax.scan``
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -25,6 +26,7 @@ from flax import struct
 
 from selfref_ghn import envs as envs_registry
 from selfref_ghn import monitor as monitor_lib
+from selfref_ghn import sharding as sharding_lib
 from selfref_ghn.config import Config, ConfigError, Hyperparams
 from selfref_ghn.model import SRGHN
 from selfref_ghn.mutation import mutate, mutation_params
@@ -108,6 +110,7 @@ class Evolution:
     ghn: SRGHN
     schedule: SwitchSchedule
     obs_shape: tuple[int, ...]
+    mesh: Any = None  # jax.sharding.Mesh over the population axis; None: one device
 
     @classmethod
     def create(
@@ -117,6 +120,8 @@ class Evolution:
         env_params: Any = None,
         policy: nn.Module | None = None,
         action_fn: Callable[[Array], Array] | None = None,
+        devices: int | None = None,
+        mesh: Any = None,
     ) -> Evolution:
         """Validate ``config`` and build the static pieces of a run.
 
@@ -127,9 +132,16 @@ class Evolution:
                 :class:`MLPPolicy` with ``config.policy_hidden``.
             action_fn: outputs -> action; default chosen from the action space (argmax, or
                 tanh rescaled to the box).
+            devices: split the population over the first ``devices`` of ``jax.devices()``
+                (default: all; :mod:`selfref_ghn.sharding`). Results do not depend on it.
+            mesh: a prebuilt one-axis mesh (axis ``"pop"``), instead of ``devices``.
 
         Returns:
             The :class:`Evolution`.
+
+        Raises:
+            ConfigError: an invalid config, or a population that does not split evenly over
+                the devices.
         """
         config = config.validate()
         if env is None:
@@ -162,6 +174,7 @@ class Evolution:
             ghn=SRGHN.create(template, config),
             schedule=SwitchSchedule.from_intervals(config.switch_intervals),
             obs_shape=obs_shape,
+            mesh=sharding_lib.make_mesh(config, devices, mesh),
         )
 
     def describe(self) -> str:
@@ -184,7 +197,7 @@ class Evolution:
             key=key,
             hparams=hparams,
             basis=self.ghn.make_basis(),
-            obs_stats=RunningStats.create((int(jnp.prod(jnp.array(self.obs_shape))),)),
+            obs_stats=RunningStats.create((math.prod(self.obs_shape),)),
             monitor=monitor_lib.init(),
         )
 
@@ -206,7 +219,7 @@ class Evolution:
             return kids, jnp.mean(rate)
 
         kids, rates = jax.vmap(children_of)(jnp.arange(cfg.population_size), state.params)
-        return kids.reshape(-1, self.ghn.num_params), rates
+        return sharding_lib.constrain(kids.reshape(-1, self.ghn.num_params), self.mesh), rates
 
     def policies(self, members: Array) -> Array:
         """Deterministic head of every member: ``(M, num_policy_params)`` flat policies."""
@@ -233,7 +246,8 @@ class Evolution:
                 obs_stats,
             )
 
-        return jax.vmap(one)(jnp.arange(policies.shape[0]), policies)
+        ev = jax.vmap(one)(jnp.arange(policies.shape[0]), policies)
+        return jax.tree.map(lambda x: sharding_lib.constrain(x, self.mesh), ev)
 
     def step(self, state: EvoState) -> tuple[EvoState, Metrics]:
         """One generation: mutate, generate policies, evaluate, select.
@@ -253,6 +267,7 @@ class Evolution:
         # their generation, noise included, into each of their consumers.
         children = jax.lax.optimization_barrier(children)
         policies = jnp.concatenate([state.policy, self.policies(children)])
+        policies = sharding_lib.constrain(policies, self.mesh)
         ev = self.evaluate_members(state, policies)
 
         # Parents and children stay apart (no (P(1+C), num_params) copy of the population).
@@ -305,10 +320,11 @@ class Evolution:
             "survivor_fitness": top_fit,  # (P,) for lineage
             "parent_rate": rates,  # (P,) each parent's mean mutation rate, for lineage
         }
+        shard = lambda x: sharding_lib.constrain(x, self.mesh)  # noqa: E731
         new_state = state.replace(
-            params=new_params,
-            policy=policies[selected],
-            fitness=top_fit,
+            params=shard(new_params),
+            policy=shard(policies[selected]),
+            fitness=shard(top_fit),
             generation=state.generation + 1,
             obs_stats=obs_stats,
         )
@@ -345,5 +361,20 @@ class Evolution:
         return jax.lax.scan(body, state, None, length=length)
 
     def compiled_chunk(self, length: int):
-        """``jax.jit`` of :meth:`run_chunk` with the state donated: compile once per run."""
-        return jax.jit(lambda s, stop: self.run_chunk(s, length, stop), donate_argnums=0)
+        """``jax.jit`` of :meth:`run_chunk` with the state donated: compile once per run.
+
+        With a mesh, the state keeps its population axis split over the devices between calls
+        (place the first state with :meth:`distribute`) and the metrics come back replicated.
+        """
+        fn = lambda s, stop: self.run_chunk(s, length, stop)  # noqa: E731
+        if self.mesh is None:
+            return jax.jit(fn, donate_argnums=0)
+        state_sh = sharding_lib.state_shardings(jax.eval_shape(self.init), self.mesh)
+        rep = sharding_lib.replicated(self.mesh)
+        return jax.jit(
+            fn, in_shardings=(state_sh, rep), out_shardings=(state_sh, rep), donate_argnums=0
+        )
+
+    def distribute(self, state: EvoState) -> EvoState:
+        """``state`` placed on this run's mesh (unchanged without one)."""
+        return sharding_lib.distribute(state, self.mesh)

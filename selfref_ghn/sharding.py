@@ -1,0 +1,184 @@
+"""The population axis over a device mesh (DESIGN §4: "The population axis is sharded over a
+device mesh (``jax.sharding.Mesh`` + ``NamedSharding``)").
+
+A run on ``N`` devices builds a one-axis :class:`jax.sharding.Mesh` (axis :data:`AXIS`) over the
+first ``N`` devices of ``jax.devices()`` (every process's devices in a multi-host run, see
+:mod:`selfref_ghn.distributed`). The leading (population) axis of ``EvoState.params``,
+``EvoState.policy`` and ``EvoState.fitness``, and of the children, policies and fitness inside
+the generation step, is split over that axis; everything else (keys, hyperparameters, the basis,
+observation statistics, the monitor, the metrics) is replicated. GSPMD partitions the step from
+these annotations: the (mu + lambda) selection (``lax.top_k`` over the ``P(1+C)`` fitness values
+and the gathers of the survivors) needs no hand-written collective, so ``jax.shard_map`` is not
+used.
+
+Random keys are folded per member (generation, member index), so a member's children, policy
+and episodes are the same whichever device computes them: the same seed gives the same metrics
+on 1, 2, 4 or 8 devices (``tests/test_sharding.py``). Only reductions across members (mean
+fitness, diversity, observation statistics) may differ in float32 rounding, because their
+partial sums are added in a different order.
+
+No padding: both the ``P`` parents and the ``P(1+C)`` members must divide evenly over the
+devices (``P`` divisible by ``N`` suffices, since ``P(1+C)`` is then too); otherwise
+:func:`make_mesh` raises :class:`~selfref_ghn.config.ConfigError` before anything compiles,
+naming the device counts that would work. Padding would add members whose episodes cost as much
+as real ones, and would change what selection sees.
+
+With one device no mesh is built (``make_mesh`` returns ``None``) and the step is compiled with
+no sharding annotation at all, exactly as before sharding existed.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from selfref_ghn.config import Config, ConfigError
+from selfref_ghn.types import Array
+
+AXIS = "pop"
+# EvoState fields whose leading axis is the population.
+POPULATION_FIELDS = ("params", "policy", "fitness")
+
+
+def divisors_up_to(n: int, limit: int) -> list[int]:
+    """Device counts ``<= limit`` that divide ``n``."""
+    return [d for d in range(1, limit + 1) if n % d == 0]
+
+
+def make_mesh(config: Config, devices: int | None = None, mesh: Mesh | None = None) -> Mesh | None:
+    """The device mesh a run's population is split over, checked against the population.
+
+    Args:
+        config: the run configuration (``population_size`` and ``num_children``).
+        devices: how many devices to use, the first ``devices`` of ``jax.devices()``; ``None``:
+            all of them.
+        mesh: a prebuilt one-axis mesh (axis name :data:`AXIS`), used instead of ``devices``.
+
+    Returns:
+        The mesh, or ``None`` for a single device (no sharding annotations at all).
+
+    Raises:
+        ConfigError: ``devices`` out of range, or a population that does not split evenly.
+
+    Example:
+        >>> mesh = make_mesh(Config(population_size=8), devices=1)
+        >>> mesh is None
+        True
+    """
+    available = jax.devices()
+    if mesh is not None:
+        if mesh.axis_names != (AXIS,):
+            raise ConfigError("mesh", mesh.axis_names, f"a one-axis mesh named ({AXIS!r},)")
+        n = mesh.size
+    else:
+        n = len(available) if devices is None else devices
+        if not 1 <= n <= len(available):
+            raise ConfigError(
+                "devices", devices, f"between 1 and the {len(available)} devices available"
+            )
+    P, M = config.population_size, config.num_members
+    if P % n or M % n:
+        raise ConfigError(
+            "population_size",
+            P,
+            f"the population (P={P} parents, P(1+C)={M} members) must split evenly over "
+            f"{n} devices: use a population divisible by {n}, or one of the device counts "
+            f"{divisors_up_to(P, len(available))} (--devices / devices=)",
+        )
+    if n == 1:
+        return None
+    if mesh is None:
+        mesh = Mesh(np.array(available[:n]), (AXIS,))
+    return mesh
+
+
+def population_sharding(mesh: Mesh) -> NamedSharding:
+    """Leading axis split over the mesh, other axes whole."""
+    return NamedSharding(mesh, PartitionSpec(AXIS))
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+    """A full copy on every device of the mesh."""
+    return NamedSharding(mesh, PartitionSpec())
+
+
+def constrain(x: Array, mesh: Mesh | None) -> Array:
+    """Inside a traced function: ask GSPMD to split ``x``'s leading axis over ``mesh``.
+
+    Args:
+        x: an array whose leading axis is the population (or the members).
+        mesh: the run's mesh; ``None`` returns ``x`` untouched.
+
+    Returns:
+        ``x``, annotated.
+    """
+    if mesh is None:
+        return x
+    return jax.lax.with_sharding_constraint(x, population_sharding(mesh))
+
+
+def state_shardings(state: Any, mesh: Mesh) -> Any:
+    """Shardings for every leaf of an ``EvoState`` (or its ``jax.eval_shape``).
+
+    Args:
+        state: the state structure.
+        mesh: the run's mesh.
+
+    Returns:
+        A pytree of the state's structure: :data:`POPULATION_FIELDS` split, the rest replicated.
+    """
+    rep, pop = replicated(mesh), population_sharding(mesh)
+    shard = jax.tree.map(lambda _: rep, state)
+    return shard.replace(**{f: pop for f in POPULATION_FIELDS})
+
+
+def distribute(state: Any, mesh: Mesh | None) -> Any:
+    """Place a host-computed state on the mesh as global arrays.
+
+    Works in a multi-host run too: every process holds the same full state (computed from the
+    same seed) and contributes the slices its own devices hold.
+
+    Args:
+        state: an ``EvoState`` (any placement).
+        mesh: the run's mesh; ``None`` returns ``state`` untouched.
+
+    Returns:
+        The state with every leaf a global array with its :func:`state_shardings` sharding.
+    """
+    if mesh is None:
+        return state
+    host = jax.device_get(gather(state))
+    shardings = state_shardings(state, mesh)
+
+    def put(x, sharding):
+        x = np.asarray(x)
+        return jax.make_array_from_callback(x.shape, sharding, lambda idx: x[idx])
+
+    return jax.tree.map(put, host, shardings)
+
+
+def gather(tree: Any) -> Any:
+    """Host copies (numpy) of a pytree's arrays, sharded or not, in single- or multi-host runs.
+
+    In a multi-host run every process must call this (it is a collective for arrays that are
+    split across processes).
+
+    Args:
+        tree: a pytree of arrays.
+
+    Returns:
+        The same pytree of numpy arrays, each whole.
+    """
+    if jax.process_count() == 1:
+        return jax.device_get(tree)
+    from jax.experimental import multihost_utils
+
+    def whole(x):
+        if not isinstance(x, jax.Array) or x.is_fully_addressable or x.is_fully_replicated:
+            return np.asarray(jax.device_get(x))
+        return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+
+    return jax.tree.map(whole, tree)
