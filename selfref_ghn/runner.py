@@ -45,6 +45,7 @@ import numpy as np
 import selfref_ghn
 from selfref_ghn import lineage as lineage_lib
 from selfref_ghn import monitor as monitor_lib
+from selfref_ghn import sharding as sharding_lib
 from selfref_ghn.checkpoint import Checkpoints
 from selfref_ghn.config import Config, ConfigError
 from selfref_ghn.evolution import Evolution, EvoState
@@ -222,6 +223,12 @@ def evolve(
     """
     evo = evo or Evolution.create(config)
     config = evo.config
+    single_process = jax.process_count() == 1
+    if not single_process:  # multi-host (selfref_ghn.distributed): process 0 writes, no orbax
+        if resume:
+            raise ConfigError("--resume", str(out_dir), "not supported in a multi-host run")
+        if jax.process_index() != 0:
+            out_dir, progress = None, False
     stream = sys.stdout if progress is True else (progress or None)
     out = Path(out_dir) if out_dir is not None else None
     P = config.population_size
@@ -239,7 +246,8 @@ def evolve(
                 "holds checkpoints of an earlier run: resume it (--resume) or choose another "
                 "folder",
             )
-        ckpts = Checkpoints(out / CHECKPOINT_DIR, config.keep_checkpoints)
+        if single_process:  # orbax would wait for every process at each save
+            ckpts = Checkpoints(out / CHECKPOINT_DIR, config.keep_checkpoints)
         if resume and ckpts.latest_step() is not None:
             resumed_from = ckpts.latest_step()
             if resumed_from > config.generations:
@@ -255,6 +263,8 @@ def evolve(
             json.dumps({**config.to_dict(), "_run": info}, indent=2, default=str)
         )
     state = evo.init() if state is None else state
+    if hasattr(evo, "distribute"):  # the population split over the run's devices
+        state = evo.distribute(state)
     start_gen = int(state.generation)
     if out is not None:
         rows = _read_kept_rows(out / "metrics.csv", start_gen if resume else 0)
@@ -285,13 +295,13 @@ def evolve(
     start = time.perf_counter()
 
     def checkpoint() -> None:
-        if int(state.generation) in ckpts.steps():
+        if ckpts is None or int(state.generation) in ckpts.steps():
             return
         if csv_file:
             csv_file.flush()
             os.fsync(csv_file.fileno())
         t = time.perf_counter()
-        ckpts.save(state)
+        ckpts.save(sharding_lib.gather(state))
         ckpt_times.append(time.perf_counter() - t)
 
     try:
@@ -369,10 +379,11 @@ def evolve(
         "monitor_warnings": warnings,
         "monitor_stop": stop,
     }
+    final_host = sharding_lib.gather(state)  # every process: a collective in multi-host runs
     if out is not None:
         recs = lineage_lib.read(out / lineage_lib.FILE, P)
         np.save(out / "lineage.npy", recs["selected"] if len(recs) else np.zeros((0, P), np.int32))
-        save_state(state, out / "final_state.npz")
+        save_state(final_host, out / "final_state.npz")
         (out / "summary.json").write_text(json.dumps(summary, indent=2))
         if rows:
             plot_run(
@@ -381,7 +392,8 @@ def evolve(
                 config.switch_intervals,
                 title=f"SR-GHN on {config.env_id} (seed {config.seed})",
             )
-        ckpts.close()
+        if ckpts:
+            ckpts.close()
     if stop and stream:
         print(stop["message"], file=stream, flush=True)
     return state, metrics, summary
