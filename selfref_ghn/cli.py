@@ -26,6 +26,8 @@ from selfref_ghn.config import ConfigError
 _COMMAND_MODULES: tuple[str, ...] = (
     "selfref_ghn.compare",
     "selfref_ghn.lineage",
+    "selfref_ghn.bench",
+    "selfref_ghn.sweep",
 )
 
 
@@ -52,6 +54,22 @@ def add_run_options(p: argparse.ArgumentParser, preset_optional: bool = False) -
         "--set", action="append", default=[], metavar="KEY=VALUE", help="override a config field"
     )
     p.add_argument("--debug", action="store_true", help="show tracebacks for errors")
+
+
+def add_device_options(p: argparse.ArgumentParser) -> None:
+    """``--devices`` and the multi-host flags (docs/scaling.md)."""
+    p.add_argument(
+        "--devices",
+        type=int,
+        default=None,
+        metavar="N",
+        help="split the population over the first N devices (default: all)",
+    )
+    p.add_argument(
+        "--coordinator", default=None, metavar="HOST:PORT", help="multi-host: process 0's address"
+    )
+    p.add_argument("--num-processes", type=int, default=None, metavar="N", help="multi-host")
+    p.add_argument("--process-id", type=int, default=None, metavar="I", help="multi-host")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -83,6 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="DIR",
         help="continue the run in DIR from its latest checkpoint (preset optional)",
     )
+    add_device_options(run)
 
     sub.add_parser("presets", help="list presets")
     for module in _COMMAND_MODULES:
@@ -122,7 +141,11 @@ def cmd_run(args) -> int:
         from selfref_ghn.runner import check_resumable, load_run_config
 
         check_resumable(load_run_config(args.resume), cfg)
-    evo = Evolution.create(cfg)  # validates env/policy compatibility before compiling
+    from selfref_ghn.distributed import initialize
+
+    initialize(args.coordinator, args.num_processes, args.process_id)  # before any jax work
+    # validates env/policy compatibility and the split over devices before compiling
+    evo = Evolution.create(cfg, devices=args.devices)
     out = (
         args.resume
         or args.out

@@ -44,6 +44,7 @@ import numpy as np
 
 import selfref_ghn
 from selfref_ghn import lineage as lineage_lib
+from selfref_ghn import memory
 from selfref_ghn import monitor as monitor_lib
 from selfref_ghn import sharding as sharding_lib
 from selfref_ghn.checkpoint import Checkpoints
@@ -273,6 +274,8 @@ def evolve(
     wall_offset = rows[-1]["wall_time"] if rows else 0.0
 
     chunk = config.log_every
+    if isinstance(evo, Evolution):
+        memory.check(evo)  # a population that cannot fit: a ConfigError before compiling
     t0 = time.perf_counter()
     compiled = evo.compiled_chunk(chunk).lower(state, config.generations).compile()
     compile_time = time.perf_counter() - t0
