@@ -13,6 +13,9 @@ writes into ``DIR/<experiment>/``:
 * ``diversity.png``: population diversity (mean per-parameter std) over generations per method;
 * ``recovery.md`` / ``recovery.csv``: the recovery-metrics table.
 
+``--report-only`` runs nothing and reports on the runs that have finished (e.g. while a long
+reproduction is still going).
+
 ``DIR/REPORT.md`` gathers, per experiment, the command, git hash, wall time and the tables.
 An experiment whose environment is not registered yet is skipped with a message. Runs that
 finished earlier are read back, so an interrupted reproduction continues where it stopped.
@@ -62,7 +65,9 @@ def plot_rates(
     methods = [m for m in SRGHN_METHODS if m in curves]
     if not methods:
         return None
-    fig, axes = plt.subplots(2, 1, figsize=(9, 6.5), sharex=True, height_ratios=(1.2, 1))
+    fig, axes = plt.subplots(
+        2, 1, figsize=(9, 6.5), sharex=True, height_ratios=(1.2, 1), layout="constrained"
+    )
     ax = axes[0]
     seed0 = min(curves[methods[0]])
     recs = lineage_lib.read(
@@ -77,7 +82,7 @@ def plot_rates(
             frac, origin="lower", aspect="auto", cmap="viridis",
             extent=(g[0] - 0.5, g[-1] + 0.5, 0.0, 1.0),
         )  # fmt: skip
-        fig.colorbar(im, ax=ax, label="fraction of parents", pad=0.01)
+        fig.colorbar(im, ax=list(axes), label="fraction of parents", pad=0.01)
         for start, end in config.switch_intervals:
             ax.axvline(start, color="w", ls="--", lw=1)
             ax.axvline(end, color="w", ls=":", lw=1)
@@ -98,7 +103,6 @@ def plot_rates(
     ax.set_ylabel("mutation rate\n(mean; band min-max)")
     ax.set_xlabel("generation")
     ax.legend(fontsize=8, ncol=len(methods) + 1, loc="lower right")
-    fig.tight_layout()
     fig.savefig(path, dpi=80)
     plt.close(fig)
     return path
@@ -155,7 +159,12 @@ def final_table(curves: Mapping[str, Mapping[int, Mapping[str, np.ndarray]]]) ->
 
 
 def run_experiment(
-    name: str, scale: str, out: Path, methods: Sequence[str] | None, quiet: bool
+    name: str,
+    scale: str,
+    out: Path,
+    methods: Sequence[str] | None,
+    quiet: bool,
+    report_only: bool = False,
 ) -> dict | None:
     """Run one experiment at ``scale`` into ``out/name``; ``None`` if it was skipped."""
     exp = EXPERIMENTS[name]
@@ -173,7 +182,12 @@ def run_experiment(
         flush=True,
     )
     t0 = time.perf_counter()
-    curves = run_comparison(config, methods, seeds, run_root, progress=not quiet)
+    curves = run_comparison(
+        config, methods, seeds, run_root, progress=not quiet, report_only=report_only
+    )
+    if not curves:
+        print(f"[{name}] no finished runs to report")
+        return None
     wall = time.perf_counter() - t0
     figures = {"returns": run_root / "returns.png"}
     rates = plot_rates(curves, run_root, config, run_root / "rates.png")
@@ -184,7 +198,14 @@ def run_experiment(
     table = final_table(curves)
     (run_root / "final.md").write_text(table + "\n")
     print(f"[{name}] done in {wall:.0f} s: {run_root}", flush=True)
-    return {"name": name, "config": config, "wall": wall, "figures": figures, "table": table}
+    return {
+        "name": name,
+        "config": config,
+        "wall": wall,
+        "figures": figures,
+        "table": table,
+        "curves": curves,
+    }
 
 
 def write_report(results: list[dict], scale: str, out: Path, argv: Sequence[str]) -> Path:
@@ -200,7 +221,8 @@ def write_report(results: list[dict], scale: str, out: Path, argv: Sequence[str]
         rel = {k: v.relative_to(out).as_posix() for k, v in r["figures"].items()}
         lines += [f"## {r['name']} ({r['config'].env_id}), {r['wall']:.0f} s", ""]
         lines += [f"![{k}]({v})" for k, v in rel.items()]
-        lines += ["", "Final returns (mean over seeds):", "", r["table"], ""]
+        seeds = sorted({s for runs in r["curves"].values() for s in runs})
+        lines += ["", f"Final returns (mean over seeds {seeds}):", "", r["table"], ""]
         md = out / r["name"] / "recovery.md"
         if md.exists() and r["config"].switch_intervals:
             lines += [md.read_text(), ""]
@@ -217,6 +239,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--only", default=",".join(EXPERIMENTS), help="e.g. cartpole,lunarlander")
     p.add_argument("--methods", default=None, help="default: SR-GHN, 5 baselines, 3 ablations")
     p.add_argument("--quiet", action="store_true")
+    p.add_argument(
+        "--report-only", action="store_true", help="run nothing; report the finished runs"
+    )
     args = p.parse_args(argv)
     names = [n.strip() for n in args.only.split(",") if n.strip()]
     unknown = [n for n in names if n not in EXPERIMENTS]
@@ -227,7 +252,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     enable_compile_cache(out / ".compile-cache")
     t0 = time.perf_counter()
-    results = [r for n in names if (r := run_experiment(n, args.scale, out, methods, args.quiet))]
+    results = [
+        r
+        for n in names
+        if (r := run_experiment(n, args.scale, out, methods, args.quiet, args.report_only))
+    ]
     report = write_report(results, args.scale, out, argv)
     print(f"report: {report} ({math.ceil(time.perf_counter() - t0)} s in all)")
     return 0

@@ -13,6 +13,7 @@ import re
 import shutil
 import subprocess
 import sys
+import types
 from pathlib import Path
 
 import pytest
@@ -71,9 +72,12 @@ def test_site_builds_strict(tmp_path):
 @pytest.mark.parametrize("page", PY_PAGES, ids=_id)
 def test_python_blocks_run(page, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    namespace = {"__name__": f"__docs_{page.stem}__"}
+    # a real module, so that dataclasses defined on the page can find their module
+    module = types.ModuleType(f"docs_{page.stem.replace('-', '_')}")
+    monkeypatch.setitem(sys.modules, module.__name__, module)
     for block in code_blocks(page, "python"):
-        exec(compile(block, str(page), "exec"), namespace)
+        # dont_inherit: the page runs without this file's `from __future__ import annotations`
+        exec(compile(block, str(page), "exec", dont_inherit=True), module.__dict__)
 
 
 @pytest.mark.parametrize("page", SH_PAGES, ids=_id)

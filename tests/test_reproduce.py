@@ -1,0 +1,66 @@
+"""``experiments/reproduce.py --scale smoke`` runs and writes its figures and tables."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SCRIPT = ROOT / "experiments" / "reproduce.py"
+
+
+def _reproduce(out: Path, only: str, timeout: int) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, str(SCRIPT), "--scale", "smoke", "--only", only, "--out", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def test_presets_cover_the_paper():
+    sys.path.insert(0, str(ROOT))
+    from experiments.presets import EXPERIMENTS, METHODS, SCALES
+
+    assert set(EXPERIMENTS) == {"cartpole", "lunarlander", "ant"}
+    assert set(METHODS) == {
+        "srghn", "open_es", "cma_es", "simple_ga", "gesmr_ga", "samr_ga",
+        "fixed_rate", "frozen_head", "external",
+    }  # fmt: skip
+    for exp in EXPERIMENTS.values():
+        assert set(exp.seeds) == set(SCALES)
+    smoke = EXPERIMENTS["cartpole"].config("smoke")
+    assert smoke.population_size <= 8 and smoke.switch_intervals
+
+
+def test_smoke_cartpole(tmp_path):
+    out = tmp_path / "repro"
+    res = _reproduce(out, "cartpole", timeout=900)
+    assert res.returncode == 0, res.stdout + res.stderr
+    exp = out / "cartpole"
+    for name in ("returns.png", "rates.png", "diversity.png", "recovery.md", "recovery.csv"):
+        assert (exp / name).stat().st_size > 0, name
+    for method in ("srghn", "open_es", "cma_es", "simple_ga", "gesmr_ga", "samr_ga",
+                   "fixed_rate", "frozen_head", "external"):  # fmt: skip
+        assert (exp / method / "seed0" / "config.json").exists(), method
+    report = (out / "REPORT.md").read_text()
+    assert "git " in report and "recovery" in report.lower()
+    assert "| srghn |" in (exp / "recovery.md").read_text()
+
+
+def test_unknown_experiment_is_refused(tmp_path):
+    res = _reproduce(tmp_path, "pong", timeout=120)
+    assert res.returncode == 2 and "unknown experiment" in res.stderr
+
+
+@pytest.mark.slow
+def test_smoke_all_experiments(tmp_path):
+    out = tmp_path / "repro"
+    res = _reproduce(out, "cartpole,lunarlander,ant", timeout=3600)
+    assert res.returncode == 0, res.stdout + res.stderr
+    for name in ("cartpole", "lunarlander", "ant"):
+        assert (out / name / "returns.png").exists() or "skipped" in res.stdout, name
