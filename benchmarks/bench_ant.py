@@ -50,7 +50,9 @@ def bench_one(name: str, factory, batch: int, steps: int, repeats: int) -> dict[
     keys = jax.random.split(jax.random.key(0), batch)
     t0 = time.perf_counter()
     _, state = jax.jit(env.reset)(keys[0], params)  # one member, broadcast to the batch
-    state = jax.block_until_ready(jax.tree.map(lambda x: jnp.stack([x] * batch), state))
+    state = jax.block_until_ready(
+        jax.tree.map(lambda x: jnp.broadcast_to(x, (batch, *jnp.shape(x))), state)
+    )
     reset_compile_s = time.perf_counter() - t0
     actions = jax.random.uniform(jax.random.key(1), (steps, batch, 8), minval=-1.0, maxval=1.0)
     t0 = time.perf_counter()
