@@ -183,10 +183,13 @@ def _check_brax_rollout(env, params, rollout):
     assert obs0.shape == (BATCH, 27) and obs.shape == (T, BATCH, 27)
     assert np.isfinite(np.asarray(obs)).all() and np.isfinite(np.asarray(reward)).all()
     assert not np.allclose(np.asarray(obs0[0]), np.asarray(obs0[1]))  # per-member resets
-    np.testing.assert_array_equal(
-        np.asarray(time), np.repeat(np.arange(1, T + 1)[:, None], BATCH, 1)
-    )
     assert not np.asarray(truncated).any()
+    # time counts steps and restarts at 0 on the step a member terminates (auto-reset)
+    expected, prev = [], np.zeros(BATCH, int)
+    for t in range(T):
+        prev = np.where(np.asarray(terminated[t]), 0, prev + 1)
+        expected.append(prev)
+    np.testing.assert_array_equal(np.asarray(time), np.stack(expected))
     # Ant-Switch on brax: inverted controls == negated actions; same compiled program.
     inv = rollout(keys, actions, params.replace(inverted=True))
     neg = rollout(keys, -actions, params)
@@ -195,8 +198,14 @@ def _check_brax_rollout(env, params, rollout):
     assert np.abs(np.asarray(inv[1][0]) - plain).max() > 1e-3
     # truncation and auto-reset through the traced max_steps_in_episode
     short = rollout(keys, actions, params.replace(max_steps_in_episode=2))[1]
-    np.testing.assert_array_equal(np.asarray(short[3])[:, 0], [False, True, False, True])
-    np.testing.assert_array_equal(np.asarray(short[4])[:, 0], [1, 0, 1, 0])
+    survivors = ~np.asarray(short[2]).any(axis=0)  # members that never terminated
+    assert survivors.any()
+    np.testing.assert_array_equal(
+        np.asarray(short[3])[:, survivors].T, [[False, True, False, True]] * survivors.sum()
+    )
+    np.testing.assert_array_equal(
+        np.asarray(short[4])[:, survivors].T, [[1, 0, 1, 0]] * survivors.sum()
+    )
     assert rollout._cache_size() == 1
 
 
