@@ -47,6 +47,7 @@ from jax.flatten_util import ravel_pytree
 from selfref_ghn import envs as envs_registry
 from selfref_ghn import monitor as monitor_lib
 from selfref_ghn.config import Config, ConfigError, Hyperparams
+from selfref_ghn.evolution import scan_generations
 from selfref_ghn.normalize import RunningStats
 from selfref_ghn.policy import MLPPolicy, action_fn_for
 from selfref_ghn.rollout import evaluate
@@ -399,22 +400,7 @@ class BaselineEvolution:
         Returns:
             ``(state, metrics)`` with every metric stacked along a leading ``length`` axis.
         """
-        stop_at = self.config.generations if stop_at is None else stop_at
-
-        def monitored_step(s: BaselineState) -> tuple[BaselineState, Metrics]:
-            s, m = self.step(s)
-            mon, flags = monitor_lib.update(s.monitor, m, self.config, s.hparams)
-            return s.replace(monitor=mon), {**m, **flags}
-
-        empty = jax.tree.map(
-            lambda s: jnp.full(s.shape, -1, s.dtype), jax.eval_shape(monitored_step, state)[1]
-        )
-
-        def body(s: BaselineState, _):
-            go = (s.generation < stop_at) & monitor_lib.running(s.monitor)
-            return jax.lax.cond(go, monitored_step, lambda x: (x, empty), s)
-
-        return jax.lax.scan(body, state, None, length=length)
+        return scan_generations(self.step, self.config, state, length, stop_at)
 
     def compiled_chunk(self, length: int):
         """``jax.jit`` of :meth:`run_chunk` with the state donated: compile once per run."""

@@ -86,6 +86,32 @@ def _diversity(blocks: tuple[Array, ...], finite: Array) -> Array:
     return jnp.mean(jnp.sqrt(jnp.maximum(m2 - m1 * m1, 0.0)))
 
 
+def scan_generations(step: Callable, config: Config, state: Any, length: int, stop_at=None):
+    """``length`` calls of ``step`` in one ``lax.scan``, with the runaway monitor after each.
+
+    Shared by every algorithm with a ``step(state) -> (state, metrics)`` and a state carrying
+    ``generation``, ``monitor`` and ``hparams``. Generations ``>= stop_at`` (default
+    ``config.generations``), or after the monitor stopped the run, leave the state unchanged
+    and return metrics filled with -1.
+    """
+    stop_at = config.generations if stop_at is None else stop_at
+
+    def monitored_step(s):
+        s, m = step(s)
+        mon, flags = monitor_lib.update(s.monitor, m, config, s.hparams)
+        return s.replace(monitor=mon), {**m, **flags}
+
+    empty = jax.tree.map(
+        lambda x: jnp.full(x.shape, -1, x.dtype), jax.eval_shape(monitored_step, state)[1]
+    )
+
+    def body(s, _):
+        go = (s.generation < stop_at) & monitor_lib.running(s.monitor)
+        return jax.lax.cond(go, monitored_step, lambda x: (x, empty), s)
+
+    return jax.lax.scan(body, state, None, length=length)
+
+
 @dataclasses.dataclass(frozen=True, eq=False)
 class Evolution:
     """A population of SR-GHNs on one task: static configuration only.
@@ -343,22 +369,7 @@ class Evolution:
         Returns:
             ``(state, metrics)`` with every metric stacked along a leading ``length`` axis.
         """
-        stop_at = self.config.generations if stop_at is None else stop_at
-
-        def monitored_step(s: EvoState) -> tuple[EvoState, Metrics]:
-            s, m = self.step(s)
-            mon, flags = monitor_lib.update(s.monitor, m, self.config, s.hparams)
-            return s.replace(monitor=mon), {**m, **flags}
-
-        empty = jax.tree.map(
-            lambda s: jnp.full(s.shape, -1, s.dtype), jax.eval_shape(monitored_step, state)[1]
-        )
-
-        def body(s: EvoState, _):
-            go = (s.generation < stop_at) & monitor_lib.running(s.monitor)
-            return jax.lax.cond(go, monitored_step, lambda x: (x, empty), s)
-
-        return jax.lax.scan(body, state, None, length=length)
+        return scan_generations(self.step, self.config, state, length, stop_at)
 
     def compiled_chunk(self, length: int):
         """``jax.jit`` of :meth:`run_chunk` with the state donated: compile once per run.
