@@ -158,6 +158,7 @@ def _read_kept_rows(path: Path, generation: int) -> list[dict[str, float]]:
     """Rows of generations ``< generation`` from ``metrics.csv``; the file is rewritten with
     just those (atomically), so appending continues it."""
     rows: list[dict[str, float]] = []
+    texts: list[dict[str, str]] = []  # the kept rows exactly as written, rewritten verbatim
     if generation > 0 and path.exists():
         with path.open(newline="") as f:
             for raw in csv.DictReader(f):
@@ -168,6 +169,7 @@ def _read_kept_rows(path: Path, generation: int) -> list[dict[str, float]]:
                     break  # a row cut short by a crash: nothing after it is kept
                 if gen < generation:
                     rows.append(row)
+                    texts.append(raw)
     gens = [int(r["generation"]) for r in rows]
     if gens != list(range(generation)):
         raise ConfigError(
@@ -180,7 +182,7 @@ def _read_kept_rows(path: Path, generation: int) -> list[dict[str, float]]:
     with tmp.open("w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=COLUMNS, extrasaction="ignore")
         writer.writeheader()
-        writer.writerows(rows)
+        writer.writerows(texts)
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
