@@ -43,6 +43,42 @@ PRESETS: dict[str, dict[str, Any]] = {
         policy_hidden=(32,),
         log_every=50,
     ),
+    # LunarLander-Switch (DESIGN §3): engines swapped during the switch interval.
+    "lunarlander-switch": dict(
+        env_id="LunarLander-Switch",
+        population_size=50,
+        num_children=2,
+        horizon=1000,
+        generations=1000,
+        switch_intervals=((500, 750),),
+        policy_hidden=(32,),
+        log_every=10,
+    ),
+    # The paper's Ant setting: brax's ant (default backend), continuous SR-GHN policies.
+    "ant": dict(
+        env_id="Ant",
+        population_size=50,
+        num_children=2,
+        horizon=1000,
+        generations=1000,
+        policy_hidden=(32, 32, 32),
+        update_clip=0.1,
+        obs_norm=True,
+        log_every=10,
+    ),
+    # Ant with actions negated during the switch interval.
+    "ant-switch": dict(
+        env_id="Ant-Switch",
+        population_size=50,
+        num_children=2,
+        horizon=1000,
+        generations=1000,
+        switch_intervals=((500, 750),),
+        policy_hidden=(32, 32, 32),
+        update_clip=0.1,
+        obs_norm=True,
+        log_every=10,
+    ),
 }
 
 
