@@ -145,7 +145,16 @@ def cmd_run(args) -> int:
 
     initialize(args.coordinator, args.num_processes, args.process_id)  # before any jax work
     # validates env/policy compatibility and the split over devices before compiling
-    evo = Evolution.create(cfg, devices=args.devices)
+    if cfg.method == "srghn":
+        evo = Evolution.create(cfg, devices=args.devices)
+    else:
+        from selfref_ghn.baselines import BaselineEvolution
+
+        if args.devices not in (None, 1):
+            raise ConfigError(
+                "--devices", str(args.devices), f"1 (method {cfg.method!r} runs on one device)"
+            )
+        evo = BaselineEvolution.create(cfg)
     out = (
         args.resume
         or args.out

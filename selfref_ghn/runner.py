@@ -108,6 +108,13 @@ def _progress_line(
     )
 
 
+def method_label(config: Config) -> str:
+    """``"SR-GHN"`` (with its mutation mode when not ``self``) or the evosax algorithm's name."""
+    if config.method != "srghn":
+        return config.method
+    return "SR-GHN" if config.mutation_mode == "self" else f"SR-GHN ({config.mutation_mode})"
+
+
 def checkpoint_interval(config: Config) -> int:
     """``checkpoint_every`` rounded up to a multiple of ``log_every`` (0: only at the end)."""
     n, k = config.checkpoint_every, config.log_every
@@ -395,7 +402,7 @@ def evolve(
                 metrics,
                 out / "fitness.png",
                 config.switch_intervals,
-                title=f"SR-GHN on {config.env_id} (seed {config.seed})",
+                title=f"{method_label(config)} on {config.env_id} (seed {config.seed})",
             )
         if ckpts:
             ckpts.close()

@@ -85,3 +85,26 @@ def test_run_writes_results_folder(tmp_path):
     assert wall == sorted(wall)
     steps = [int(float(r["env_steps"])) for r in rows]
     assert steps == sorted(steps) and steps[-1] > 0
+
+
+def test_run_with_a_baseline_method(tmp_path, capsys):
+    """``--set method=...`` runs the evosax baseline through the same results folder."""
+    out = tmp_path / "ga"
+    argv = [
+        "run", "quick", "--out", str(out), "--quiet", "--generations", "4",
+        "--set", "population_size=4", "--set", "horizon=30", "--set", "log_every=2",
+        "--set", "switch_intervals=[[2,4]]", "--set", "method=simple_ga",
+    ]  # fmt: skip
+    assert cli.main(argv) == 0
+    assert json.loads((out / "config.json").read_text())["method"] == "simple_ga"
+    rows = list(csv.DictReader((out / "metrics.csv").open()))
+    assert [int(float(r["generation"])) for r in rows] == [0, 1, 2, 3]
+    # matched budget P(1+C) episodes per generation, each at most 30 steps
+    steps = [float(r["env_steps"]) for r in rows]
+    assert all(0 < b - a <= 4 * 3 * 30 for a, b in zip([0.0, *steps[:-1]], steps, strict=True))
+
+
+def test_baseline_method_refuses_several_devices(capsys):
+    argv = ["run", "quick", "--set", "method=open_es", "--devices", "2"]
+    assert cli.main(argv) == 2
+    assert "--devices" in capsys.readouterr().err
