@@ -84,6 +84,63 @@ class AntV5State(environment.EnvState):
     data: Any
 
 
+@struct.dataclass
+class _Pose:
+    """The one field of a brax ``State`` that brax's HTML viewer reads: link poses."""
+
+    x: Any
+
+
+def body_poses(mj_model: mujoco.MjModel, qpos: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """World positions and quaternions of every body along a trajectory (MuJoCo, on the host).
+
+    Args:
+        mj_model: the MuJoCo model.
+        qpos: ``(T, nq)`` generalized positions.
+
+    Returns:
+        ``(xpos, xquat)``: ``(T, nbody, 3)`` and ``(T, nbody, 4)``, body 0 being the world.
+    """
+    data = mujoco.MjData(mj_model)
+    xpos, xquat = [], []
+    for q in np.asarray(qpos, np.float64):
+        data.qpos[:] = q
+        mujoco.mj_kinematics(mj_model, data)
+        xpos.append(data.xpos.copy())
+        xquat.append(data.xquat.copy())
+    return np.stack(xpos), np.stack(xquat)
+
+
+def html_viewer(
+    mj_model: mujoco.MjModel, qpos: np.ndarray, dt: float, height: int | str = 480
+) -> str:
+    """brax's HTML viewer (``brax.io.html.render``) of a trajectory of generalized positions.
+
+    Body poses come from MuJoCo's forward kinematics at each row of ``qpos``; the page plays
+    one frame every ``dt`` seconds. brax's page loads its viewer scripts (three.js and brax's
+    ``viewer.js``) from public CDNs: it needs a network connection to display, not to write.
+
+    Args:
+        mj_model: the MuJoCo model (``env.mj_model``).
+        qpos: ``(T, nq)`` positions, one row per frame.
+        dt: seconds between frames (``env.dt``).
+        height: viewer height (pixels, or a CSS length).
+
+    Returns:
+        The HTML page as a string.
+    """
+    from brax import base
+    from brax.io import html, mjcf
+
+    xpos, xquat = body_poses(mj_model, qpos)
+    sys = mjcf.load_model(mj_model).tree_replace({"opt.timestep": dt})
+    states = [
+        _Pose(base.Transform(pos=jnp.asarray(p[1:]), rot=jnp.asarray(q[1:])))
+        for p, q in zip(xpos, xquat, strict=True)
+    ]
+    return html.render(sys, states, height=height, colab=False)
+
+
 def _negate_if(inverted: bool | jax.Array, action: jax.Array) -> jax.Array:
     """Ant-Switch: the action, negated while ``inverted``."""
     return jnp.where(inverted, -action, action)
@@ -119,6 +176,14 @@ class _Ant(environment.Environment):
     @property
     def num_actions(self) -> int:
         return 8
+
+    def qpos(self, state: Any) -> jax.Array:
+        """The state's generalized positions ``(nq,)``: what a renderer needs to pose the ant."""
+        raise NotImplementedError
+
+    def render_html(self, qpos: np.ndarray, height: int | str = 480) -> str:
+        """brax's HTML viewer of a trajectory of this ant (see :func:`html_viewer`)."""
+        return html_viewer(self.mj_model, qpos, self.dt, height)
 
     @property
     def obs_size(self) -> int:
@@ -165,6 +230,14 @@ class BraxAnt(_Ant):
     def dt(self) -> float:
         """Seconds of simulated time per environment step."""
         return float(self._brax.dt)
+
+    @property
+    def mj_model(self) -> mujoco.MjModel:
+        """The MuJoCo model brax's ``ant`` was loaded from (for rendering)."""
+        return self._brax.sys.mj_model
+
+    def qpos(self, state: BraxAntState) -> jax.Array:
+        return state.brax_state.pipeline_state.q
 
     def step_env(
         self, key: jax.Array, state: BraxAntState, action: jax.Array, params: EnvParams
@@ -296,6 +369,9 @@ class AntV5(_Ant):
     def obs_size(self) -> int:
         n = self.mj_model.nq + self.mj_model.nv - 2 * self.exclude_current_positions
         return n + 6 * (self.mj_model.nbody - 1) * self.include_cfrc_ext
+
+    def qpos(self, state: AntV5State) -> jax.Array:
+        return state.data.qpos
 
     def _init_data(self, qpos: jax.Array, qvel: jax.Array) -> Any:
         """Fresh data at ``(qpos, qvel)`` (Gymnasium's ``set_state``, see ``_ant_mjx``)."""
@@ -459,6 +535,8 @@ __all__ = [
     "BraxAnt",
     "BraxAntState",
     "EnvParams",
+    "body_poses",
+    "html_viewer",
     "gymnasium_ant_xml",
     "make_ant_switch",
     "make_ant_v5",

@@ -28,6 +28,7 @@ _COMMAND_MODULES: tuple[str, ...] = (
     "selfref_ghn.lineage",
     "selfref_ghn.bench",
     "selfref_ghn.sweep",
+    "selfref_ghn.render",
 )
 
 
