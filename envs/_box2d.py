@@ -153,6 +153,9 @@ class Scene:
     velocity_iterations: int = struct.field(pytree_node=False, default=180)
     position_iterations: int = struct.field(pytree_node=False, default=60)
     toi_velocity_iterations: int = struct.field(pytree_node=False, default=180)
+    # stop the velocity sweeps early once no impulse changes by more than this (N s);
+    # 0 runs Box2D's full count unless the sweep reaches an exact fixed point
+    velocity_tolerance: float = struct.field(pytree_node=False, default=0.0)
 
 
 @struct.dataclass
@@ -479,6 +482,22 @@ def _f(x) -> float:
     return float(np.asarray(x))
 
 
+def _fence(one, *xs):
+    """Store values once instead of letting XLA:CPU re-compute them in every consumer.
+
+    XLA:CPU fuses cheap elementwise producers into each of their consumers, which along a
+    Gauss-Seidel sweep re-computes the whole sweep for every output (about 10x the work). Its
+    fusion heuristic does not duplicate divisions, so dividing by ``one`` (a run-time 1.0 the
+    compiler cannot fold) makes these values materialise. Exact: ``x / 1.0 == x``.
+    """
+    return tuple(x / one for x in xs)
+
+
+def _runtime_one(x):
+    """A 1.0 that XLA cannot constant-fold (it depends on ``x``), for :func:`_fence`."""
+    return jnp.where(jnp.isnan(x), 2.0, 1.0).astype(jnp.float32)
+
+
 def _masses(scene: Scene):
     return [_f(x) for x in np.asarray(scene.inv_mass)], [
         _f(x) for x in np.asarray(scene.inv_inertia)
@@ -516,7 +535,7 @@ def _joint_init(scene: Scene, j: int, a):
     return (rax, ray, rbx, rby, exx, eyx, ezx, eyy, ezy, ezz, cx, cy, cz, det3, det2)
 
 
-def _joint_velocity(scene: Scene, j: int, jc, body_a, body_b, imp, mot, lim):
+def _joint_velocity(scene: Scene, j: int, jc, body_a, body_b, imp, mot, lim, one):
     """``b2RevoluteJoint::SolveVelocityConstraints`` on scalars."""
     im, ii = _masses(scene)
     ma, mb, ia, ib = im[0], im[j + 1], ii[0], ii[j + 1]
@@ -532,10 +551,12 @@ def _joint_velocity(scene: Scene, j: int, jc, body_a, body_b, imp, mot, lim):
     i_m = new_mot - mot
     wa = wa - ia * i_m
     wb = wb + ib * i_m
+    wa, wb, new_mot = _fence(one, wa, wb, new_mot)
     # limit / point
     c1x = vbx - wb * rby - vax + wa * ray
     c1y = vby + wb * rbx - vay - wa * rax
     c2 = wb - wa
+    c1x, c1y, c2 = _fence(one, c1x, c1y, c2)
     # -Solve33(K, (c1x, c1y, c2))
     x3 = -det3 * (c1x * cx + c1y * cy + c2 * cz)
     # dot(ex, cross(b, ez)), dot(ex, cross(ey, b))
@@ -548,6 +569,7 @@ def _joint_velocity(scene: Scene, j: int, jc, body_a, body_b, imp, mot, lim):
     eyb_z = eyx * c1y - eyy * c1x
     z3 = -det3 * (exx * eyb_x + eyx * eyb_y + ezx * eyb_z)
     newz = iz + z3
+    x3, y3, z3, newz = _fence(one, x3, y3, z3, newz)
     active = lim != 0
     clamp = ((lim == 1) & (newz < 0.0)) | ((lim == 2) & (newz > 0.0))
     rhs_x = -c1x + iz * ezx
@@ -559,6 +581,7 @@ def _joint_velocity(scene: Scene, j: int, jc, body_a, body_b, imp, mot, lim):
     px = jnp.where(active, jnp.where(clamp, red_x, x3), pt_x)
     py = jnp.where(active, jnp.where(clamp, red_y, y3), pt_y)
     pz = jnp.where(active, jnp.where(clamp, -iz, z3), 0.0)
+    px, py, pz = _fence(one, px, py, pz)
     imp = (ix + px, iy + py, jnp.where(active, jnp.where(clamp, 0.0, newz), iz))
     body_a = (vax - ma * px, vay - ma * py, wa - ia * (rax * py - ray * px + pz))
     body_b = (vbx + mb * px, vby + mb * py, wb + ib * (rbx * py - rby * px + pz))
@@ -645,10 +668,8 @@ def _contact_cache(scene: Scene, c, a, sel_m, mask, friction):
     }
 
 
-def _contact_velocity(scene: Scene, cs, vel, ni, ti):
-    """Friction then normal impulses of one contact slot, vectorised over the three bodies."""
-    mb = np.asarray(scene.inv_mass, np.float32)
-    ib = np.asarray(scene.inv_inertia, np.float32)
+def _contact_velocity(mb: float, ib: float, cs, vel, ni, ti, one):
+    """Friction then normal impulses of one contact slot of one body (scalars)."""
     vx, vy, w = vel
     nx, ny = cs["n"]
     tx, ty = ny, -nx
@@ -663,10 +684,12 @@ def _contact_velocity(scene: Scene, cs, vel, ni, ti):
         vx = vx + mb * lam * tx
         vy = vy + mb * lam * ty
         w = w + ib * lam * cs["rt"][p]
+        vx, vy, w, ti[p] = _fence(one, vx, vy, w, ti[p])
     (r0x, r0y), (r1x, r1y) = cs["rb"]
     a0, a1 = ni
     vn1 = (vx - w * r0y) * nx + (vy + w * r0x) * ny
     vn2 = (vx - w * r1y) * nx + (vy + w * r1x) * ny
+    vn1, vn2 = _fence(one, vn1, vn2)
     single = jnp.maximum(a0 - cs["nm"][0] * vn1, 0.0)
     k11, k12, k22 = cs["k"]
     ki11, ki12, ki21, ki22 = cs["ki"]
@@ -687,6 +710,7 @@ def _contact_velocity(scene: Scene, cs, vel, ni, ti):
     block = cs["block"]
     new0 = jnp.where(block, xx, single)
     new1 = jnp.where(block, xy, a1)
+    new0, new1 = _fence(one, new0, new1)
     d0 = new0 - a0
     d1 = new1 - a1
     vx = vx + mb * (d0 + d1) * nx
@@ -695,12 +719,12 @@ def _contact_velocity(scene: Scene, cs, vel, ni, ti):
     return (vx, vy, w), (new0, new1), tuple(ti)
 
 
-def _contact_position(scene: Scene, pc, body, baumgarte, min_sep, active=True):
-    """Position correction of one contact slot (points in order), vectorised over bodies."""
-    mb = np.asarray(scene.inv_mass, np.float32)
-    ib = np.asarray(scene.inv_inertia, np.float32)
-    lcx = np.asarray(scene.local_center, np.float32)[:, 0]
-    lcy = np.asarray(scene.local_center, np.float32)[:, 1]
+def _contact_position(scene: Scene, k: int, pc, body, baumgarte, min_sep, one, active=True):
+    """Position correction of one contact slot of body ``k`` (points in order), scalars."""
+    mb = _f(scene.inv_mass[k])
+    ib = _f(scene.inv_inertia[k])
+    lcx = _f(scene.local_center[k, 0])
+    lcy = _f(scene.local_center[k, 1])
     cx, cy, a = body
     for p in range(2):
         ca, sa = jnp.cos(a), jnp.sin(a)
@@ -736,6 +760,7 @@ def _contact_position(scene: Scene, pc, body, baumgarte, min_sep, active=True):
         cx = cx + mb * imp * nx
         cy = cy + mb * imp * ny
         a = a + ib * imp * rn
+        cx, cy, a = _fence(one, cx, cy, a)
     return (cx, cy, a), min_sep
 
 
@@ -766,6 +791,12 @@ def _pos_data(sel_m: Manifold, mask, s):
     }
 
 
+def _pos_data_per_body(sel_m: Manifold, mask):
+    """Scalar position-constraint data, indexed ``[body][slot]``."""
+    slots = [_pos_data(sel_m, mask, s) for s in range(NUM_SLOTS)]
+    return [[jax.tree.map(lambda x, k=k: x[k], sd) for sd in slots] for k in range(NUM_BODIES)]
+
+
 _ONE = [np.arange(NUM_BODIES) == k for k in range(NUM_BODIES)]
 
 
@@ -777,41 +808,70 @@ def _put(bodies, k, values):
     return tuple(jnp.where(_ONE[k], v, x) for x, v in zip(bodies, values, strict=True))
 
 
-def _velocity_loop(scene, iterations, v, w, cc, ni, ti, joints=None):
-    """Sequential-impulse sweeps: joints (legs[1]'s, then legs[0]'s), then contact slots."""
-    nb = tuple((ni[:, s, 0], ni[:, s, 1]) for s in range(NUM_SLOTS))
-    tb = tuple((ti[:, s, 0], ti[:, s, 1]) for s in range(NUM_SLOTS))
+def _velocity_loop(scene, iterations, v, w, cc, ni, ti, one, joints=None):
+    """Sequential-impulse sweeps: joints (legs[1]'s, then legs[0]'s), then contact slots.
+
+    Every quantity inside the sweep is a scalar per scene (a [batch] vector under ``vmap``),
+    so that XLA emits a few elementwise kernels per sweep instead of small [3]-array ops.
+    """
+    im, ii = _masses(scene)
+    nb = tuple(tuple((ni[k, s, 0], ni[k, s, 1]) for s in range(NUM_SLOTS)) for k in range(3))
+    tb = tuple(tuple((ti[k, s, 0], ti[k, s, 1]) for s in range(NUM_SLOTS)) for k in range(3))
     slots = [_slot_data(cc, s) for s in range(NUM_SLOTS)]
+    slots = [[jax.tree.map(lambda x, k=k: x[k], sd) for sd in slots] for k in range(3)]
     if joints is None:
         jcache, jimp, jmot, jlim = None, (), (), None
     else:
         jcache, jimp, jmot, jlim = joints
 
-    def body(_, carry):
+    def sweep(carry):
         bodies, jimp, jmot, nb, tb = carry
-        jimp, jmot, nb, tb = list(jimp), list(jmot), list(nb), list(tb)
+        bodies, jimp, jmot = list(bodies), list(jimp), list(jmot)
+        nb, tb = [list(x) for x in nb], [list(x) for x in tb]
         if jcache is not None:
             for j in (1, 0):
-                va, vb, jimp[j], jmot[j] = _joint_velocity(
+                bodies[0], bodies[j + 1], jimp[j], jmot[j] = _joint_velocity(
                     scene,
                     j,
                     jcache[j],
-                    _get(bodies, 0),
-                    _get(bodies, j + 1),
+                    bodies[0],
+                    bodies[j + 1],
                     jimp[j],
                     jmot[j],
                     jlim[j],
+                    one,
                 )
-                bodies = _put(_put(bodies, 0, va), j + 1, vb)
         for s in range(NUM_SLOTS):
-            bodies, nb[s], tb[s] = _contact_velocity(scene, slots[s], bodies, nb[s], tb[s])
-        return bodies, tuple(jimp), tuple(jmot), tuple(nb), tuple(tb)
+            for k in range(3):
+                bodies[k], nb[k][s], tb[k][s] = _contact_velocity(
+                    im[k], ii[k], slots[k][s], bodies[k], nb[k][s], tb[k][s], one
+                )
+        nb = tuple(tuple(x) for x in nb)
+        tb = tuple(tuple(x) for x in tb)
+        return tuple(bodies), tuple(jimp), tuple(jmot), nb, tb
 
-    carry = ((v[:, 0], v[:, 1], w), tuple(jimp), tuple(jmot), nb, tb)
-    (vx, vy, w), jimp, jmot, nb, tb = jax.lax.fori_loop(0, iterations, body, carry)
-    v = jnp.stack([vx, vy], axis=-1)
-    ni = jnp.stack([jnp.stack(x, axis=-1) for x in nb], axis=1)
-    ti = jnp.stack([jnp.stack(x, axis=-1) for x in tb], axis=1)
+    def cond(loop):
+        i, converged, _ = loop
+        return (i < iterations) & ~converged
+
+    def body(loop):
+        i, _, carry = loop
+        new = sweep(carry)
+        # impulses (not velocities): the sweep is a fixed point once no impulse changes
+        change = [
+            jnp.max(jnp.abs(x - y))
+            for x, y in zip(jax.tree.leaves(new[1:]), jax.tree.leaves(carry[1:]), strict=True)
+        ]
+        return i + 1, jnp.max(jnp.stack(change)) <= scene.velocity_tolerance, new
+
+    bodies = tuple((v[k, 0], v[k, 1], w[k]) for k in range(3))
+    carry = (bodies, tuple(jimp), tuple(jmot), nb, tb)
+    init = (jnp.array(0, jnp.int32), jnp.array(False), carry)
+    _, _, (bodies, jimp, jmot, nb, tb) = jax.lax.while_loop(cond, body, init)
+    v = jnp.stack([jnp.stack(b[:2]) for b in bodies])
+    w = jnp.stack([b[2] for b in bodies])
+    ni = jnp.stack([jnp.stack([jnp.stack(x) for x in nk]) for nk in nb])
+    ti = jnp.stack([jnp.stack([jnp.stack(x) for x in tk]) for tk in tb])
     return v, w, jimp, jmot, ni, ti
 
 
@@ -857,6 +917,7 @@ def world_step(
     h = scene.dt
     nseg = seg_a.shape[0]
     c, a = st.c, st.a
+    one = _runtime_one(st.sleep_time[0])
     g = jnp.stack([jnp.zeros_like(gravity), gravity])
     v = st.v + h * (g[None, :] + jnp.zeros((3, 2)).at[0].set(scene.inv_mass[0] * force))
     w = st.w + h * jnp.zeros(3).at[0].set(scene.inv_inertia[0] * torque)
@@ -938,6 +999,7 @@ def world_step(
         cc,
         ni,
         ti,
+        one,
         joints=(jcache, tuple(new_imp), (jmot[0], jmot[1]), new_lim),
     )
     jimp = jnp.stack([jnp.stack(x) for x in jimp_t])
@@ -947,27 +1009,32 @@ def world_step(
     c, a, v, w = _integrate_positions(c, a, v, w, h)
 
     if contacts:
-        pcs = [_pos_data(sel_m, mask, s) for s in range(NUM_SLOTS)]
+        pcs = _pos_data_per_body(sel_m, mask)
 
     def pos_cond(carry):
         return (carry[1] < scene.position_iterations) & ~carry[2]
 
     def pos_body(carry):
         bp, i, _ = carry
-        min_sep = jnp.zeros(NUM_BODIES, c.dtype)
+        bp = list(bp)
+        min_sep = [jnp.zeros((), c.dtype)] * NUM_BODIES
         if contacts:
             for s in range(NUM_SLOTS):
-                bp, min_sep = _contact_position(scene, pcs[s], bp, BAUMGARTE, min_sep)
+                for k in range(NUM_BODIES):
+                    bp[k], min_sep[k] = _contact_position(
+                        scene, k, pcs[k][s], bp[k], BAUMGARTE, min_sep[k], one
+                    )
+        ok_all = jnp.array(True)
         for j in (1, 0):
-            pa, pb, ok = _joint_position(scene, j, _get(bp, 0), _get(bp, j + 1), jlim[j])
-            bp = _put(_put(bp, 0, pa), j + 1, pb)
-            min_sep = jnp.where(ok, min_sep, -1.0)
-        return bp, i + 1, jnp.min(min_sep) >= -3.0 * LINEAR_SLOP
+            bp[0], bp[j + 1], ok = _joint_position(scene, j, bp[0], bp[j + 1], jlim[j])
+            ok_all = ok_all & ok
+        min_sep = jnp.where(ok_all, jnp.min(jnp.stack(min_sep)), -1.0)
+        return tuple(bp), i + 1, min_sep >= -3.0 * LINEAR_SLOP
 
-    (cx, cy, a), _, solved = jax.lax.while_loop(
-        pos_cond, pos_body, ((c[:, 0], c[:, 1], a), 0, jnp.array(False))
-    )
-    c = jnp.stack([cx, cy], axis=-1)
+    bp0 = tuple((c[k, 0], c[k, 1], a[k]) for k in range(NUM_BODIES))
+    bp, _, solved = jax.lax.while_loop(pos_cond, pos_body, (bp0, 0, jnp.array(False)))
+    c = jnp.stack([jnp.stack(b[:2]) for b in bp])
+    a = jnp.stack([b[2] for b in bp])
 
     slow = (w * w <= ANGULAR_SLEEP_TOLERANCE**2) & (_dot(v, v) <= LINEAR_SLEEP_TOLERANCE**2)
     sleep_time = jnp.where(slow, st.sleep_time + h, 0.0)
@@ -1022,6 +1089,7 @@ def _solve_toi(scene, old, new, events, seg_a, seg_b):
     position correction, a velocity solve without warm starting, and integration over the
     rest of the step.
     """
+    one = _runtime_one(old.sleep_time[0])
     target = max(LINEAR_SLOP, 2.0 * POLYGON_RADIUS - 3.0 * LINEAR_SLOP)
     tol = 0.25 * LINEAR_SLOP
     goal = target + 0.5 * tol
@@ -1076,28 +1144,35 @@ def _solve_toi(scene, old, new, events, seg_a, seg_b):
     active = jnp.any(onehot, axis=2)
     sel_m = jax.tree.map(lambda x: _pick(onehot, x), m)
     mask = (jnp.arange(2) < sel_m.count[..., None]) & active[..., None]
-    pcs = [_pos_data(sel_m, mask, s) for s in range(NUM_SLOTS)]
+    pcs = _pos_data_per_body(sel_m, mask)
 
     def pos_cond(carry):
-        return (carry[1] < TOI_POSITION_ITERATIONS) & ~jnp.all(carry[2])
+        return (carry[1] < TOI_POSITION_ITERATIONS) & ~jnp.all(jnp.stack(carry[2]))
 
     def pos_body(carry):
         bp, i, done = carry
-        min_sep = jnp.zeros(NUM_BODIES, c0.dtype)
-        for s in range(NUM_SLOTS):
-            bp, min_sep = _contact_position(scene, pcs[s], bp, TOI_BAUMGARTE, min_sep, ~done)
-        return bp, i + 1, done | (min_sep >= -1.5 * LINEAR_SLOP)
+        bp, done = list(bp), list(done)
+        for k in range(NUM_BODIES):
+            min_sep = jnp.zeros((), c0.dtype)
+            for s in range(NUM_SLOTS):
+                bp[k], min_sep = _contact_position(
+                    scene, k, pcs[k][s], bp[k], TOI_BAUMGARTE, min_sep, one, ~done[k]
+                )
+            done[k] = done[k] | (min_sep >= -1.5 * LINEAR_SLOP)
+        return tuple(bp), i + 1, tuple(done)
 
-    bp0 = (c_t[:, 0], c_t[:, 1], a_t)
-    (cpx, cpy, a_p), _, _ = jax.lax.while_loop(pos_cond, pos_body, (bp0, 0, ~event))
-    c_p = jnp.stack([cpx, cpy], axis=-1)
+    bp0 = tuple((c_t[k, 0], c_t[k, 1], a_t[k]) for k in range(NUM_BODIES))
+    done0 = tuple(~event[k] for k in range(NUM_BODIES))
+    bp, _, _ = jax.lax.while_loop(pos_cond, pos_body, (bp0, 0, done0))
+    c_p = jnp.stack([jnp.stack(b[:2]) for b in bp])
+    a_p = jnp.stack([b[2] for b in bp])
 
     nseg = seg_a.shape[0]
     friction = _pick(onehot, jnp.broadcast_to(scene.friction, (3, nseg)))
     cc = _contact_cache(scene, c_p, a_p, sel_m, mask, friction)
     zeros = jnp.zeros((3, NUM_SLOTS, 2), c0.dtype)
     v, w, _, _, _, _ = _velocity_loop(
-        scene, scene.toi_velocity_iterations, new.v, new.w, cc, zeros, zeros
+        scene, scene.toi_velocity_iterations, new.v, new.w, cc, zeros, zeros, one
     )
     h = (1.0 - alpha) * scene.dt
     c_f, a_f, v, w = _integrate_positions(c_p, a_p, v, w, h)
