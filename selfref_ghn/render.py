@@ -6,7 +6,8 @@ you look at the behaviour behind the number. :func:`rollout` replays one member 
 reset, same per-step keys, same observation normalisation, rewards after termination left out),
 and records actions, rewards and, for MuJoCo-based environments (the Ant variants), the
 generalized positions. :func:`render_champion` does this for survivor slot 0 of a results
-folder's ``final_state.npz`` and writes, beside it:
+folder's ``final_state.npz`` (or its latest checkpoint, for a run still going or interrupted)
+and writes, beside it:
 
 * ``champion.npz``: ``actions``, ``rewards``, ``alive``, ``qpos`` (MuJoCo envs), ``return``;
 * ``champion.html``: brax's HTML viewer (``brax.io.html.render``) of the trajectory;
@@ -274,6 +275,36 @@ def write_gif(
     return backend
 
 
+def load_run_state(evo: Any, run_dir: str | Path) -> tuple[Any, str]:
+    """A results folder's final state, or its latest checkpoint if the run did not finish.
+
+    Args:
+        evo: the run's :class:`~selfref_ghn.evolution.Evolution`.
+        run_dir: the results folder.
+
+    Returns:
+        ``(state, source)``: ``source`` names the file or checkpoint read.
+
+    Raises:
+        ConfigError: the folder has neither ``final_state.npz`` nor a checkpoint.
+    """
+    from selfref_ghn.checkpoint import Checkpoints
+    from selfref_ghn.runner import CHECKPOINT_DIR, load_state
+
+    run_dir = Path(run_dir)
+    if (run_dir / "final_state.npz").exists():
+        return load_state(evo, run_dir / "final_state.npz"), "final_state.npz"
+    if (run_dir / CHECKPOINT_DIR).is_dir():
+        ckpts = Checkpoints(run_dir / CHECKPOINT_DIR)
+        try:
+            step = ckpts.latest_step()
+            if step is not None:
+                return ckpts.restore(evo.init(), step), f"{CHECKPOINT_DIR}/{step}"
+        finally:
+            ckpts.close()
+    raise ConfigError("dir", str(run_dir), "a run with final_state.npz or a checkpoint")
+
+
 def render_champion(
     run_dir: str | Path,
     member: int = 0,
@@ -286,8 +317,9 @@ def render_champion(
 ) -> dict[str, Any]:
     """Replay a results folder's champion and write its rollout beside the run's files.
 
-    Loads ``config.json`` and ``final_state.npz``, replays survivor ``member`` (0: the best)
-    on one fresh episode (key ``seed``) and writes ``champion.npz``, ``champion.html``,
+    Loads ``config.json`` and the final state (or, for a run that did not finish, its latest
+    checkpoint: :func:`load_run_state`), replays survivor ``member`` (0: the best) on one fresh
+    episode (key ``seed``) and writes ``champion.npz``, ``champion.html``,
     ``champion.gif`` (HTML and GIF need an environment with a MuJoCo model: the Ant variants;
     for others they are skipped). With ``obs_norm`` the policy sees the final observation
     statistics.
@@ -303,27 +335,27 @@ def render_champion(
         generation: apply the switch schedule at this generation (default the last one).
 
     Returns:
-        ``{"return", "length", "fitness", <format>: path, ...}`` (``fitness``: what the member
-        survived the last generation with; ``gif_backend``: who drew the GIF).
+        ``{"return", "length", "fitness", "state", "generation", <format>: path, ...}``
+        (``fitness``: what the member survived its last generation with; ``state``: the file
+        or checkpoint replayed; ``gif_backend``: who drew the GIF).
 
     Raises:
-        ConfigError: no ``final_state.npz`` in the folder, an unknown format, or a member
-            outside the population.
+        ConfigError: no state in the folder, an unknown format, or a member outside the
+            population.
     """
     from selfref_ghn.evolution import Evolution
-    from selfref_ghn.runner import load_run_config, load_state
+    from selfref_ghn.runner import load_run_config
 
     run_dir = Path(run_dir)
     bad = [f for f in formats if f not in FORMATS]
     if bad:
         raise ConfigError("formats", bad, f"any of {list(FORMATS)}")
-    state_path = run_dir / "final_state.npz"
-    if not state_path.exists():
-        raise ConfigError("dir", str(run_dir), "a finished run's folder (final_state.npz)")
+    if not (run_dir / "config.json").exists():
+        raise ConfigError("dir", str(run_dir), "a results folder (with config.json)")
     evo = Evolution.create(load_run_config(run_dir))
     if not 0 <= member < evo.config.population_size:
         raise ConfigError("member", member, f"in [0, {evo.config.population_size})")
-    state = load_state(evo, state_path)
+    state, source = load_run_state(evo, run_dir)
     traj = jax.device_get(
         rollout(jax.random.PRNGKey(seed), evo, state, member, horizon, generation)
     )
@@ -332,6 +364,8 @@ def render_champion(
         "return": float(np.sum(traj.rewards)),
         "length": n,
         "fitness": float(state.fitness[member]),
+        "state": source,
+        "generation": int(state.generation),
     }
     qpos = np.asarray(traj.qpos)[: n + 1]  # through the step that ended the episode
     if "npz" in formats:
@@ -394,7 +428,7 @@ def cmd_render(args: argparse.Namespace) -> int:
 def register(subparsers) -> None:
     """Add ``render DIR [--member K] [--seed N] [--horizon T] [--format ...]``."""
     p = subparsers.add_parser("render", help="replay a run's champion: npz, HTML viewer, GIF")
-    p.add_argument("dir", type=Path, help="a results folder (with final_state.npz)")
+    p.add_argument("dir", type=Path, help="a results folder (final state or a checkpoint)")
     p.add_argument("--member", type=int, default=0, help="survivor slot (0: the best)")
     p.add_argument("--seed", type=int, default=0, help="episode seed")
     p.add_argument("--horizon", type=int, default=None, help="episode length (default: run's)")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import json
 import re
+import shutil
 import zlib
 
 import jax
@@ -61,6 +62,20 @@ def test_render_command_writes_the_trajectory(cartpole_run, capsys):
     assert cli.main(["render", str(out), "--member", "99"]) == 2
     assert "'member' = 99" in capsys.readouterr().err
     assert cli.main(["render", str(out / "missing")]) == 2
+
+
+def test_render_falls_back_to_the_latest_checkpoint(cartpole_run, tmp_path):
+    """A run without final_state.npz (still going, or interrupted) renders its checkpoint."""
+    cfg, out = cartpole_run
+    final = render.render_champion(out, seed=5, formats=("npz",))
+    partial = tmp_path / "partial"
+    shutil.copytree(out, partial)
+    (partial / "final_state.npz").unlink()
+    from_ckpt = render.render_champion(partial, seed=5, formats=("npz",))
+    assert final["state"] == "final_state.npz"
+    assert from_ckpt["state"] == f"checkpoints/{cfg.generations}"
+    assert from_ckpt["generation"] == final["generation"] == cfg.generations
+    assert from_ckpt["return"] == final["return"] and from_ckpt["length"] == final["length"]
 
 
 def _walking_qpos(model: mujoco.MjModel, frames: int) -> np.ndarray:
