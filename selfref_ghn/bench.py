@@ -241,6 +241,16 @@ def _timed_compile(fn: Callable, *args: Any) -> tuple[Callable, float]:
     return compiled, time.perf_counter() - t0
 
 
+def _gflop(compiled: Any) -> float | None:
+    """XLA's own count of floating-point operations of a compiled call, in GFLOP."""
+    try:
+        cost = compiled.cost_analysis()
+        cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+        return float(cost["flops"]) / 1e9 if cost and "flops" in cost else None
+    except Exception:  # noqa: BLE001 - not every backend reports costs
+        return None
+
+
 def build_methods(case: Case) -> tuple[dict[str, tuple[Callable, Any, Callable | None]], Any]:
     """The three methods of one case as ``name -> (jitted fn, initial carry)``.
 
@@ -492,10 +502,12 @@ def profile_phases(evo: Any, repeats: int = 5, bound_s: float | None = None) -> 
     }
     compiled: dict[str, Callable] = {}
     compile_s: dict[str, float] = {}
+    gflop: dict[str, float | None] = {}
     errors: dict[str, str] = {}
     for name, (fn, args) in phases.items():
         try:
             compiled[name], compile_s[name] = _timed_compile(fn, *args)
+            gflop[name] = _gflop(compiled[name])
             jax.block_until_ready(compiled[name](*args))
         except Exception as e:  # noqa: BLE001 - report, keep the rest of the profile
             errors[name] = f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"
@@ -516,6 +528,7 @@ def profile_phases(evo: Any, repeats: int = 5, bound_s: float | None = None) -> 
         "fractions": {k: sec[k] / total for k in parts} if total > 0 else {},
         "sum_of_phases_s": total,
         "compile_s": compile_s,
+        "gflop": gflop,
         "rollout_bound_s": bound_s,
         "errors": errors,
     }
@@ -789,6 +802,24 @@ def markdown(results: dict[str, Any]) -> str:
             )
             if p.get("errors"):
                 lines.append(f"| {c['name']} errors | {p['errors']} | | | | | | |")
+        work = [c for c in prof if c["profile"].get("gflop")]
+        if work:
+            lines += [
+                "",
+                "Work per phase (GFLOP per generation: XLA's static count of the compiled phase, "
+                "which counts a loop body once, so the scanned GNN rounds and environment steps "
+                "are undercounted: a lower bound):",
+                "",
+                "| case | mutation | policy generation | selection |",
+                "|---|---:|---:|---:|",
+            ]
+            for c in work:
+                g = c["profile"]["gflop"]
+                cells = " | ".join(
+                    _fmt(g.get(k), 3) if g.get(k) is not None else "n/a"
+                    for k in ("mutation", "policy_generation", "selection")
+                )
+                lines.append(f"| {c['name']} | {cells} |")
     width = [c for c in ok if c["workload"] == "e"]
     if width:
         lines += [
