@@ -9,7 +9,8 @@ generalized positions. :func:`render_champion` does this for survivor slot 0 of 
 folder's ``final_state.npz`` (or its latest checkpoint, for a run still going or interrupted)
 and writes, beside it:
 
-* ``champion.npz``: ``actions``, ``rewards``, ``alive``, ``qpos`` (MuJoCo envs), ``return``;
+* ``champion.npz``: ``actions``, ``rewards``, ``alive``, ``qpos`` (MuJoCo envs),
+  ``episode_return``;
 * ``champion.html``: brax's HTML viewer (``brax.io.html.render``) of the trajectory;
 * ``champion.gif``: an animation drawn by MuJoCo's offscreen renderer when an OpenGL context
   can be made without a display (``MUJOCO_GL=egl`` or ``osmesa``), otherwise by matplotlib
