@@ -341,19 +341,40 @@ def write_summary(
     settings: dict[tuple, list[Mapping[str, Any]]] = {}
     for r in rows:
         settings.setdefault(tuple((k, r.get(k)) for k in keys), []).append(r)
+    (out_dir / "sweep_settings.md").write_text(settings_table(rows, keys))
+    plot_sweep(out_dir, settings, base)
+
+
+def settings_table(rows: Sequence[Mapping[str, Any]], keys: Sequence[str]) -> str:
+    """Markdown: per setting of ``keys``, mean ± 95% interval across seeds of each statistic.
+
+    Example:
+        >>> rows = [{"child_factor": 0, "final_best": 500.0, "gens_to_90@50": 4},
+        ...         {"child_factor": 0, "final_best": 480.0, "gens_to_90@50": None}]
+        >>> print(settings_table(rows, ["child_factor"]).splitlines()[-1])
+        | child_factor=0 | 2 | 490.00 ± 127.06 | 4.00 (1/2 seeds) |
+    """
+    cols = list(dict.fromkeys(k for r in rows for k in r))
+    settings: dict[tuple, list[Mapping[str, Any]]] = {}
+    for r in rows:
+        settings.setdefault(tuple((k, r.get(k)) for k in keys), []).append(r)
     stats = [c for c in cols if c == "final_best" or c.startswith(("gens_to_90", "auc"))]
     table = []
     for setting, rs in settings.items():
         t = {"setting": _label(setting), "seeds": len(rs)}
         for c in stats:
-            m, h = mean_ci([r.get(c, math.nan) for r in rs])
-            t[c] = f"{m:.2f} ± {h:.2f}"
+            vals = [r.get(c, math.nan) for r in rs]
+            m, h = mean_ci(vals)
+            k = sum(v is not None and math.isfinite(float(v)) for v in vals)
+            cell = "n/a" if k == 0 else f"{m:.2f}" + ("" if math.isnan(h) else f" ± {h:.2f}")
+            t[c] = cell + ("" if k == len(vals) else f" ({k}/{len(vals)} seeds)")
         table.append(t)
-    (out_dir / "sweep_settings.md").write_text(
-        "Mean ± 95% interval across seeds (t distribution).\n\n"
+    return (
+        "Mean ± 95% interval across seeds (t distribution). Where only k of n seeds have a "
+        "value (e.g. a run that never got back to 90% after a switch has no `gens_to_90`), "
+        "the statistic is over those k, marked (k/n seeds).\n\n"
         + _markdown(table, ["setting", "seeds", *stats])
     )
-    plot_sweep(out_dir, settings, base)
 
 
 def _label(setting: tuple) -> str:

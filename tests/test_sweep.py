@@ -91,3 +91,17 @@ def test_static_keys_become_a_local_job_array(tmp_path):
     assert len(list((tmp_path / "submitit").glob("*_result.pkl"))) == 2
     for r in rows:
         assert (tmp_path / r["run"] / "metrics.csv").exists()
+
+
+def test_settings_table_marks_seeds_without_a_value():
+    from selfref_ghn.sweep import settings_table
+
+    rows = [
+        {"child_factor": 0, "final_best": 500.0, "gens_to_90@50": 4},
+        {"child_factor": 0, "final_best": 480.0, "gens_to_90@50": None},
+        {"child_factor": 0.5, "final_best": 400.0, "gens_to_90@50": None},
+    ]
+    lines = settings_table(rows, ["child_factor"]).splitlines()
+    # t(0.975, 1) = 12.706: half-width 12.706 * std([500, 480]) / sqrt(2) = 127.06
+    assert lines[-2] == "| child_factor=0 | 2 | 490.00 ± 127.06 | 4.00 (1/2 seeds) |"
+    assert lines[-1] == "| child_factor=0.5 | 1 | 400.00 | n/a (0/1 seeds) |"
