@@ -44,14 +44,13 @@ import optax
 from flax import struct
 from jax.flatten_util import ravel_pytree
 
-from selfref_ghn import envs as envs_registry
 from selfref_ghn import monitor as monitor_lib
 from selfref_ghn.config import Config, ConfigError, Hyperparams
 from selfref_ghn.evolution import scan_generations
 from selfref_ghn.normalize import RunningStats
-from selfref_ghn.policy import MLPPolicy, action_fn_for
 from selfref_ghn.rollout import evaluate
 from selfref_ghn.schedule import SwitchSchedule
+from selfref_ghn.task import make_task
 from selfref_ghn.types import Array, Metrics, Params
 
 # The paper's five baselines: short name -> evosax class name.
@@ -220,42 +219,23 @@ class BaselineEvolution:
         config = config.validate()
         if config.method == "srghn":
             raise ConfigError("method", config.method, "a baseline: use Evolution for srghn")
-        if env is None:
-            env, default_params = envs_registry.make(config.env_id, **dict(config.env_kwargs))
-            env_params = default_params if env_params is None else env_params
-        elif env_params is None:
-            env_params = env.default_params
-        if config.switch_intervals and not hasattr(env_params, "inverted"):
-            raise ConfigError(
-                "switch_intervals",
-                [list(iv) for iv in config.switch_intervals],
-                "this environment's params have no 'inverted' field to switch",
-            )
-        space = env.action_space(env_params)
-        num_outputs, default_action_fn = action_fn_for(space)
-        action_fn = action_fn or default_action_fn
-        policy = policy or MLPPolicy(hidden=config.policy_hidden, num_outputs=num_outputs)
-        obs_shape = tuple(env.observation_space(env_params).shape)
-        template = policy.init(jax.random.key(0), jnp.zeros(obs_shape))["params"]
+        task = make_task(config, env, env_params, policy, action_fn)
+        template = task.policy.init(jax.random.key(0), jnp.zeros(task.obs_shape))["params"]
         flat, unravel = ravel_pytree(template)
         es, es_params = make_algorithm(config, int(flat.size))
-
-        def policy_fn(params: Params, obs: Array) -> Array:
-            return action_fn(policy.apply({"params": params}, obs))
-
         return cls(
             config=config,
-            env=env,
-            env_params=env_params,
-            policy=policy,
-            policy_fn=policy_fn,
+            env=task.env,
+            env_params=task.env_params,
+            policy=task.policy,
+            policy_fn=task.policy_fn,
             template=template,
             unravel=unravel,
             num_dims=int(flat.size),
             es=es,
             es_params=es_params,
-            schedule=SwitchSchedule.from_intervals(config.switch_intervals),
-            obs_shape=obs_shape,
+            schedule=task.schedule,
+            obs_shape=task.obs_shape,
         )
 
     def describe(self) -> str:

@@ -24,16 +24,16 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
-from selfref_ghn import envs as envs_registry
 from selfref_ghn import monitor as monitor_lib
 from selfref_ghn import sharding as sharding_lib
-from selfref_ghn.config import Config, ConfigError, Hyperparams
+from selfref_ghn.config import Config, Hyperparams
 from selfref_ghn.model import SRGHN
 from selfref_ghn.mutation import mutate, mutation_params
 from selfref_ghn.normalize import RunningStats
-from selfref_ghn.policy import MLPPolicy, action_fn_for, policy_template
+from selfref_ghn.policy import policy_template
 from selfref_ghn.rollout import evaluate
 from selfref_ghn.schedule import SwitchSchedule
+from selfref_ghn.task import make_task
 from selfref_ghn.types import Array, Metrics, Params
 
 # Fold-in tags separating the streams drawn from one generation's key.
@@ -170,36 +170,17 @@ class Evolution:
                 the devices.
         """
         config = config.validate()
-        if env is None:
-            env, default_params = envs_registry.make(config.env_id, **dict(config.env_kwargs))
-            env_params = default_params if env_params is None else env_params
-        elif env_params is None:
-            env_params = env.default_params
-        if config.switch_intervals and not hasattr(env_params, "inverted"):
-            raise ConfigError(
-                "switch_intervals",
-                [list(iv) for iv in config.switch_intervals],
-                "this environment's params have no 'inverted' field to switch",
-            )
-        space = env.action_space(env_params)
-        num_outputs, default_action_fn = action_fn_for(space)
-        action_fn = action_fn or default_action_fn
-        policy = policy or MLPPolicy(hidden=config.policy_hidden, num_outputs=num_outputs)
-        obs_shape = tuple(env.observation_space(env_params).shape)
-        template = policy_template(policy, obs_shape)
-
-        def policy_fn(params: Params, obs: Array) -> Array:
-            return action_fn(policy.apply({"params": params}, obs))
-
+        task = make_task(config, env, env_params, policy, action_fn)
+        template = policy_template(task.policy, task.obs_shape)
         return cls(
             config=config,
-            env=env,
-            env_params=env_params,
-            policy=policy,
-            policy_fn=policy_fn,
+            env=task.env,
+            env_params=task.env_params,
+            policy=task.policy,
+            policy_fn=task.policy_fn,
             ghn=SRGHN.create(template, config),
-            schedule=SwitchSchedule.from_intervals(config.switch_intervals),
-            obs_shape=obs_shape,
+            schedule=task.schedule,
+            obs_shape=task.obs_shape,
             mesh=sharding_lib.make_mesh(config, devices, mesh),
         )
 
