@@ -117,6 +117,8 @@ EXPERIMENTS: dict[str, Experiment] = {
                 policy_hidden=(32, 32, 32),
                 obs_norm=True,
                 update_clip=0.1,
+                policy_fan_in_scale=True,
+                policy_output_scale=0.1,
                 log_every=10,
             ),
             # the library's `ant` preset (the paper's setting) on Gymnasium's Ant-v5

@@ -55,6 +55,8 @@ class Config:
     obs_norm: bool = False
     # policy
     policy_hidden: tuple[int, ...] = (32,)
+    policy_fan_in_scale: bool = False  # divide each layer's input by sqrt(fan-in) (MLPPolicy)
+    policy_output_scale: float = 1.0  # multiply the policy's outputs (MLPPolicy)
     # evolution
     population_size: int = 30
     num_children: int = 2
@@ -166,6 +168,10 @@ class Config:
             raise ConfigError("gnn_rounds", self.gnn_rounds, "must be >= 0")
         if any(h <= 0 for h in self.policy_hidden):
             raise ConfigError("policy_hidden", self.policy_hidden, "hidden sizes must be positive")
+        if not (self.policy_output_scale > 0 and math.isfinite(self.policy_output_scale)):
+            raise ConfigError(
+                "policy_output_scale", self.policy_output_scale, "must be a positive number"
+            )
         if not 0.0 <= self.child_factor <= 1.0:
             raise ConfigError("child_factor", self.child_factor, "must lie in [0, 1]")
         for name in (

@@ -20,6 +20,12 @@ from selfref_ghn.types import Array, Params
 class MLPPolicy(nn.Module):
     """Multi-layer perceptron with tanh hidden layers and a linear output.
 
+    The SR-GHN generates every weight at a similar scale whatever the layer's fan-in, so with
+    many inputs the pre-activations are large and a tanh-squashed continuous action saturates
+    (docs/envs/ant.md measures this on Ant). ``fan_in_scale`` divides each layer's input by
+    ``sqrt(fan_in)`` (the same as generating kernels of std ``1/sqrt(fan_in)``) and
+    ``output_scale`` multiplies the outputs; the defaults leave the plain MLP.
+
     Example:
         >>> pol = MLPPolicy(hidden=(32,), num_outputs=2)
         >>> params = pol.init(jax.random.key(0), jnp.zeros(4))["params"]
@@ -29,13 +35,21 @@ class MLPPolicy(nn.Module):
 
     hidden: Sequence[int]
     num_outputs: int
+    fan_in_scale: bool = False
+    output_scale: float = 1.0
 
     @nn.compact
     def __call__(self, obs: Array) -> Array:
+        def dense(width: int, x: Array) -> Array:
+            if self.fan_in_scale:
+                x = x / np.sqrt(x.shape[-1])
+            return nn.Dense(width)(x)
+
         x = obs
         for width in self.hidden:
-            x = jnp.tanh(nn.Dense(width)(x))
-        return nn.Dense(self.num_outputs)(x)
+            x = jnp.tanh(dense(width, x))
+        out = dense(self.num_outputs, x)
+        return out if self.output_scale == 1.0 else out * self.output_scale
 
 
 def action_fn_for(action_space) -> tuple[int, Callable[[Array], Array]]:

@@ -64,6 +64,10 @@ PRESETS: dict[str, dict[str, Any]] = {
         policy_hidden=(32, 32, 32),
         update_clip=0.1,
         obs_norm=True,
+        # generated weights have unit scale whatever the fan-in: without these the torques
+        # saturate and the ant flips within steps (docs/envs/ant.md)
+        policy_fan_in_scale=True,
+        policy_output_scale=0.1,
         log_every=10,
     ),
     # Ant with actions negated during the switch interval.
@@ -77,6 +81,10 @@ PRESETS: dict[str, dict[str, Any]] = {
         policy_hidden=(32, 32, 32),
         update_clip=0.1,
         obs_norm=True,
+        # generated weights have unit scale whatever the fan-in: without these the torques
+        # saturate and the ant flips within steps (docs/envs/ant.md)
+        policy_fan_in_scale=True,
+        policy_output_scale=0.1,
         log_every=10,
     ),
 }

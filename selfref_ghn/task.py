@@ -73,7 +73,12 @@ def make_task(
         )
     num_outputs, default_action_fn = action_fn_for(env.action_space(env_params))
     act = action_fn or default_action_fn
-    policy = policy or MLPPolicy(hidden=config.policy_hidden, num_outputs=num_outputs)
+    policy = policy or MLPPolicy(
+        hidden=config.policy_hidden,
+        num_outputs=num_outputs,
+        fan_in_scale=config.policy_fan_in_scale,
+        output_scale=config.policy_output_scale,
+    )
 
     def policy_fn(params: Params, obs: Array) -> Array:
         return act(policy.apply({"params": params}, obs))
