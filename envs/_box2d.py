@@ -55,6 +55,9 @@ TOI_POSITION_ITERATIONS = 20
 
 NUM_BODIES = 3
 NUM_SLOTS = 2  # contacts solved per body (a body spans at most two terrain chunks)
+# a body's candidate edges are the two terrain edges under its x range widened by this margin
+# (more than the contact skin 2 * POLYGON_RADIUS, so no touching edge is missed)
+CANDIDATE_MARGIN = 0.05
 
 
 # ---------------------------------------------------------------------------------------------
@@ -156,6 +159,8 @@ class Scene:
     # stop the velocity sweeps early once no impulse changes by more than this (N s);
     # 0 runs Box2D's full count unless the sweep reaches an exact fixed point
     velocity_tolerance: float = struct.field(pytree_node=False, default=0.0)
+    # the same for the TOI sub-step's sweeps (one body against the ground: converges fast)
+    toi_velocity_tolerance: float = struct.field(pytree_node=False, default=0.0)
 
 
 @struct.dataclass
@@ -170,11 +175,12 @@ class PhysState:
     joint_impulse: jax.Array  # [2, 3] point (x, y) and limit (z) impulses, warm-started
     motor_impulse: jax.Array  # [2]
     limit_state: jax.Array  # [2] int: 0 inactive, 1 at lower, 2 at upper
-    touching: jax.Array  # [3, NSEG] bool, contact has manifold points
-    ids: jax.Array  # [3, NSEG, 2] int contact feature keys
-    count: jax.Array  # [3, NSEG] int manifold point count
-    normal_impulse: jax.Array  # [3, NSEG, 2]
-    tangent_impulse: jax.Array  # [3, NSEG, 2]
+    seg: jax.Array  # [3, NUM_SLOTS] int terrain edge of each contact slot (-1: none)
+    touching: jax.Array  # [3, NUM_SLOTS] bool, contact has manifold points
+    ids: jax.Array  # [3, NUM_SLOTS, 2] int contact feature keys
+    count: jax.Array  # [3, NUM_SLOTS] int manifold point count
+    normal_impulse: jax.Array  # [3, NUM_SLOTS, 2]
+    tangent_impulse: jax.Array  # [3, NUM_SLOTS, 2]
 
 
 @struct.dataclass
@@ -387,48 +393,72 @@ def _origins(scene: Scene, c, a):
     return c - _rot(a, scene.local_center)
 
 
-def _pick(onehot, x):
-    """Select along the segment axis: onehot [3, S, N], x [3, N, ...] -> [3, S, ...]."""
-    oh = onehot.reshape(onehot.shape + (1,) * (x.ndim - 2))
-    xx = x[:, None]
-    if x.dtype == jnp.bool_:
-        return jnp.any(oh & xx, axis=2)
-    return jnp.sum(jnp.where(oh, xx, jnp.zeros((), x.dtype)), axis=2)
+def _friction(scene: Scene, seg):
+    """Mixed friction [3, S] of each body with the segments ``seg`` [3, S]."""
+    oh = seg[..., None] == jnp.arange(scene.friction.shape[1])
+    return jnp.sum(jnp.where(oh, scene.friction[:, None, :], 0.0), axis=-1)
 
 
-def collide_all(scene: Scene, c, a, seg_a, seg_b) -> Manifold:
-    """Manifolds of every body/segment pair at the pose ``(c, a)``: fields [3, NSEG, ...]."""
+def _candidates(scene: Scene, c, a, seg_a, seg_b):
+    """Terrain edges each body can touch: indices [3, NUM_SLOTS] into the segment arrays.
+
+    Segment 0 is the floor under the terrain and is never a candidate (it lies below the
+    terrain everywhere). The other segments are consecutive chunks, each wider than any
+    body, so the two edges under the left end of a body's x range hold all its contacts.
+    """
+    pos = _origins(scene, c, a)
+    xh = _rot(a[0], scene.hull_verts)[:, 0] + pos[0, 0]
+    xl = jax.vmap(lambda ang, p: _rot(ang, scene.leg_verts)[:, 0] + p[0])(a[1:], pos[1:])
+    xmin = jnp.concatenate([jnp.min(xh)[None], jnp.min(xl, axis=1)]) - CANDIDATE_MARGIN
+    nseg = seg_a.shape[0]
+    first = 1 + jnp.sum((seg_b[None, 1:, 0] < xmin[:, None]).astype(jnp.int32), axis=1)
+    first = jnp.clip(first, 1, nseg - NUM_SLOTS)
+    return first[:, None] + jnp.arange(NUM_SLOTS, dtype=jnp.int32)[None, :]
+
+
+def _gather_segments(seg_a, seg_b, idx):
+    """End points [..., 2] of the segments ``idx`` (a one-hot sum, cheap under vmap)."""
+    oh = (idx[..., None] == jnp.arange(seg_a.shape[0]))[..., None]
+    return jnp.sum(jnp.where(oh, seg_a, 0.0), axis=-2), jnp.sum(jnp.where(oh, seg_b, 0.0), axis=-2)
+
+
+def collide_all(scene: Scene, c, a, pa, pb) -> Manifold:
+    """Manifolds of each body with its candidate edges ``pa -> pb`` [3, S, 2] (fields [3, S])."""
     pos = _origins(scene, c, a)
     over_segs = jax.vmap(collide_edge_polygon, in_axes=(0, 0, None, None, None, None, None))
     hull = over_segs(
-        seg_a, seg_b, scene.hull_verts, scene.hull_normals, scene.hull_centroid, a[0], pos[0]
+        pa[0], pb[0], scene.hull_verts, scene.hull_normals, scene.hull_centroid, a[0], pos[0]
     )
     zero = jnp.zeros(2, scene.leg_verts.dtype)
     legs = jax.vmap(
-        lambda ang, p: over_segs(seg_a, seg_b, scene.leg_verts, scene.leg_normals, zero, ang, p)
-    )(a[1:], pos[1:])
+        lambda p, q, ang, o: over_segs(p, q, scene.leg_verts, scene.leg_normals, zero, ang, o)
+    )(pa[1:], pb[1:], a[1:], pos[1:])
     return jax.tree.map(lambda h, g: jnp.concatenate([h[None], g]), hull, legs)
 
 
-def _match_impulses(m: Manifold, st: PhysState):
-    """Warm-start impulses of new manifold points from old points with the same feature key."""
-    eq = (m.ids[..., :, None] == st.ids[..., None, :]) & (
-        jnp.arange(2) < st.count[..., None, None]
-    )
+def _match_impulses(m: Manifold, seg, st: PhysState):
+    """Warm-start impulses of new manifold points from old ones with the same edge and key."""
+    same_seg = seg[:, :, None] == st.seg[:, None, :]  # [3, S_new, S_old]
+    eq = (
+        same_seg[:, :, None, :, None]
+        & (m.ids[:, :, :, None, None] == st.ids[:, None, None, :, :])
+        & (jnp.arange(2) < st.count[..., None])[:, None, None, :, :]
+    )  # [3, S_new, 2, S_old, 2]
     valid = jnp.arange(2) < m.count[..., None]
 
     def take(old):
-        o = old[..., None, :]
-        got = jnp.where(eq[..., 0], o[..., 0], jnp.where(eq[..., 1], o[..., 1], 0.0))
+        got = jnp.sum(jnp.where(eq, old[:, None, None, :, :], 0.0), axis=(3, 4))
         return jnp.where(valid, got, 0.0)
 
     return take(st.normal_impulse), take(st.tangent_impulse)
 
 
-def _select(touching):
-    """One-hot [3, S, N] of the first NUM_SLOTS touching segments of each body."""
-    rank = jnp.cumsum(touching.astype(jnp.int32), axis=1) - 1
-    return touching[:, None, :] & (rank[:, None, :] == jnp.arange(NUM_SLOTS)[None, :, None])
+def _slot_events(seg_old, touching_old, seg_new, touching_new):
+    """Begin/end contact events [3, S] between two slot sets (begin on new slots)."""
+    match = seg_new[:, :, None] == seg_old[:, None, :]  # [3, S_new, S_old]
+    was = jnp.any(match & touching_old[:, None, :], axis=2)
+    still = jnp.any(match & touching_new[:, :, None], axis=1)
+    return touching_new & ~was, touching_old & ~still
 
 
 def _point_segment_distance(x, p, q):
@@ -456,18 +486,18 @@ def _core_distance(p, q, wv, wn):
     return jnp.where(crossing | inside, 0.0, jnp.minimum(d_v, d_e))
 
 
-def _distances(scene: Scene, c, a, seg_a, seg_b):
-    """Core distances [3, NSEG] of every body/segment pair at pose ``(c, a)``."""
+def _distances(scene: Scene, c, a, pa, pb):
+    """Core distances [3, S] of each body to its candidate edges ``pa -> pb`` at ``(c, a)``."""
     pos = _origins(scene, c, a)
 
-    def body(verts, normals, ang, p):
-        wv = _rot(ang, verts) + p
+    def body(p, q, verts, normals, ang, o):
+        wv = _rot(ang, verts) + o
         wn = _rot(ang, normals)
-        return jax.vmap(_core_distance, in_axes=(0, 0, None, None))(seg_a, seg_b, wv, wn)
+        return jax.vmap(_core_distance, in_axes=(0, 0, None, None))(p, q, wv, wn)
 
-    hull = body(scene.hull_verts, scene.hull_normals, a[0], pos[0])
-    legs = jax.vmap(body, in_axes=(None, None, 0, 0))(
-        scene.leg_verts, scene.leg_normals, a[1:], pos[1:]
+    hull = body(pa[0], pb[0], scene.hull_verts, scene.hull_normals, a[0], pos[0])
+    legs = jax.vmap(body, in_axes=(0, 0, None, None, 0, 0))(
+        pa[1:], pb[1:], scene.leg_verts, scene.leg_normals, a[1:], pos[1:]
     )
     return jnp.concatenate([hull[None], legs])
 
@@ -808,7 +838,7 @@ def _put(bodies, k, values):
     return tuple(jnp.where(_ONE[k], v, x) for x, v in zip(bodies, values, strict=True))
 
 
-def _velocity_loop(scene, iterations, v, w, cc, ni, ti, one, joints=None):
+def _velocity_loop(scene, iterations, v, w, cc, ni, ti, one, joints=None, contacts=True, tol=0.0):
     """Sequential-impulse sweeps: joints (legs[1]'s, then legs[0]'s), then contact slots.
 
     Every quantity inside the sweep is a scalar per scene (a [batch] vector under ``vmap``),
@@ -841,7 +871,7 @@ def _velocity_loop(scene, iterations, v, w, cc, ni, ti, one, joints=None):
                     jlim[j],
                     one,
                 )
-        for s in range(NUM_SLOTS):
+        for s in range(NUM_SLOTS if contacts else 0):
             for k in range(3):
                 bodies[k], nb[k][s], tb[k][s] = _contact_velocity(
                     im[k], ii[k], slots[k][s], bodies[k], nb[k][s], tb[k][s], one
@@ -862,7 +892,7 @@ def _velocity_loop(scene, iterations, v, w, cc, ni, ti, one, joints=None):
             jnp.max(jnp.abs(x - y))
             for x, y in zip(jax.tree.leaves(new[1:]), jax.tree.leaves(carry[1:]), strict=True)
         ]
-        return i + 1, jnp.max(jnp.stack(change)) <= scene.velocity_tolerance, new
+        return i + 1, jnp.max(jnp.stack(change)) <= tol, new
 
     bodies = tuple((v[k, 0], v[k, 1], w[k]) for k in range(3))
     carry = (bodies, tuple(jimp), tuple(jmot), nb, tb)
@@ -915,7 +945,6 @@ def world_step(
         ``toi_begin``/``toi_end`` from the TOI pass), and ``asleep``: the island fell asleep.
     """
     h = scene.dt
-    nseg = seg_a.shape[0]
     c, a = st.c, st.a
     one = _runtime_one(st.sleep_time[0])
     g = jnp.stack([jnp.zeros_like(gravity), gravity])
@@ -923,18 +952,16 @@ def world_step(
     w = st.w + h * jnp.zeros(3).at[0].set(scene.inv_inertia[0] * torque)
 
     if contacts:
-        m = collide_all(scene, c, a, seg_a, seg_b)
-        ni_full, ti_full = _match_impulses(m, st)
+        seg = _candidates(scene, c, a, seg_a, seg_b)
+        m = collide_all(scene, c, a, *_gather_segments(seg_a, seg_b, seg))
+        ni, ti = _match_impulses(m, seg, st)
         touching = m.count > 0
-        onehot = _select(touching)
-        active = jnp.any(onehot, axis=2)
-        sel_m = jax.tree.map(lambda x: _pick(onehot, x), m)
-        friction = _pick(onehot, jnp.broadcast_to(scene.friction, (3, nseg)))
-        mask = (jnp.arange(2) < sel_m.count[..., None]) & active[..., None]
-        cc = _contact_cache(scene, c, a, sel_m, mask, friction)
+        sel_m = m
+        mask = jnp.arange(2) < m.count[..., None]
+        cc = _contact_cache(scene, c, a, sel_m, mask, _friction(scene, seg))
         mask = cc["mask"]
-        ni = _pick(onehot, ni_full) * mask
-        ti = _pick(onehot, ti_full) * mask
+        ni = ni * mask
+        ti = ti * mask
         # contact warm start
         t = jnp.stack([cc["n"][..., 1], -cc["n"][..., 0]], -1)
         p = ni[..., None] * cc["n"][:, :, None, :] + ti[..., None] * t[:, :, None, :]
@@ -1001,6 +1028,8 @@ def world_step(
         ti,
         one,
         joints=(jcache, tuple(new_imp), (jmot[0], jmot[1]), new_lim),
+        contacts=contacts,
+        tol=scene.velocity_tolerance,
     )
     jimp = jnp.stack([jnp.stack(x) for x in jimp_t])
     jmot = jnp.stack(jmot_t)
@@ -1040,20 +1069,16 @@ def world_step(
     sleep_time = jnp.where(slow, st.sleep_time + h, 0.0)
     asleep = (jnp.min(sleep_time) >= TIME_TO_SLEEP) & solved
 
-    no_events = jnp.zeros((3, nseg), bool)
+    no_events = jnp.zeros((3, NUM_SLOTS), bool)
     if contacts:
-        store = jnp.any(onehot, axis=1)[..., None]
-        ni_full = jnp.where(
-            store, jnp.sum(jnp.where(onehot[..., None], ni[:, :, None], 0.0), 1), ni_full
-        )
-        ti_full = jnp.where(
-            store, jnp.sum(jnp.where(onehot[..., None], ti[:, :, None], 0.0), 1), ti_full
-        )
-        events = {"begin": touching & ~st.touching, "end": ~touching & st.touching}
+        ni_full, ti_full = ni * mask, ti * mask
+        begin, end = _slot_events(st.seg, st.touching, seg, touching)
+        events = {"begin": begin, "end": end}
         ids, count = m.ids, m.count
     else:
         events = {"begin": no_events, "end": no_events}
         ni_full, ti_full, ids, count = st.normal_impulse, st.tangent_impulse, st.ids, st.count
+        seg = st.seg
     new = st.replace(
         c=c,
         a=a,
@@ -1063,6 +1088,7 @@ def world_step(
         joint_impulse=jimp,
         motor_impulse=jmot,
         limit_state=jlim,
+        seg=seg,
         touching=touching,
         ids=ids,
         count=count,
@@ -1094,13 +1120,15 @@ def _solve_toi(scene, old, new, events, seg_a, seg_b):
     tol = 0.25 * LINEAR_SLOP
     goal = target + 0.5 * tol
     c0, a0, c1, a1 = old.c, old.a, new.c, new.a
-    cand = _distances(scene, c0, a0, seg_a, seg_b) > target + tol
-    d_end = jnp.where(cand, _distances(scene, c1, a1, seg_a, seg_b), jnp.inf)
+    seg = _candidates(scene, c1, a1, seg_a, seg_b)
+    seg_p, seg_q = _gather_segments(seg_a, seg_b, seg)
+    cand = _distances(scene, c0, a0, seg_p, seg_q) > target + tol
+    d_end = jnp.where(cand, _distances(scene, c1, a1, seg_p, seg_q), jnp.inf)
     first = jnp.argmin(d_end, axis=1)
     event = jnp.min(d_end, axis=1) < goal
-    pick = jax.nn.one_hot(first, seg_a.shape[0], dtype=c0.dtype)
-    pa = pick @ seg_a
-    pb = pick @ seg_b
+    pick = jax.nn.one_hot(first, NUM_SLOTS, dtype=c0.dtype)
+    pa = jnp.sum(pick[..., None] * seg_p, axis=1)
+    pb = jnp.sum(pick[..., None] * seg_q, axis=1)
 
     def dist_at(alpha):
         c = c0 + alpha[:, None] * (c1 - c0)
@@ -1131,19 +1159,17 @@ def _solve_toi(scene, old, new, events, seg_a, seg_b):
     a_t = a0 + alpha * (a1 - a0)
 
     # contact update at the TOI pose
-    m = collide_all(scene, c_t, a_t, seg_a, seg_b)
+    m = collide_all(scene, c_t, a_t, seg_p, seg_q)
     event = event & (jnp.sum(jnp.where(pick > 0, m.count, 0), axis=1) > 0)
     ev = event[:, None]
-    ni_full, ti_full = _match_impulses(m, new)
+    ni_full, ti_full = _match_impulses(m, seg, new)
+    seg = jnp.where(ev, seg, new.seg)
     touching = jnp.where(ev, m.count > 0, new.touching)
-    begin = touching & ~new.touching
-    end = ~touching & new.touching
+    begin, end = _slot_events(new.seg, new.touching, seg, touching)
 
     # TOI island: the body and its touching contacts with the ground
-    onehot = _select(m.count > 0) & ev[:, :, None]
-    active = jnp.any(onehot, axis=2)
-    sel_m = jax.tree.map(lambda x: _pick(onehot, x), m)
-    mask = (jnp.arange(2) < sel_m.count[..., None]) & active[..., None]
+    sel_m = m
+    mask = (jnp.arange(2) < m.count[..., None]) & ev[..., None]
     pcs = _pos_data_per_body(sel_m, mask)
 
     def pos_cond(carry):
@@ -1167,12 +1193,18 @@ def _solve_toi(scene, old, new, events, seg_a, seg_b):
     c_p = jnp.stack([jnp.stack(b[:2]) for b in bp])
     a_p = jnp.stack([b[2] for b in bp])
 
-    nseg = seg_a.shape[0]
-    friction = _pick(onehot, jnp.broadcast_to(scene.friction, (3, nseg)))
-    cc = _contact_cache(scene, c_p, a_p, sel_m, mask, friction)
+    cc = _contact_cache(scene, c_p, a_p, sel_m, mask, _friction(scene, seg))
     zeros = jnp.zeros((3, NUM_SLOTS, 2), c0.dtype)
     v, w, _, _, _, _ = _velocity_loop(
-        scene, scene.toi_velocity_iterations, new.v, new.w, cc, zeros, zeros, one
+        scene,
+        scene.toi_velocity_iterations,
+        new.v,
+        new.w,
+        cc,
+        zeros,
+        zeros,
+        one,
+        tol=scene.toi_velocity_tolerance,
     )
     h = (1.0 - alpha) * scene.dt
     c_f, a_f, v, w = _integrate_positions(c_p, a_p, v, w, h)
@@ -1182,6 +1214,7 @@ def _solve_toi(scene, old, new, events, seg_a, seg_b):
         a=jnp.where(event, a_f, new.a),
         v=jnp.where(ev, v, new.v),
         w=jnp.where(event, w, new.w),
+        seg=seg,
         touching=touching,
         ids=jnp.where(ev[..., None], m.ids, new.ids),
         count=jnp.where(ev, m.count, new.count),

@@ -158,11 +158,12 @@ def _initial_phys() -> b2.PhysState:
         joint_impulse=z(2, 3),
         motor_impulse=z(2),
         limit_state=jnp.zeros(2, jnp.int32),
-        touching=jnp.zeros((3, NUM_SEGMENTS), bool),
-        ids=jnp.zeros((3, NUM_SEGMENTS, 2), jnp.int32),
-        count=jnp.zeros((3, NUM_SEGMENTS), jnp.int32),
-        normal_impulse=z(3, NUM_SEGMENTS, 2),
-        tangent_impulse=z(3, NUM_SEGMENTS, 2),
+        seg=jnp.full((3, b2.NUM_SLOTS), -1, jnp.int32),
+        touching=jnp.zeros((3, b2.NUM_SLOTS), bool),
+        ids=jnp.zeros((3, b2.NUM_SLOTS, 2), jnp.int32),
+        count=jnp.zeros((3, b2.NUM_SLOTS), jnp.int32),
+        normal_impulse=z(3, b2.NUM_SLOTS, 2),
+        tangent_impulse=z(3, b2.NUM_SLOTS, 2),
     )
 
 
