@@ -1,10 +1,10 @@
 """Every preset is a valid configuration whose environment exists and matches its policy."""
 
 import pytest
+from selfref_ghn.envs import make
 
 from selfref_ghn import presets
 from selfref_ghn.config import ConfigError
-from selfref_ghn.envs import make
 
 
 @pytest.mark.parametrize("name", presets.names())
