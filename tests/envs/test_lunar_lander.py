@@ -325,3 +325,32 @@ def test_heuristic_statistics_match(n):
     tol = 0.10 if n >= 100 else 0.25  # 10 episodes: a looser check on a noisy mean
     assert abs(j[:, 0].mean() - g[:, 0].mean()) <= tol * abs(g[:, 0].mean())
     assert abs(j[:, 1].mean() - g[:, 1].mean()) <= (0.10 if n >= 100 else 0.3)
+
+
+def test_candidate_edges_hold_every_contact():
+    """Colliding each body with its two candidate edges misses no touching terrain edge."""
+    heights = np.random.default_rng(0).uniform(0, ll.H / 2, size=ll.CHUNKS + 1)
+    seg_a, seg_b = ll.terrain_segments(heights)
+    scene = ll.SCENE
+    n = 256
+    rng = np.random.default_rng(1)
+    x = rng.uniform(0.5, ll.W - 0.5, n).astype(np.float32)
+    x_chunks = np.asarray(seg_a)[1:, 0]
+    ground = np.interp(x, np.append(x_chunks, ll.W), np.append(np.asarray(seg_a)[1:, 1], 0))
+    y = (ground + rng.uniform(-0.2, 0.6, n)).astype(np.float32)
+    ang = rng.uniform(-0.6, 0.6, (n, 3)).astype(np.float32)
+    offsets = np.array([[0.0, 0.0], [-0.6, -0.5], [0.6, -0.5]], np.float32)
+    c = jnp.asarray(np.stack([x, y], -1)[:, None, :] + offsets)
+
+    def one(c, a):
+        cand = b2._candidates(scene, c, a, seg_a, seg_b)
+        every = jnp.broadcast_to(jnp.arange(1, ll.NUM_SEGMENTS), (3, ll.NUM_SEGMENTS - 1))
+        full = b2.collide_all(scene, c, a, *b2._gather_segments(seg_a, seg_b, every))
+        return cand, full.count
+
+    cand, count = jax.jit(jax.vmap(one))(c, jnp.asarray(ang))
+    cand, count = np.asarray(cand), np.asarray(count)
+    touching = count > 0
+    assert touching.sum() > 50  # the poses do reach the ground
+    for i, k, e in zip(*np.nonzero(touching), strict=True):
+        assert e + 1 in cand[i, k], (i, k, e + 1, cand[i, k])
