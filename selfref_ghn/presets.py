@@ -70,7 +70,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         policy_output_scale=0.1,
         log_every=10,
     ),
-    # Ant with actions negated during the switch interval.
+    # Gymnasium's Ant-v5 (on MJX) with actions negated during the switch interval.
     "ant-switch": dict(
         env_id="Ant-Switch",
         population_size=50,
