@@ -461,45 +461,92 @@ def _slot_events(seg_old, touching_old, seg_new, touching_new):
     return touching_new & ~was, touching_old & ~still
 
 
-def _point_segment_distance(x, p, q):
-    """Distance from points ``x`` [..., 2] to the segment ``p q``."""
-    d = q - p
-    t = jnp.clip(_dot(x - p, d) / jnp.maximum(_dot(d, d), 1e-12), 0.0, 1.0)
-    e = x - (p + t[..., None] * d)
-    return jnp.sqrt(_dot(e, e))
+def _seg_dist2(x, y, px, py, dx, dy, dd):
+    """Squared distance from the point ``(x, y)`` to the segment ``p -> p + d`` (``dd = |d|^2``).
+
+    Works on scalars (``[batch]`` vectors under ``vmap``) and Python floats alike.
+    """
+    t = jnp.clip(((x - px) * dx + (y - py) * dy) / dd, 0.0, 1.0)
+    ex = x - (px + t * dx)
+    ey = y - (py + t * dy)
+    return ex * ex + ey * ey
 
 
-def _core_distance(p, q, wv, wn):
-    """Distance between a segment and a convex polygon without their skins (0 if overlapping)."""
-    wv2 = jnp.roll(wv, -1, axis=0)
-    d_v = jnp.min(_point_segment_distance(wv, p, q))
-    d_e = jnp.minimum(
-        jnp.min(_point_segment_distance(p[None], wv, wv2)),
-        jnp.min(_point_segment_distance(q[None], wv, wv2)),
-    )
-    o1 = _cross(q - p, wv - p)
-    o2 = _cross(q - p, wv2 - p)
-    o3 = _cross(wv2 - wv, p - wv)
-    o4 = _cross(wv2 - wv, q - wv)
-    crossing = jnp.any((o1 * o2 < 0.0) & (o3 * o4 < 0.0))
-    inside = jnp.all(_dot(wn, p - wv) < 0.0) | jnp.all(_dot(wn, q - wv) < 0.0)
-    return jnp.where(crossing | inside, 0.0, jnp.minimum(d_v, d_e))
+def _core_distance_local(px, py, qx, qy, verts, normals):
+    """Distance between the segment ``p q`` and a convex polygon, without skins (0 if they
+    overlap), in the polygon's own frame.
+
+    ``verts``/``normals`` are the polygon's constant local vertices and edge normals, so every
+    polygon edge is a compile-time constant and the whole test is a few dozen elementwise
+    operations on the segment's four scalar coordinates (one fused kernel under ``vmap``).
+    """
+    verts = [(_f(x), _f(y)) for x, y in np.asarray(verts)]
+    normals = [(_f(x), _f(y)) for x, y in np.asarray(normals)]
+    n = len(verts)
+    dx, dy = qx - px, qy - py
+    dd = jnp.maximum(dx * dx + dy * dy, 1e-12)
+    best = None
+    crossing = inside_p = inside_q = None
+    for i in range(n):
+        (ax, ay), (bx, by) = verts[i], verts[(i + 1) % n]
+        ex, ey = bx - ax, by - ay
+        ee = max(ex * ex + ey * ey, 1e-12)
+        d2 = jnp.minimum(
+            _seg_dist2(ax, ay, px, py, dx, dy, dd),  # vertex to the segment
+            jnp.minimum(
+                _seg_dist2(px, py, ax, ay, ex, ey, ee),  # segment ends to the polygon edge
+                _seg_dist2(qx, qy, ax, ay, ex, ey, ee),
+            ),
+        )
+        best = d2 if best is None else jnp.minimum(best, d2)
+        o1 = dx * (ay - py) - dy * (ax - px)
+        o2 = dx * (by - py) - dy * (bx - px)
+        o3 = ex * (py - ay) - ey * (px - ax)
+        o4 = ex * (qy - ay) - ey * (qx - ax)
+        cross_i = (o1 * o2 < 0.0) & (o3 * o4 < 0.0)
+        nx, ny = normals[i]
+        in_p = nx * (px - ax) + ny * (py - ay) < 0.0
+        in_q = nx * (qx - ax) + ny * (qy - ay) < 0.0
+        if crossing is None:
+            crossing, inside_p, inside_q = cross_i, in_p, in_q
+        else:
+            crossing, inside_p, inside_q = crossing | cross_i, inside_p & in_p, inside_q & in_q
+    return jnp.where(crossing | inside_p | inside_q, 0.0, jnp.sqrt(best))
+
+
+def _core_distance(p, q, verts, normals):
+    """Distance between the segment ``p q`` [2] and a convex polygon (``verts``/``normals``
+    constant arrays in the same frame), without skins; 0 if they overlap."""
+    return _core_distance_local(p[0], p[1], q[0], q[1], verts, normals)
 
 
 def _distances(scene: Scene, c, a, pa, pb):
-    """Core distances [3, S] of each body to its candidate edges ``pa -> pb`` at ``(c, a)``."""
-    pos = _origins(scene, c, a)
+    """Core distances [3, S] of each body to the edges ``pa -> pb`` [3, S, 2] at ``(c, a)``.
 
-    def body(p, q, verts, normals, ang, o):
-        wv = _rot(ang, verts) + o
-        wn = _rot(ang, normals)
-        return jax.vmap(_core_distance, in_axes=(0, 0, None, None))(p, q, wv, wn)
+    Each edge is moved into the body's frame (a distance does not change under a rigid
+    motion), where the body's polygon is constant.
+    """
+    out = []
+    for k in range(NUM_BODIES):
+        verts, normals = (
+            (scene.hull_verts, scene.hull_normals) if k == 0 else (scene.leg_verts, scene.leg_normals)
+        )
+        lcx, lcy = _f(scene.local_center[k, 0]), _f(scene.local_center[k, 1])
+        cs, sn = jnp.cos(a[k]), jnp.sin(a[k])
+        ox = c[k, 0] - (cs * lcx - sn * lcy)
+        oy = c[k, 1] - (sn * lcx + cs * lcy)
 
-    hull = body(pa[0], pb[0], scene.hull_verts, scene.hull_normals, a[0], pos[0])
-    legs = jax.vmap(body, in_axes=(0, 0, None, None, 0, 0))(
-        pa[1:], pb[1:], scene.leg_verts, scene.leg_normals, a[1:], pos[1:]
-    )
-    return jnp.concatenate([hull[None], legs])
+        def local(x, y, cs=cs, sn=sn, ox=ox, oy=oy):
+            x, y = x - ox, y - oy
+            return cs * x + sn * y, -sn * x + cs * y
+
+        row = []
+        for s in range(pa.shape[1]):
+            px, py = local(pa[k, s, 0], pa[k, s, 1])
+            qx, qy = local(pb[k, s, 0], pb[k, s, 1])
+            row.append(_core_distance_local(px, py, qx, qy, verts, normals))
+        out.append(jnp.stack(row))
+    return jnp.stack(out)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1133,27 +1180,21 @@ def _solve_toi(scene, old, new, events, seg_a, seg_b):
     def dist_at(alpha):
         c = c0 + alpha[:, None] * (c1 - c0)
         a = a0 + alpha * (a1 - a0)
-        pos = _origins(scene, c, a)
-        hull = _core_distance(
-            pa[0],
-            pb[0],
-            _rot(a[0], scene.hull_verts) + pos[0],
-            _rot(a[0], scene.hull_normals),
-        )
-        legs = jax.vmap(
-            lambda p, q, ang, o: _core_distance(
-                p, q, _rot(ang, scene.leg_verts) + o, _rot(ang, scene.leg_normals)
-            )
-        )(pa[1:], pb[1:], a[1:], pos[1:])
-        return jnp.concatenate([hull[None], legs])
+        return _distances(scene, c, a, pa[:, None], pb[:, None])[:, 0]
 
-    def bisect(_, lohi):
-        lo, hi = lohi
+    def bisect(loop):
+        i, lo, hi = loop
         mid = 0.5 * (lo + hi)
         above = dist_at(mid) > goal
-        return jnp.where(above, mid, lo), jnp.where(above, hi, mid)
+        return i + 1, jnp.where(above, mid, lo), jnp.where(above, hi, mid)
 
-    alpha, _ = jax.lax.fori_loop(0, TOI_BISECTIONS, bisect, (jnp.zeros(3), jnp.ones(3)))
+    # A while loop (not a fori_loop) so that, under vmap, a batch in which no body has an
+    # event skips the bisection; bodies without an event keep alpha = 1 below either way.
+    _, alpha, _ = jax.lax.while_loop(
+        lambda loop: (loop[0] < TOI_BISECTIONS) & jnp.any(event),
+        bisect,
+        (jnp.array(0, jnp.int32), jnp.zeros(3), jnp.ones(3)),
+    )
     alpha = jnp.where(event, alpha, 1.0)
     c_t = c0 + alpha[:, None] * (c1 - c0)
     a_t = a0 + alpha * (a1 - a0)
