@@ -528,9 +528,8 @@ def _distances(scene: Scene, c, a, pa, pb):
     """
     out = []
     for k in range(NUM_BODIES):
-        verts, normals = (
-            (scene.hull_verts, scene.hull_normals) if k == 0 else (scene.leg_verts, scene.leg_normals)
-        )
+        verts = scene.hull_verts if k == 0 else scene.leg_verts
+        normals = scene.hull_normals if k == 0 else scene.leg_normals
         lcx, lcy = _f(scene.local_center[k, 0]), _f(scene.local_center[k, 1])
         cs, sn = jnp.cos(a[k]), jnp.sin(a[k])
         ox = c[k, 0] - (cs * lcx - sn * lcy)
