@@ -3,7 +3,8 @@ LunarLander-Switch and Ant, each run with SR-GHN, the five evosax baselines and 
 ablations, at three scales.
 
 * ``smoke``: tiny populations and a few generations; minutes on a CPU (CI runs it);
-* ``cpu``: about an hour on a 2-core CPU for CartPole-Switch (5 seeds, 9 methods);
+* ``cpu``: about an hour on a 2-core CPU in all: CartPole-Switch (5 seeds, 9 methods, ~11
+  minutes), then LunarLander-Switch and brax's Ant at a size that runs on a CPU (one seed);
 * ``full``: the paper's scale, for a GPU.
 
 Each experiment is a set of :class:`selfref_ghn.Config` overrides per scale, plus seeds. At
@@ -80,18 +81,21 @@ EXPERIMENTS: dict[str, Experiment] = {
                 policy_hidden=(8,),
                 log_every=4,
             ),
+            # sized to the JAX LunarLander's CPU speed (about 5k env-steps/s at this batch,
+            # docs/envs/lunar_lander.md): ~3 minutes per method, compile included; far too
+            # short to learn to land, it shows the first phase (stop crashing) and the switch
             "cpu": dict(
-                population_size=30,
-                horizon=400,
-                generations=200,
-                switch_intervals=((80, 160),),
+                population_size=16,
+                horizon=200,
+                generations=50,
+                switch_intervals=((25, 40),),
                 policy_hidden=(32,),
-                log_every=10,
+                log_every=5,
             ),
             # the library's `lunarlander-switch` preset
             "full": dict(lib_presets.PRESETS["lunarlander-switch"]),
         },
-        seeds={"smoke": (0,), "cpu": (0, 1, 2), "full": (0, 1, 2, 3, 4)},
+        seeds={"smoke": (0,), "cpu": (0,), "full": (0, 1, 2, 3, 4)},
         notes="left and right engines swapped while inverted",
     ),
     "ant": Experiment(
@@ -108,9 +112,11 @@ EXPERIMENTS: dict[str, Experiment] = {
                 update_clip=0.1,
                 log_every=2,
             ),
-            # brax's ant: Ant-v5 (MuJoCo's solver settings on MJX) is far too slow on a CPU
+            # brax's ant on its spring backend: Ant-v5 (MuJoCo's solver settings on MJX) is far
+            # too slow on a CPU, and spring is brax's fastest CPU backend (docs/envs/ant.md)
             "cpu": dict(
                 env_id="Ant",
+                env_kwargs=(("backend", "spring"),),
                 population_size=16,
                 horizon=200,
                 generations=60,
