@@ -3,8 +3,9 @@ LunarLander-Switch and Ant, each run with SR-GHN, the five evosax baselines and 
 ablations, at three scales.
 
 * ``smoke``: tiny populations and a few generations; minutes on a CPU (CI runs it);
-* ``cpu``: about an hour on a 2-core CPU in all: CartPole-Switch (5 seeds, 9 methods, ~11
-  minutes), then LunarLander-Switch and brax's Ant at a size that runs on a CPU (one seed);
+* ``cpu``: on a 2-core CPU, about 25 minutes for CartPole-Switch (5 seeds, 9 methods) and
+  about 45 minutes each for LunarLander-Switch and brax's Ant at a size that runs on a CPU (one
+  seed; mostly compilation for LunarLander, CMA-ES's covariance for Ant);
 * ``full``: the paper's scale, for a GPU.
 
 Each experiment is a set of :class:`selfref_ghn.Config` overrides per scale, plus seeds. At
