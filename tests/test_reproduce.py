@@ -37,6 +37,11 @@ def test_presets_cover_the_paper():
     }  # fmt: skip
     for exp in EXPERIMENTS.values():
         assert set(exp.seeds) == set(SCALES)
+        for scale in SCALES:  # every scale's config passes validation (no compile)
+            config = exp.config(scale)
+            assert config.generations > 0 and config.population_size > 0, (exp.name, scale)
+    # the Ant cpu scale runs brax's fastest CPU backend
+    assert dict(EXPERIMENTS["ant"].config("cpu").env_kwargs) == {"backend": "spring"}
     smoke = EXPERIMENTS["cartpole"].config("smoke")
     assert smoke.population_size <= 8 and smoke.switch_intervals
 
