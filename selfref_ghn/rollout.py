@@ -1,9 +1,14 @@
-"""Fixed-horizon episodes in ``lax.scan`` (DESIGN §2, "Evolution loop"; §4).
+"""Episodes of at most ``horizon`` steps (DESIGN §2, "Evolution loop"; §4).
 
 Fitness is the undiscounted episode return with rewards after termination (or truncation)
 masked; an evaluation averages ``episodes`` independent episodes. Environments follow the gymnax
 contract; the rollout calls ``reset_env``/``step_env`` directly (no auto-reset, whose reset
 work would be wasted under the mask).
+
+An episode is a ``lax.while_loop`` that stops once it has ended. Under ``vmap`` (members,
+episodes) the loop runs while any episode of the batch is still going, so a population whose
+episodes all end early (every lander crashed, every pole fallen) stops early; the results are
+those of the fixed-horizon ``lax.scan`` with the mask (``exact_horizon=True``), bit for bit.
 """
 
 from __future__ import annotations
@@ -40,6 +45,7 @@ def episode(
     policy_params: Params,
     horizon: int,
     obs_stats: RunningStats | None = None,
+    exact_horizon: bool = False,
 ) -> tuple[Array, Array, Array, Array, Array]:
     """One episode of at most ``horizon`` steps.
 
@@ -50,6 +56,8 @@ def episode(
         policy_params: the policy's parameters.
         horizon: number of steps simulated (static).
         obs_stats: normalise observations with these statistics, if given.
+        exact_horizon: always simulate ``horizon`` steps (``lax.scan``) instead of stopping
+            once the episode has ended; same results, for reference and timing.
 
     Returns:
         ``(return, live_steps, obs_sum, obs_sq_sum, obs_count)``.
@@ -77,7 +85,19 @@ def episode(
         return (obs2, state2, ret, done, live, s, ss), None
 
     init = (obs, state, jnp.float32(0.0), jnp.asarray(False), jnp.int32(0), zeros, zeros)
-    (_, _, ret, _, live, s, ss), _ = jax.lax.scan(body, init, jnp.arange(horizon))
+    if exact_horizon:
+        (_, _, ret, _, live, s, ss), _ = jax.lax.scan(body, init, jnp.arange(horizon))
+    else:
+        # stop once the episode has ended: every later step would be masked out anyway
+        def cond(loop):
+            t, carry = loop
+            return (t < horizon) & jnp.logical_not(carry[3])
+
+        def step(loop):
+            t, carry = loop
+            return t + 1, body(carry, t)[0]
+
+        _, (_, _, ret, _, live, s, ss) = jax.lax.while_loop(cond, step, (jnp.int32(0), init))
     return ret, live, s, ss, live.astype(jnp.float32)
 
 
@@ -90,11 +110,14 @@ def evaluate(
     horizon: int,
     episodes: int,
     obs_stats: RunningStats | None = None,
+    exact_horizon: bool = False,
 ) -> Evaluation:
     """Mean return of ``episodes`` independent episodes (vmapped), with their statistics."""
     keys = jax.random.split(key, episodes)
     ret, live, s, ss, n = jax.vmap(
-        lambda k: episode(k, env, env_params, policy_fn, policy_params, horizon, obs_stats)
+        lambda k: episode(
+            k, env, env_params, policy_fn, policy_params, horizon, obs_stats, exact_horizon
+        )
     )(keys)
     return Evaluation(
         fitness=jnp.mean(ret),
