@@ -29,6 +29,7 @@ _COMMAND_MODULES: tuple[str, ...] = (
     "selfref_ghn.bench",
     "selfref_ghn.sweep",
     "selfref_ghn.render",
+    "selfref_ghn.assess",
 )
 
 
