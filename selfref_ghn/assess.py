@@ -40,12 +40,15 @@ import numpy as np
 from selfref_ghn.config import ConfigError
 from selfref_ghn.rollout import episode
 
+_RUNNERS: dict = {}
 
-def _returns(evo: Any, state: Any, members: np.ndarray, key, episodes: int, env_params, horizon):
-    """``(len(members), episodes)`` returns and live steps of the given survivors."""
-    cfg = evo.config
-    obs_stats = state.obs_stats if cfg.obs_norm else None
-    flat = jnp.asarray(state.policy)[jnp.asarray(members)]
+
+def _runner(evo: Any, episodes: int, horizon: int):
+    """The compiled ``(flat policies, key, env_params, obs_stats) -> (returns, live)``, kept
+    per ``(evo, episodes, horizon)`` so that assessing several states of a run compiles once."""
+    cache_key = (id(evo), episodes, horizon)
+    if cache_key in _RUNNERS and _RUNNERS[cache_key][0] is evo:
+        return _RUNNERS[cache_key][1]
 
     @jax.jit
     def run(flat, key, env_params, obs_stats):
@@ -61,6 +64,15 @@ def _returns(evo: Any, state: Any, members: np.ndarray, key, episodes: int, env_
 
         return jax.vmap(one)(flat)
 
+    _RUNNERS[cache_key] = (evo, run)
+    return run
+
+
+def _returns(evo: Any, state: Any, members: np.ndarray, key, episodes: int, env_params, horizon):
+    """``(len(members), episodes)`` returns and live steps of the given survivors."""
+    obs_stats = state.obs_stats if evo.config.obs_norm else None
+    flat = jnp.asarray(state.policy)[jnp.asarray(members)]
+    run = _runner(evo, episodes, horizon)
     ret, live = jax.device_get(run(flat, key, env_params, obs_stats))
     return np.asarray(ret, np.float64), np.asarray(live)
 
@@ -136,16 +148,37 @@ def assess_run(
     if horizon is not None and horizon < 1:
         raise ConfigError("horizon", horizon, "at least 1")
     evo = Evolution.create(load_run_config(run_dir))
-    P = evo.config.population_size
-    if not 0 <= member < P:
-        raise ConfigError("member", member, f"in [0, {P})")
+    if not 0 <= member < evo.config.population_size:
+        raise ConfigError("member", member, f"in [0, {evo.config.population_size})")
     state, source = load_state_at(evo, run_dir, checkpoint)
+    out = assess_state(
+        evo, state, episodes, select_episodes, member, seed, generation, horizon, solved
+    )
+    return {"state": source, **out}
+
+
+def assess_state(
+    evo: Any,
+    state: Any,
+    episodes: int = 100,
+    select_episodes: int = 0,
+    member: int = 0,
+    seed: int = 1,
+    generation: int | None = None,
+    horizon: int | None = None,
+    solved: float | None = None,
+) -> dict[str, Any]:
+    """:func:`assess_run` on a state in memory (``evo``: its :class:`Evolution`).
+
+    Assessing several states of one run with the same ``evo`` compiles the episodes once.
+    """
+    P = evo.config.population_size
     horizon = evo.config.horizon if horizon is None else int(horizon)
     gen = max(int(state.generation) - 1, 0) if generation is None else int(generation)
     env_params = evo.schedule.apply(evo.env_params, gen)
     key_select, key_assess = jax.random.split(jax.random.PRNGKey(seed))
 
-    out: dict[str, Any] = {"state": source, "generation": int(state.generation)}
+    out: dict[str, Any] = {"generation": int(state.generation)}
     if select_episodes:
         ret, _ = _returns(
             evo, state, np.arange(P), key_select, select_episodes, env_params, horizon
