@@ -79,9 +79,15 @@ def test_a_write_killed_midway_leaves_the_previous_checkpoint(tmp_path, evo):
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
+
+    def tmp_with_data():
+        # the temporary folder appears before its files: wait for the data (then the writer
+        # sits in its 60 s pause before finalising)
+        return [p for p in d.iterdir() if TMP in p.name and any(f.is_file() for f in p.rglob("*"))]
+
     try:
-        tmp = _wait_for(lambda: [p for p in d.iterdir() if TMP in p.name], proc, 120)
-        assert any(tmp[0].rglob("*")), "the write had put data in its temporary folder"
+        tmp = _wait_for(tmp_with_data, proc, 300)
+        assert any(f.is_file() for f in tmp[0].rglob("*")), "the write had put data there"
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait()
