@@ -37,21 +37,22 @@ def _population(args):
 
         evo = Evolution.create(load_run_config(args.run))
         state, source = load_run_state(evo, args.run)
-        children, _ = jax.jit(evo.mutate_population)(state)
-        policies = jnp.concatenate([state.policy, jax.jit(evo.policies)(children)])
-        return evo, state, policies, f"{args.run}: {source}"
-    cfg = Config(
-        env_id=args.env,
-        horizon=args.horizon,
-        population_size=args.population,
-        num_children=2,
-        generations=1,
-    )
-    evo = Evolution.create(cfg)
-    state = evo.init(jax.random.PRNGKey(args.seed))
+        source = f"{args.run}: {source}"
+    else:
+        cfg = Config(
+            env_id=args.env,
+            horizon=args.horizon,
+            population_size=args.population,
+            num_children=2,
+            generations=1,
+        )
+        evo = Evolution.create(cfg)
+        state = evo.init(jax.random.PRNGKey(args.seed))
+        source = f"fresh population, seed {args.seed}"
+    # one generation's members: the parents, then their children
     children, _ = jax.jit(evo.mutate_population)(state)
     policies = jnp.concatenate([state.policy, jax.jit(evo.policies)(children)])
-    return evo, state, policies, f"fresh population, seed {args.seed}"
+    return evo, state, policies, source
 
 
 def main() -> None:

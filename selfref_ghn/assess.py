@@ -77,6 +77,18 @@ def _returns(evo: Any, state: Any, members: np.ndarray, key, episodes: int, env_
     return np.asarray(ret, np.float64), np.asarray(live)
 
 
+def _check(episodes, select_episodes, horizon, member=0, population_size=None) -> None:
+    """Refuse bad arguments before anything is loaded or compiled."""
+    if episodes < 1:
+        raise ConfigError("episodes", episodes, "at least 1")
+    if select_episodes < 0:
+        raise ConfigError("select_episodes", select_episodes, "0 (off) or more")
+    if horizon is not None and horizon < 1:
+        raise ConfigError("horizon", horizon, "at least 1")
+    if population_size is not None and not 0 <= member < population_size:
+        raise ConfigError("member", member, f"in [0, {population_size})")
+
+
 def load_state_at(evo: Any, run_dir: Path, checkpoint: int | None) -> tuple[Any, str]:
     """The run's state at checkpoint ``checkpoint`` (a generation), or its latest state."""
     from selfref_ghn.checkpoint import Checkpoints
@@ -141,15 +153,9 @@ def assess_run(
     run_dir = Path(run_dir)
     if not (run_dir / "config.json").exists():
         raise ConfigError("dir", str(run_dir), "a results folder (with config.json)")
-    if episodes < 1:
-        raise ConfigError("episodes", episodes, "at least 1")
-    if select_episodes < 0:
-        raise ConfigError("select_episodes", select_episodes, "0 (off) or more")
-    if horizon is not None and horizon < 1:
-        raise ConfigError("horizon", horizon, "at least 1")
+    _check(episodes, select_episodes, horizon)
     evo = Evolution.create(load_run_config(run_dir))
-    if not 0 <= member < evo.config.population_size:
-        raise ConfigError("member", member, f"in [0, {evo.config.population_size})")
+    _check(episodes, select_episodes, horizon, member, evo.config.population_size)
     state, source = load_state_at(evo, run_dir, checkpoint)
     out = assess_state(
         evo, state, episodes, select_episodes, member, seed, generation, horizon, solved
@@ -173,6 +179,7 @@ def assess_state(
     Assessing several states of one run with the same ``evo`` compiles the episodes once.
     """
     P = evo.config.population_size
+    _check(episodes, select_episodes, horizon, member, P)
     horizon = evo.config.horizon if horizon is None else int(horizon)
     gen = max(int(state.generation) - 1, 0) if generation is None else int(generation)
     env_params = evo.schedule.apply(evo.env_params, gen)
