@@ -30,12 +30,14 @@ left-hand leg (Gymnasium's ``legs[0]``), body 2 ``legs[1]``.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import struct
+from selfref_ghn.envs._lanes import lane_cond
 
 # Box2D 2.3 b2Settings.h
 LINEAR_SLOP = 0.005
@@ -1064,19 +1066,42 @@ def world_step(
         )
         bodies = _put(_put(bodies, 0, va), j + 1, vb)
     v, w = jnp.stack(bodies[:2], axis=-1), bodies[2]
-    v, w, jimp_t, jmot_t, ni, ti = _velocity_loop(
-        scene,
-        scene.velocity_iterations,
-        v,
-        w,
-        cc,
-        ni,
-        ti,
-        one,
-        joints=(jcache, tuple(new_imp), (jmot[0], jmot[1]), new_lim),
-        contacts=contacts,
-        tol=scene.velocity_tolerance,
-    )
+
+    def sweeps(op, with_contacts):
+        return _velocity_loop(
+            scene,
+            scene.velocity_iterations,
+            op["v"],
+            op["w"],
+            op["cc"],
+            op["ni"],
+            op["ti"],
+            op["one"],
+            joints=op["joints"],
+            contacts=with_contacts,
+            tol=scene.velocity_tolerance,
+        )
+
+    op = {
+        "v": v,
+        "w": w,
+        "cc": cc,
+        "ni": ni,
+        "ti": ti,
+        "one": one,
+        "joints": (jcache, tuple(new_imp), (jmot[0], jmot[1]), new_lim),
+    }
+    if contacts:
+        # contact-free scenes skip the contact sweeps (exact no-ops for them); under vmap the
+        # contact sweeps run only on the scenes that have a contact point
+        v, w, jimp_t, jmot_t, ni, ti = lane_cond(
+            jnp.any(mask),
+            functools.partial(sweeps, with_contacts=True),
+            functools.partial(sweeps, with_contacts=False),
+            op,
+        )
+    else:
+        v, w, jimp_t, jmot_t, ni, ti = sweeps(op, with_contacts=False)
     jimp = jnp.stack([jnp.stack(x) for x in jimp_t])
     jmot = jnp.stack(jmot_t)
     jlim = jnp.stack(new_lim)
@@ -1176,90 +1201,118 @@ def _solve_toi(scene, old, new, events, seg_a, seg_b):
     pa = jnp.sum(pick[..., None] * seg_p, axis=1)
     pb = jnp.sum(pick[..., None] * seg_q, axis=1)
 
-    def dist_at(alpha):
-        c = c0 + alpha[:, None] * (c1 - c0)
-        a = a0 + alpha * (a1 - a0)
-        return _distances(scene, c, a, pa[:, None], pb[:, None])[:, 0]
+    def hit(op):
+        new, event, pick, pa, pb, seg, seg_p, seg_q, one = (
+            op[k] for k in ("new", "event", "pick", "pa", "pb", "seg", "seg_p", "seg_q", "one")
+        )
+        c0, a0, c1, a1 = op["c0"], op["a0"], new.c, new.a
 
-    def bisect(loop):
-        i, lo, hi = loop
-        mid = 0.5 * (lo + hi)
-        above = dist_at(mid) > goal
-        return i + 1, jnp.where(above, mid, lo), jnp.where(above, hi, mid)
+        def dist_at(alpha):
+            c = c0 + alpha[:, None] * (c1 - c0)
+            a = a0 + alpha * (a1 - a0)
+            return _distances(scene, c, a, pa[:, None], pb[:, None])[:, 0]
 
-    # A while loop (not a fori_loop) so that, under vmap, a batch in which no body has an
-    # event skips the bisection; bodies without an event keep alpha = 1 below either way.
-    _, alpha, _ = jax.lax.while_loop(
-        lambda loop: (loop[0] < TOI_BISECTIONS) & jnp.any(event),
-        bisect,
-        (jnp.array(0, jnp.int32), jnp.zeros(3), jnp.ones(3)),
-    )
-    alpha = jnp.where(event, alpha, 1.0)
-    c_t = c0 + alpha[:, None] * (c1 - c0)
-    a_t = a0 + alpha * (a1 - a0)
+        def bisect(loop):
+            i, lo, hi = loop
+            mid = 0.5 * (lo + hi)
+            above = dist_at(mid) > goal
+            return i + 1, jnp.where(above, mid, lo), jnp.where(above, hi, mid)
 
-    # contact update at the TOI pose
-    m = collide_all(scene, c_t, a_t, seg_p, seg_q)
-    event = event & (jnp.sum(jnp.where(pick > 0, m.count, 0), axis=1) > 0)
-    ev = event[:, None]
-    ni_full, ti_full = _match_impulses(m, seg, new)
-    seg = jnp.where(ev, seg, new.seg)
-    touching = jnp.where(ev, m.count > 0, new.touching)
-    begin, end = _slot_events(new.seg, new.touching, seg, touching)
+        # A while loop (not a fori_loop) so that, under vmap, a batch in which no body has an
+        # event skips the bisection; bodies without an event keep alpha = 1 below either way.
+        _, alpha, _ = jax.lax.while_loop(
+            lambda loop: (loop[0] < TOI_BISECTIONS) & jnp.any(event),
+            bisect,
+            (jnp.array(0, jnp.int32), jnp.zeros(3), jnp.ones(3)),
+        )
+        alpha = jnp.where(event, alpha, 1.0)
+        c_t = c0 + alpha[:, None] * (c1 - c0)
+        a_t = a0 + alpha * (a1 - a0)
 
-    # TOI island: the body and its touching contacts with the ground
-    sel_m = m
-    mask = (jnp.arange(2) < m.count[..., None]) & ev[..., None]
-    pcs = _pos_data_per_body(sel_m, mask)
+        # contact update at the TOI pose
+        m = collide_all(scene, c_t, a_t, seg_p, seg_q)
+        event = event & (jnp.sum(jnp.where(pick > 0, m.count, 0), axis=1) > 0)
+        ev = event[:, None]
+        ni_full, ti_full = _match_impulses(m, seg, new)
+        seg = jnp.where(ev, seg, new.seg)
+        touching = jnp.where(ev, m.count > 0, new.touching)
+        begin, end = _slot_events(new.seg, new.touching, seg, touching)
 
-    def pos_cond(carry):
-        return (carry[1] < TOI_POSITION_ITERATIONS) & ~jnp.all(jnp.stack(carry[2]))
+        # TOI island: the body and its touching contacts with the ground
+        sel_m = m
+        mask = (jnp.arange(2) < m.count[..., None]) & ev[..., None]
+        pcs = _pos_data_per_body(sel_m, mask)
 
-    def pos_body(carry):
-        bp, i, done = carry
-        bp, done = list(bp), list(done)
-        for k in range(NUM_BODIES):
-            min_sep = jnp.zeros((), c0.dtype)
-            for s in range(NUM_SLOTS):
-                bp[k], min_sep = _contact_position(
-                    scene, k, pcs[k][s], bp[k], TOI_BAUMGARTE, min_sep, one, ~done[k]
-                )
-            done[k] = done[k] | (min_sep >= -1.5 * LINEAR_SLOP)
-        return tuple(bp), i + 1, tuple(done)
+        def pos_cond(carry):
+            return (carry[1] < TOI_POSITION_ITERATIONS) & ~jnp.all(jnp.stack(carry[2]))
 
-    bp0 = tuple((c_t[k, 0], c_t[k, 1], a_t[k]) for k in range(NUM_BODIES))
-    done0 = tuple(~event[k] for k in range(NUM_BODIES))
-    bp, _, _ = jax.lax.while_loop(pos_cond, pos_body, (bp0, 0, done0))
-    c_p = jnp.stack([jnp.stack(b[:2]) for b in bp])
-    a_p = jnp.stack([b[2] for b in bp])
+        def pos_body(carry):
+            bp, i, done = carry
+            bp, done = list(bp), list(done)
+            for k in range(NUM_BODIES):
+                min_sep = jnp.zeros((), c0.dtype)
+                for s in range(NUM_SLOTS):
+                    bp[k], min_sep = _contact_position(
+                        scene, k, pcs[k][s], bp[k], TOI_BAUMGARTE, min_sep, one, ~done[k]
+                    )
+                done[k] = done[k] | (min_sep >= -1.5 * LINEAR_SLOP)
+            return tuple(bp), i + 1, tuple(done)
 
-    cc = _contact_cache(scene, c_p, a_p, sel_m, mask, _friction(scene, seg))
-    zeros = jnp.zeros((3, NUM_SLOTS, 2), c0.dtype)
-    v, w, _, _, _, _ = _velocity_loop(
-        scene,
-        scene.toi_velocity_iterations,
-        new.v,
-        new.w,
-        cc,
-        zeros,
-        zeros,
-        one,
-        tol=scene.toi_velocity_tolerance,
-    )
-    h = (1.0 - alpha) * scene.dt
-    c_f, a_f, v, w = _integrate_positions(c_p, a_p, v, w, h)
+        bp0 = tuple((c_t[k, 0], c_t[k, 1], a_t[k]) for k in range(NUM_BODIES))
+        done0 = tuple(~event[k] for k in range(NUM_BODIES))
+        bp, _, _ = jax.lax.while_loop(pos_cond, pos_body, (bp0, 0, done0))
+        c_p = jnp.stack([jnp.stack(b[:2]) for b in bp])
+        a_p = jnp.stack([b[2] for b in bp])
 
-    new = new.replace(
-        c=jnp.where(ev, c_f, new.c),
-        a=jnp.where(event, a_f, new.a),
-        v=jnp.where(ev, v, new.v),
-        w=jnp.where(event, w, new.w),
-        seg=seg,
-        touching=touching,
-        ids=jnp.where(ev[..., None], m.ids, new.ids),
-        count=jnp.where(ev, m.count, new.count),
-        normal_impulse=jnp.where(ev[..., None], ni_full, new.normal_impulse),
-        tangent_impulse=jnp.where(ev[..., None], ti_full, new.tangent_impulse),
-    )
+        cc = _contact_cache(scene, c_p, a_p, sel_m, mask, _friction(scene, seg))
+        zeros = jnp.zeros((3, NUM_SLOTS, 2), c0.dtype)
+        v, w, _, _, _, _ = _velocity_loop(
+            scene,
+            scene.toi_velocity_iterations,
+            new.v,
+            new.w,
+            cc,
+            zeros,
+            zeros,
+            one,
+            tol=scene.toi_velocity_tolerance,
+        )
+        h = (1.0 - alpha) * scene.dt
+        c_f, a_f, v, w = _integrate_positions(c_p, a_p, v, w, h)
+
+        new = new.replace(
+            c=jnp.where(ev, c_f, new.c),
+            a=jnp.where(event, a_f, new.a),
+            v=jnp.where(ev, v, new.v),
+            w=jnp.where(event, w, new.w),
+            seg=seg,
+            touching=touching,
+            ids=jnp.where(ev[..., None], m.ids, new.ids),
+            count=jnp.where(ev, m.count, new.count),
+            normal_impulse=jnp.where(ev[..., None], ni_full, new.normal_impulse),
+            tangent_impulse=jnp.where(ev[..., None], ti_full, new.tangent_impulse),
+        )
+        return new, begin, end, event
+
+    def miss(op):
+        none = jnp.zeros((NUM_BODIES, NUM_SLOTS), bool)
+        return op["new"], none, none, op["event"]
+
+    # Scenes without a time-of-impact event skip the bisection, the contact update and the TOI
+    # island solve; under vmap these run only on the scenes that have an event.
+    op = {
+        "new": new,
+        "event": event,
+        "pick": pick,
+        "pa": pa,
+        "pb": pb,
+        "seg": seg,
+        "seg_p": seg_p,
+        "seg_q": seg_q,
+        "one": one,
+        "c0": c0,
+        "a0": a0,
+    }
+    new, begin, end, event = lane_cond(jnp.any(event), hit, miss, op)
     events = {**events, "toi_begin": begin, "toi_end": end, "toi": event}
     return new, events

@@ -20,6 +20,7 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any
 
@@ -29,6 +30,7 @@ import numpy as np
 from flax import struct
 from gymnax.environments import environment, spaces
 from selfref_ghn.envs import _box2d as b2
+from selfref_ghn.envs._lanes import lane_cond
 
 # Gymnasium's lunar_lander.py constants.
 FPS = 50
@@ -346,6 +348,40 @@ class LunarLander(environment.Environment[EnvState, EnvParams]):
             "discount": jnp.where(terminated, 0.0, 1.0),
         }
         return obs, new_state, reward.astype(jnp.float32), terminated, info
+
+    @functools.partial(jax.jit, static_argnames=("self",))
+    def step(
+        self,
+        key: jax.Array,
+        state: EnvState,
+        action: Any,
+        params: EnvParams | None = None,
+    ) -> tuple[jax.Array, EnvState, jax.Array, jax.Array, jax.Array, dict[str, Any]]:
+        """gymnax's auto-resetting ``step``, with the reset computed only where an episode ended.
+
+        Same keys and same results as ``gymnax.environments.environment.Environment.step``;
+        under ``vmap`` the reset (a joint-only world step) runs only on the lanes whose episode
+        ended, instead of on every lane and discarded by a ``select``.
+        """
+        if params is None:
+            params = self.default_params
+        key_step, key_reset = jax.random.split(key)
+        obs_st, state_st, reward, terminated, info = self.step_env(key_step, state, action, params)
+        truncated = self.is_truncated(state_st, params)
+        done = jnp.logical_or(terminated, truncated)
+        obs, state = lane_cond(
+            done,
+            lambda op: self.reset_env(op[0], op[1]),
+            lambda op: (op[2], op[3]),
+            (key_reset, params, obs_st, state_st),
+        )
+        info = {
+            **info,
+            "terminated": terminated,
+            "truncated": truncated,
+            "final_observation": obs_st,
+        }
+        return obs, state, reward, terminated, truncated, info
 
     def reset_env(self, key: jax.Array, params: EnvParams) -> tuple[jax.Array, EnvState]:
         """Random terrain, random initial push, random wind phase, then Gymnasium's first step."""

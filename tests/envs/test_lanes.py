@@ -1,0 +1,84 @@
+"""``lane_cond``: ``lax.cond`` per lane, with the costly branch run only where it is needed."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from selfref_ghn.envs._lanes import chunk_size, lane_cond
+
+
+def _true(op):
+    return {"y": op["x"] * 2.0 + op["c"], "n": jnp.sum(op["x"])}
+
+
+def _false(op):
+    return {"y": op["x"] - 1.0, "n": jnp.zeros(())}
+
+
+def _same(a, b):
+    return all(
+        bool(jnp.all(x == y)) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True)
+    )
+
+
+def test_unbatched_is_lax_cond():
+    x = jnp.arange(3.0)
+    for p in (True, False):
+        op = {"x": x, "c": jnp.float32(0.5)}
+        assert _same(lane_cond(p, _true, _false, op), jax.lax.cond(p, _true, _false, op))
+
+
+@pytest.mark.parametrize("prob", [0.0, 0.2, 1.0])
+def test_nested_vmap_matches_cond_per_lane(prob):
+    k = jax.random.key(0)
+    p = jax.random.bernoulli(k, prob, (5, 7))
+    x = jax.random.normal(jax.random.key(1), (5, 7, 3))
+    c = jnp.float32(0.5)  # unbatched operand leaf
+
+    def ours(p, x, c):
+        return lane_cond(p, _true, _false, {"x": x, "c": c})
+
+    def ref(p, x, c):
+        return jax.lax.cond(p, _true, _false, {"x": x, "c": c})
+
+    nest = lambda f: jax.jit(jax.vmap(jax.vmap(f, (0, 0, None)), (0, 0, None)))
+    assert _same(nest(ours)(p, x, c), nest(ref)(p, x, c))
+    # predicate batched on the outer axis only
+    po = p[:, 0]
+    outer = lambda f: jax.jit(jax.vmap(jax.vmap(f, (None, 0, None)), (0, 0, None)))
+    assert _same(outer(ours)(po, x, c), outer(ref)(po, x, c))
+
+
+def test_inside_a_scan_under_vmap():
+    def run(cond, p, x):
+        def body(carry, q):
+            out = cond(q, _true, _false, {"x": carry, "c": jnp.float32(1.0)})
+            return out["y"], out["n"]
+
+        return jax.lax.scan(body, x, p)
+
+    p = jax.random.bernoulli(jax.random.key(2), 0.3, (9, 4))
+    x = jax.random.normal(jax.random.key(3), (9, 3))
+    ours = jax.jit(jax.vmap(lambda p, x: run(lane_cond, p, x)))(p, x)
+    ref = jax.jit(jax.vmap(lambda p, x: run(jax.lax.cond, p, x)))(p, x)
+    assert _same(ours, ref)
+
+
+@pytest.mark.parametrize("active", [0, 3, 8, 20, 64])
+def test_costly_branch_runs_on_gathered_chunks_only(active):
+    """Count the lanes ``true_fn`` sees: whole chunks of the lanes that need it, not the batch."""
+    batch = 64
+    seen = []
+
+    def costly(op):
+        jax.debug.callback(lambda v: seen.append(np.asarray(v)), op["x"])
+        return _true(op)
+
+    pred = jnp.arange(batch) < active
+    x = jnp.arange(batch, dtype=jnp.float32)
+    f = jax.jit(jax.vmap(lambda p, x: lane_cond(p, costly, _false, {"x": x, "c": 0.0})))
+    out = jax.block_until_ready(f(pred, x))
+    k = chunk_size(batch)
+    assert len(seen) == -(-active // k) * k  # lanes in the chunks run, padding included
+    expected = jnp.where(pred, 2.0 * x, x - 1.0)
+    np.testing.assert_array_equal(out["y"], expected)
