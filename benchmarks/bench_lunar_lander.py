@@ -8,6 +8,7 @@ library versions, git hash and metrics) to ``--out``.
 
 Usage:
     python benchmarks/bench_lunar_lander.py --out DIR [--batches 1 64 1024] [--steps 50]
+        [--warmup 300]
 """
 
 from __future__ import annotations
@@ -33,13 +34,15 @@ def _git_hash() -> str:
         return "unknown"
 
 
-def bench_jax(batch: int, steps: int, toi: bool) -> dict:
+def bench_jax(batch: int, steps: int, toi: bool, warmup: int = 0) -> dict:
     """Compile time and steps/s of ``steps`` vmapped steps at ``batch``.
 
     Args:
         batch: number of parallel environments.
         steps: scan length of one timed call.
         toi: emulate Box2D's time-of-impact pass.
+        warmup: steps run before timing, so that the batch holds episodes of every age
+            (flying, touching down, resting, just reset) as in a long run.
 
     Returns:
         A dict of measurements.
@@ -65,7 +68,8 @@ def bench_jax(batch: int, steps: int, toi: bool) -> dict:
     t0 = time.perf_counter()
     compiled = f.lower(state, jax.random.key(1)).compile()
     compile_s = time.perf_counter() - t0
-    state, _ = jax.block_until_ready(compiled(state, jax.random.key(2)))  # warm-up
+    for i in range(max(1, -(-warmup // steps))):  # warm-up
+        state, _ = jax.block_until_ready(compiled(state, jax.random.key(100 + i)))
     t0 = time.perf_counter()
     state, r = jax.block_until_ready(compiled(state, jax.random.key(3)))
     run_s = time.perf_counter() - t0
@@ -73,6 +77,7 @@ def bench_jax(batch: int, steps: int, toi: bool) -> dict:
         "batch": batch,
         "steps": steps,
         "toi": toi,
+        "warmup": warmup,
         "reset_compile_and_run_s": reset_s,
         "compile_s": compile_s,
         "run_s": run_s,
@@ -80,11 +85,14 @@ def bench_jax(batch: int, steps: int, toi: bool) -> dict:
     }
 
 
-def bench_gymnasium(batch: int, seconds: float) -> dict:
-    """Steps/s of Gymnasium's ``SyncVectorEnv`` at ``batch`` with random actions."""
+def bench_gymnasium(batch: int, seconds: float, warmup: int = 0) -> dict:
+    """Steps/s of Gymnasium's ``SyncVectorEnv`` at ``batch`` with random actions, timed after
+    ``warmup`` untimed steps."""
     env = gym.make_vec("LunarLander-v3", num_envs=batch, vectorization_mode="sync")
     env.reset(seed=0)
     rng = np.random.default_rng(0)
+    for _ in range(warmup):
+        env.step(rng.integers(0, 4, size=batch))
     n = 0
     t0 = time.perf_counter()
     while time.perf_counter() - t0 < seconds:
@@ -92,7 +100,7 @@ def bench_gymnasium(batch: int, seconds: float) -> dict:
         n += 1
     dt = time.perf_counter() - t0
     env.close()
-    return {"batch": batch, "env_steps_per_s": batch * n / dt, "seconds": dt}
+    return {"batch": batch, "env_steps_per_s": batch * n / dt, "seconds": dt, "warmup": warmup}
 
 
 def main() -> None:
@@ -102,18 +110,24 @@ def main() -> None:
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 64, 1024])
     parser.add_argument("--steps", type=int, default=50)
     parser.add_argument("--gym-seconds", type=float, default=5.0)
+    parser.add_argument(
+        "--warmup",
+        type=int,
+        default=300,
+        help="untimed steps before timing (random-action episodes last about 100 steps)",
+    )
     parser.add_argument("--no-toi", action="store_true", help="also time the env without TOI")
     args = parser.parse_args()
     os.makedirs(args.out, exist_ok=True)
 
     results = {"jax": [], "gymnasium": []}
     for b in args.batches:
-        results["gymnasium"].append(bench_gymnasium(b, args.gym_seconds))
+        results["gymnasium"].append(bench_gymnasium(b, args.gym_seconds, args.warmup))
         print("gymnasium", results["gymnasium"][-1], flush=True)
-        results["jax"].append(bench_jax(b, args.steps, toi=True))
+        results["jax"].append(bench_jax(b, args.steps, toi=True, warmup=args.warmup))
         print("jax", results["jax"][-1], flush=True)
         if args.no_toi:
-            results["jax"].append(bench_jax(b, args.steps, toi=False))
+            results["jax"].append(bench_jax(b, args.steps, toi=False, warmup=args.warmup))
             print("jax", results["jax"][-1], flush=True)
     gym_by_batch = {r["batch"]: r["env_steps_per_s"] for r in results["gymnasium"]}
     speedup = {
