@@ -27,7 +27,7 @@ from jax.custom_batching import custom_vmap
 
 
 def chunk_size(batch: int) -> int:
-    """Lanes per chunk of the expensive branch: an eighth of the batch, at least 8."""
+    """Lanes per chunk of the costly branch: an eighth of the batch, at least 8."""
     return int(min(batch, max(8, -(-batch // 8))))
 
 
@@ -100,7 +100,7 @@ def lane_cond(pred: jax.Array, true_fn: Callable, false_fn: Callable, operand: A
         out = _compacted(true_fn, false_fn)(pred, operand)
         return out, jax.tree.map(lambda _: True, out)
 
-    return cond(jnp.asarray(pred, bool), operand)
+    return cond(jnp.asarray(pred, bool), jax.tree.map(jnp.asarray, operand))
 
 
 __all__ = ["chunk_size", "lane_cond"]

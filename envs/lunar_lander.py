@@ -253,7 +253,14 @@ class LunarLander(environment.Environment[EnvState, EnvParams]):
         return m_power.astype(jnp.float32), s_power.astype(jnp.float32), direction
 
     def _physics_step(
-        self, key, state: EnvState, action, params: EnvParams, extra_force, contacts=True
+        self,
+        key,
+        state: EnvState,
+        action,
+        params: EnvParams,
+        extra_force,
+        contacts=True,
+        live=True,
     ):
         """Gymnasium's ``step`` body: wind, engine impulses, world step, observation."""
         phys = state.phys
@@ -303,6 +310,7 @@ class LunarLander(environment.Environment[EnvState, EnvParams]):
             jnp.asarray(params.gravity, jnp.float32),
             contacts=contacts,
             toi=self.toi,
+            active=live,
         )
         begin, end = ev["begin"], ev["end"]
         leg_contact = (state.leg_contact & ~jnp.any(end[1:], axis=1)) | jnp.any(begin[1:], axis=1)
@@ -332,9 +340,28 @@ class LunarLander(environment.Environment[EnvState, EnvParams]):
     def step_env(
         self, key: jax.Array, state: EnvState, action: Any, params: EnvParams
     ) -> tuple[jax.Array, EnvState, jax.Array, jax.Array, dict[str, Any]]:
-        """One Gymnasium ``step``: returns (obs, state, reward, terminated, info)."""
+        """One Gymnasium ``step``: returns (obs, state, reward, terminated, info).
+
+        An episode that has already ended (crash, off the screen, at rest) stays as it is: the
+        step returns its observation and state (time + 1), reward 0 and ``terminated``; under
+        ``vmap`` it takes no part in the contact sweeps and the time-of-impact pass.
+        """
+
+        live = ~self.is_terminated(state, params)
+        out = self._live_step(key, state, action, params, live)
+        zero = jnp.zeros((), jnp.float32)
+        ended = (
+            self.get_obs(state),
+            state.replace(time=state.time + 1),
+            zero,
+            jnp.array(True),
+            {"m_power": zero, "s_power": zero, "discount": zero},
+        )
+        return jax.tree.map(lambda x, y: jnp.where(live, x, y), out, ended)
+
+    def _live_step(self, key, state: EnvState, action, params: EnvParams, live):
         obs, new_state, shaping, m_power, s_power = self._physics_step(
-            key, state, action, params, jnp.zeros(2, jnp.float32)
+            key, state, action, params, jnp.zeros(2, jnp.float32), live=live
         )
         reward = shaping - state.prev_shaping - m_power * 0.30 - s_power * 0.03
         crashed = new_state.game_over | (jnp.abs(obs[0]) >= 1.0)
@@ -345,8 +372,11 @@ class LunarLander(environment.Environment[EnvState, EnvParams]):
         info = {
             "m_power": m_power,
             "s_power": s_power,
-            "discount": jnp.where(terminated, 0.0, 1.0),
+            "discount": jnp.where(terminated, 0.0, 1.0).astype(jnp.float32),
         }
+        m_power = jnp.asarray(m_power, jnp.float32)
+        s_power = jnp.asarray(s_power, jnp.float32)
+        info["m_power"], info["s_power"] = m_power, s_power
         return obs, new_state, reward.astype(jnp.float32), terminated, info
 
     @functools.partial(jax.jit, static_argnames=("self",))

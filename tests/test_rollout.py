@@ -50,8 +50,16 @@ def test_early_stop_gives_the_fixed_horizon_results(env_id, horizon):
     weights = params(jax.random.key(0), 6)
     loop = _evaluate_all(env, env_params, policy, weights, horizon, exact=False)
     scan = _evaluate_all(env, env_params, policy, weights, horizon, exact=True)
+    # LunarLander's contact sweeps run on gathered lanes (envs/_lanes.py), compiled separately
+    # in the two programs: float32 rounding may differ there (measured: 7e-7 relative), so its
+    # returns are compared to 1e-5; episode lengths and CartPole's results must be identical.
+    exact = env_id.startswith("CartPole")
+    np.testing.assert_array_equal(np.asarray(loop.live_steps), np.asarray(scan.live_steps))
     for a, b in zip(jax.tree.leaves(loop), jax.tree.leaves(scan), strict=True):
-        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+        if exact or not np.issubdtype(np.asarray(a).dtype, np.floating):
+            np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+        else:
+            np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-5)
     # the members' episodes end at different steps, some before the horizon
     live = np.asarray(loop.live_steps)
     assert live.min() < 2 * horizon and len(set(live.tolist())) > 1
