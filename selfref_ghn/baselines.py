@@ -48,7 +48,7 @@ from selfref_ghn import monitor as monitor_lib
 from selfref_ghn.config import Config, ConfigError, Hyperparams
 from selfref_ghn.evolution import scan_generations
 from selfref_ghn.normalize import RunningStats
-from selfref_ghn.rollout import evaluate
+from selfref_ghn.rollout import evaluate, member_key
 from selfref_ghn.schedule import SwitchSchedule
 from selfref_ghn.task import make_task
 from selfref_ghn.types import Array, Metrics, Params
@@ -292,7 +292,7 @@ class BaselineEvolution:
 
         def one(m: Array, flat: Array):
             return evaluate(
-                jax.random.fold_in(eval_key, m),
+                member_key(eval_key, m, cfg.shared_episodes),
                 self.env,
                 env_params,
                 self.policy_fn,

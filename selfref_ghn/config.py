@@ -51,6 +51,9 @@ class Config:
     env_kwargs: tuple[tuple[str, Any], ...] = ()
     horizon: int = 500
     episodes: int = 1
+    # every member of a generation plays the same episodes (common random numbers): their
+    # fitness differences then come from the policies, not from the terrain or the start
+    shared_episodes: bool = False
     switch_intervals: tuple[tuple[int, int], ...] = ()
     obs_norm: bool = False
     # policy

@@ -31,7 +31,7 @@ from selfref_ghn.model import SRGHN
 from selfref_ghn.mutation import mutate, mutation_params
 from selfref_ghn.normalize import RunningStats
 from selfref_ghn.policy import policy_template
-from selfref_ghn.rollout import evaluate
+from selfref_ghn.rollout import evaluate, member_key
 from selfref_ghn.schedule import SwitchSchedule
 from selfref_ghn.task import make_task
 from selfref_ghn.types import Array, Metrics, Params
@@ -243,7 +243,7 @@ class Evolution:
 
         def one(m: Array, flat: Array):
             return evaluate(
-                jax.random.fold_in(eval_key, m),
+                member_key(eval_key, m, cfg.shared_episodes),
                 self.env,
                 env_params,
                 self.policy_fn,

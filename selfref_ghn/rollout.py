@@ -101,6 +101,12 @@ def episode(
     return ret, live, s, ss, live.astype(jnp.float32)
 
 
+def member_key(eval_key: Array, member: Array, shared: bool = False) -> Array:
+    """Member ``member``'s evaluation key: ``fold_in(eval_key, member)``, or ``eval_key``
+    itself when every member plays the same episodes (``shared``)."""
+    return eval_key if shared else jax.random.fold_in(eval_key, member)
+
+
 def evaluate(
     key: Array,
     env: Any,

@@ -131,3 +131,19 @@ def test_short_run_improves_return():
     best, mean = np.asarray(m["best_fitness"]), np.asarray(m["mean_fitness"])
     assert best[-3:].mean() > best[:3].mean() + 20
     assert mean[-3:].mean() > mean[:3].mean()
+
+
+@pytest.mark.parametrize("shared", [False, True])
+def test_shared_episodes_give_one_policy_one_fitness(shared):
+    # Every member plays one policy. With shared episodes they all face the same starts, so
+    # their fitness is equal; with the default per-member episodes the starts (and, for this
+    # policy, the returns) differ between members.
+    evo = Evolution.create(Config(**TINY).replace(shared_episodes=shared, episodes=2))
+    state = evo.init()
+    n = evo.config.num_members
+    same = jnp.broadcast_to(state.policy[:1], (n, state.policy.shape[1]))
+    fitness = np.asarray(jax.jit(evo.evaluate_members)(state, same).fitness)
+    if shared:
+        np.testing.assert_array_equal(fitness, np.full(n, fitness[0]))
+    else:
+        assert len(np.unique(fitness)) > 1, fitness
