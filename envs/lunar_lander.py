@@ -344,20 +344,26 @@ class LunarLander(environment.Environment[EnvState, EnvParams]):
 
         An episode that has already ended (crash, off the screen, at rest) stays as it is: the
         step returns its observation and state (time + 1), reward 0 and ``terminated``; under
-        ``vmap`` it takes no part in the contact sweeps and the time-of-impact pass.
+        ``vmap`` it takes no part in the physics, which runs only on the lanes still in flight.
         """
 
         live = ~self.is_terminated(state, params)
-        out = self._live_step(key, state, action, params, live)
-        zero = jnp.zeros((), jnp.float32)
-        ended = (
-            self.get_obs(state),
-            state.replace(time=state.time + 1),
-            zero,
-            jnp.array(True),
-            {"m_power": zero, "s_power": zero, "discount": zero},
+
+        def ended(op):
+            state = op[1]
+            zero = jnp.zeros((), jnp.float32)
+            return (
+                self.get_obs(state),
+                state.replace(time=state.time + 1),
+                zero,
+                jnp.array(True),
+                {"m_power": zero, "s_power": zero, "discount": zero},
+            )
+
+        # under vmap the physics runs only on the lanes whose episode goes on (lane_cond)
+        return lane_cond(
+            live, lambda op: self._live_step(*op, live=True), ended, (key, state, action, params)
         )
-        return jax.tree.map(lambda x, y: jnp.where(live, x, y), out, ended)
 
     def _live_step(self, key, state: EnvState, action, params: EnvParams, live):
         obs, new_state, shaping, m_power, s_power = self._physics_step(
