@@ -974,7 +974,6 @@ def world_step(
     gravity: jax.Array,
     contacts: bool = True,
     toi: bool = True,
-    active: jax.Array | bool = True,
 ) -> tuple[PhysState, dict[str, jax.Array]]:
     """One ``b2World::Step(dt, velocity_iterations, position_iterations)`` of the scene.
 
@@ -988,9 +987,6 @@ def world_step(
         contacts: collide with the terrain (static; off only for the first step after reset,
             when the lander is far above the ground).
         toi: run the reduced continuous-collision (time of impact) pass.
-        active: False for a scene whose result will be discarded (an episode that has
-            ended): it then skips the contact sweeps and the TOI pass, which under ``vmap`` run
-            only on the scenes that need them.
 
     Returns:
         ``(state, events)``; events hold ``begin`` and ``end`` [3, NSEG] contact events (and
@@ -1099,7 +1095,7 @@ def world_step(
         # contact-free scenes skip the contact sweeps (exact no-ops for them); under vmap the
         # contact sweeps run only on the scenes that have a contact point
         v, w, jimp_t, jmot_t, ni, ti = lane_cond(
-            jnp.any(mask) & active,
+            jnp.any(mask),
             functools.partial(sweeps, with_contacts=True),
             functools.partial(sweeps, with_contacts=False),
             op,
@@ -1173,14 +1169,14 @@ def world_step(
     events["asleep"] = asleep
     events["toi_begin"] = events["toi_end"] = no_events
     if contacts and toi:
-        new, events = _solve_toi(scene, st, new, events, seg_a, seg_b, active)
+        new, events = _solve_toi(scene, st, new, events, seg_a, seg_b)
     return new, events
 
 
 TOI_BISECTIONS = 14
 
 
-def _solve_toi(scene, old, new, events, seg_a, seg_b, active=True):
+def _solve_toi(scene, old, new, events, seg_a, seg_b):
     """Reduced ``b2World::SolveTOI``: at most one time-of-impact sub-step per body.
 
     A body/segment pair whose core distance is above Box2D's TOI target at the start of the
@@ -1317,6 +1313,6 @@ def _solve_toi(scene, old, new, events, seg_a, seg_b, active=True):
         "c0": c0,
         "a0": a0,
     }
-    new, begin, end, event = lane_cond(jnp.any(event) & active, hit, miss, op)
+    new, begin, end, event = lane_cond(jnp.any(event), hit, miss, op)
     events = {**events, "toi_begin": begin, "toi_end": end, "toi": event}
     return new, events

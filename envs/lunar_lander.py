@@ -260,7 +260,6 @@ class LunarLander(environment.Environment[EnvState, EnvParams]):
         params: EnvParams,
         extra_force,
         contacts=True,
-        live=True,
     ):
         """Gymnasium's ``step`` body: wind, engine impulses, world step, observation."""
         phys = state.phys
@@ -310,7 +309,6 @@ class LunarLander(environment.Environment[EnvState, EnvParams]):
             jnp.asarray(params.gravity, jnp.float32),
             contacts=contacts,
             toi=self.toi,
-            active=live,
         )
         begin, end = ev["begin"], ev["end"]
         leg_contact = (state.leg_contact & ~jnp.any(end[1:], axis=1)) | jnp.any(begin[1:], axis=1)
@@ -362,12 +360,12 @@ class LunarLander(environment.Environment[EnvState, EnvParams]):
 
         # under vmap the physics runs only on the lanes whose episode goes on (lane_cond)
         return lane_cond(
-            live, lambda op: self._live_step(*op, live=True), ended, (key, state, action, params)
+            live, lambda op: self._live_step(*op), ended, (key, state, action, params)
         )
 
-    def _live_step(self, key, state: EnvState, action, params: EnvParams, live):
+    def _live_step(self, key, state: EnvState, action, params: EnvParams):
         obs, new_state, shaping, m_power, s_power = self._physics_step(
-            key, state, action, params, jnp.zeros(2, jnp.float32), live=live
+            key, state, action, params, jnp.zeros(2, jnp.float32)
         )
         reward = shaping - state.prev_shaping - m_power * 0.30 - s_power * 0.03
         crashed = new_state.game_over | (jnp.abs(obs[0]) >= 1.0)
