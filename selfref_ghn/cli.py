@@ -140,9 +140,9 @@ def cmd_run(args) -> int:
     if args.resume is not None and args.out is not None and args.out != args.resume:
         raise ConfigError("--out", str(args.out), "omit it, or give --resume's folder")
     if args.resume is not None:
-        from selfref_ghn.runner import check_resumable, load_run_config
+        from selfref_ghn.runner import check_resumable, load_run_config, played_generations
 
-        check_resumable(load_run_config(args.resume), cfg)
+        check_resumable(load_run_config(args.resume), cfg, played_generations(args.resume))
     from selfref_ghn.distributed import initialize
 
     initialize(args.coordinator, args.num_processes, args.process_id)  # before any jax work

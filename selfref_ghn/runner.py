@@ -139,26 +139,59 @@ def load_run_config(run_dir: str | Path) -> Config:
     return Config.from_dict({k: v for k, v in stored.items() if not k.startswith("_")})
 
 
-def check_resumable(stored: Config, config: Config) -> None:
+def _inverted(intervals, generation: int) -> bool:
+    return any(int(a) <= generation < int(b) for a, b in intervals)
+
+
+def check_resumable(stored: Config, config: Config, played: int | None = None) -> None:
     """Refuse to continue a run under a different config.
+
+    ``switch_intervals`` may change on resume for the generations not played yet: with
+    ``played`` generations done, the two schedules must agree on generations ``0..played-1``
+    (so a switch that has not happened can be moved, added or removed, e.g. to see a run that
+    learned the task recover from a switch).
 
     Args:
         stored: the config the run was started with.
         config: the config asked for now.
+        played: generations the run has already played (its latest checkpoint's generation);
+            ``None`` if unknown, in which case the schedule may not change.
 
     Raises:
-        ConfigError: naming every field that differs, other than :data:`RESUME_MAY_CHANGE`.
+        ConfigError: naming every field that differs, other than :data:`RESUME_MAY_CHANGE`
+            (and a schedule that changes only after ``played``).
     """
     a, b = stored.to_dict(), config.to_dict()
     diff = [k for k in a if k not in RESUME_MAY_CHANGE and a[k] != b.get(k)]
+    if "switch_intervals" in diff and played is not None:
+        old, new = stored.switch_intervals, config.switch_intervals
+        changed = [g for g in range(played) if _inverted(old, g) != _inverted(new, g)]
+        if not changed:
+            diff.remove("switch_intervals")
+        else:
+            raise ConfigError(
+                "switch_intervals",
+                [list(iv) for iv in new],
+                f"a schedule that agrees with the run's {[list(iv) for iv in old]} on the "
+                f"{played} generations already played (they differ at generation {changed[0]})",
+            )
     if diff:
         what = ", ".join(f"{k} = {b.get(k)!r} (run: {a[k]!r})" for k in diff)
+        allowed = ", ".join(RESUME_MAY_CHANGE)
         raise ConfigError(
             diff[0],
             b.get(diff[0]),
-            f"config mismatch with the run being resumed: {what}; only "
-            f"{', '.join(RESUME_MAY_CHANGE)} may change on resume",
+            f"config mismatch with the run being resumed: {what}; only {allowed} (and "
+            "switch_intervals after the generations already played) may change on resume",
         )
+
+
+def played_generations(run_dir: str | Path) -> int:
+    """Generations a results folder has played: its latest checkpoint's (0 if none)."""
+    path = Path(run_dir) / CHECKPOINT_DIR
+    if not path.exists() or not any(path.iterdir()):
+        return 0
+    return Checkpoints(path).latest_step() or 0
 
 
 def _read_kept_rows(path: Path, generation: int) -> list[dict[str, float]]:
@@ -248,7 +281,7 @@ def evolve(
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
         if resume:
-            check_resumable(load_run_config(out), config)
+            check_resumable(load_run_config(out), config, played_generations(out))
         elif (out / CHECKPOINT_DIR).exists() and any((out / CHECKPOINT_DIR).iterdir()):
             raise ConfigError(
                 "--out",

@@ -201,3 +201,20 @@ def test_resume_refuses_a_different_config_and_a_reused_folder(tmp_path):
     assert summary["resumed_from"] == 2 and int(state.generation) == 4
     np.testing.assert_array_equal(metrics["generation"], [0, 1, 2, 3])
     assert [int(float(r["generation"])) for r in _rows(out / "metrics.csv")] == [0, 1, 2, 3]
+
+
+def test_resume_may_move_a_switch_not_played_yet(tmp_path):
+    """A run resumed with a schedule that changes only after its played generations continues
+    exactly as a fresh run of the new schedule; a change in the past is refused."""
+    cfg = Config(**{**TINY, "generations": 2, "log_every": 2})
+    out = tmp_path / "run"
+    evolve(cfg, out, progress=False)
+    moved = cfg.replace(generations=4, switch_intervals=((2, 3),))
+    with pytest.raises(ConfigError, match="differ at generation 1"):
+        evolve(moved.replace(switch_intervals=((1, 3),)), out, progress=False, resume=True)
+    state, metrics, _ = evolve(moved, out, progress=False, resume=True)
+    np.testing.assert_array_equal(metrics["inverted"], [0, 0, 1, 0])
+    fresh, fresh_metrics, _ = evolve(moved, tmp_path / "fresh", progress=False)
+    assert _equal_trees((state.params, state.fitness), (fresh.params, fresh.fitness))
+    np.testing.assert_array_equal(metrics["best_fitness"], fresh_metrics["best_fitness"])
+    assert '"switch_intervals": [\n    [\n      2,' in (out / "config.json").read_text()
