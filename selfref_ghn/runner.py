@@ -52,6 +52,7 @@ from selfref_ghn.config import Config, ConfigError
 from selfref_ghn.evolution import Evolution, EvoState
 from selfref_ghn.metrics import CSV_COLUMNS, recovery
 from selfref_ghn.plotting import plot_run
+from selfref_ghn.schedule import inverted_host
 
 # metrics.csv columns: the step's, then the runaway monitor's flags.
 COLUMNS = CSV_COLUMNS + monitor_lib.COLUMNS
@@ -139,10 +140,6 @@ def load_run_config(run_dir: str | Path) -> Config:
     return Config.from_dict({k: v for k, v in stored.items() if not k.startswith("_")})
 
 
-def _inverted(intervals, generation: int) -> bool:
-    return any(int(a) <= generation < int(b) for a, b in intervals)
-
-
 def check_resumable(stored: Config, config: Config, played: int | None = None) -> None:
     """Refuse to continue a run under a different config.
 
@@ -165,8 +162,8 @@ def check_resumable(stored: Config, config: Config, played: int | None = None) -
     diff = [k for k in a if k not in RESUME_MAY_CHANGE and a[k] != b.get(k)]
     if "switch_intervals" in diff and played is not None:
         old, new = stored.switch_intervals, config.switch_intervals
-        changed = [g for g in range(played) if _inverted(old, g) != _inverted(new, g)]
-        if not changed:
+        changed = np.flatnonzero(inverted_host(old, played) != inverted_host(new, played))
+        if changed.size == 0:
             diff.remove("switch_intervals")
         else:
             raise ConfigError(

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import jax.numpy as jnp
+import numpy as np
 from flax import struct
 
 from selfref_ghn.types import Array
@@ -49,3 +50,10 @@ class SwitchSchedule:
     def switch_points(self) -> list[int]:
         """Generations at which the inversion flips (host-side helper)."""
         return sorted({int(x) for x in self.intervals.reshape(-1).tolist()})
+
+
+def inverted_host(intervals: Sequence[Sequence[int]], generations: int) -> np.ndarray:
+    """Host-side :meth:`SwitchSchedule.inverted_at` for generations ``0..generations-1``."""
+    g = np.arange(generations)[:, None]
+    iv = np.asarray(list(intervals), np.int64).reshape(-1, 2)
+    return np.any((g >= iv[:, 0]) & (g < iv[:, 1]), axis=1)
