@@ -526,28 +526,27 @@ def _distances(scene: Scene, c, a, pa, pb):
     """Core distances [3, S] of each body to the edges ``pa -> pb`` [3, S, 2] at ``(c, a)``.
 
     Each edge is moved into the body's frame (a distance does not change under a rigid
-    motion), where the body's polygon is constant.
+    motion), where the body's polygon is constant. The hull's S edges are one set of [S]
+    arrays and the two legs' (same polygon) one set of [2, S] arrays, so the polygon test is
+    written out twice, not once per body and edge: elementwise, it gives the same values.
     """
-    out = []
-    for k in range(NUM_BODIES):
-        verts = scene.hull_verts if k == 0 else scene.leg_verts
-        normals = scene.hull_normals if k == 0 else scene.leg_normals
-        lcx, lcy = _f(scene.local_center[k, 0]), _f(scene.local_center[k, 1])
-        cs, sn = jnp.cos(a[k]), jnp.sin(a[k])
-        ox = c[k, 0] - (cs * lcx - sn * lcy)
-        oy = c[k, 1] - (sn * lcx + cs * lcy)
 
-        def local(x, y, cs=cs, sn=sn, ox=ox, oy=oy):
-            x, y = x - ox, y - oy
-            return cs * x + sn * y, -sn * x + cs * y
+    def local(k, pts):
+        lc = np.asarray(scene.local_center, np.float32)[k]
+        lcx, lcy = lc[:, 0, None], lc[:, 1, None]
+        cs, sn = jnp.cos(a[k])[:, None], jnp.sin(a[k])[:, None]
+        ox = c[k, 0, None] - (cs * lcx - sn * lcy)
+        oy = c[k, 1, None] - (sn * lcx + cs * lcy)
+        x, y = pts[k, :, 0] - ox, pts[k, :, 1] - oy
+        return cs * x + sn * y, -sn * x + cs * y
 
-        row = []
-        for s in range(pa.shape[1]):
-            px, py = local(pa[k, s, 0], pa[k, s, 1])
-            qx, qy = local(pb[k, s, 0], pb[k, s, 1])
-            row.append(_core_distance_local(px, py, qx, qy, verts, normals))
-        out.append(jnp.stack(row))
-    return jnp.stack(out)
+    def polygon(k, verts, normals):
+        (px, py), (qx, qy) = local(k, pa), local(k, pb)
+        return _core_distance_local(px, py, qx, qy, verts, normals)
+
+    hull = polygon(slice(0, 1), scene.hull_verts, scene.hull_normals)
+    legs = polygon(slice(1, NUM_BODIES), scene.leg_verts, scene.leg_normals)
+    return jnp.concatenate([hull, legs])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -569,6 +568,23 @@ def _fence(one, *xs):
     compiler cannot fold) makes these values materialise. Exact: ``x / 1.0 == x``.
     """
     return tuple(x / one for x in xs)
+
+
+def _fence_tree(tree):
+    """:func:`_fence` on every floating-point array of a pytree (a manifold, a contact cache).
+
+    Their fields are read slice by slice (per body, slot and point); without the fence XLA
+    re-computes the whole collision or cache computation in each slice's kernel. The 1.0 is
+    computed elementwise from ``x`` itself: a broadcast scalar ``one`` would not do, since XLA
+    rewrites ``x / broadcast(one)`` as a product, which it duplicates again. Exact.
+    """
+
+    def fence(x):
+        if not jnp.issubdtype(jnp.result_type(x), jnp.floating):
+            return x
+        return x / jnp.where(jnp.isnan(x), 2.0, 1.0).astype(x.dtype)
+
+    return jax.tree.map(fence, tree)
 
 
 def _runtime_one(x):
@@ -1001,12 +1017,12 @@ def world_step(
 
     if contacts:
         seg = _candidates(scene, c, a, seg_a, seg_b)
-        m = collide_all(scene, c, a, *_gather_segments(seg_a, seg_b, seg))
+        m = _fence_tree(collide_all(scene, c, a, *_gather_segments(seg_a, seg_b, seg)))
         ni, ti = _match_impulses(m, seg, st)
         touching = m.count > 0
         sel_m = m
         mask = jnp.arange(2) < m.count[..., None]
-        cc = _contact_cache(scene, c, a, sel_m, mask, _friction(scene, seg))
+        cc = _fence_tree(_contact_cache(scene, c, a, sel_m, mask, _friction(scene, seg)))
         mask = cc["mask"]
         ni = ni * mask
         ti = ti * mask
@@ -1193,8 +1209,11 @@ def _solve_toi(scene, old, new, events, seg_a, seg_b):
     c0, a0, c1, a1 = old.c, old.a, new.c, new.a
     seg = _candidates(scene, c1, a1, seg_a, seg_b)
     seg_p, seg_q = _gather_segments(seg_a, seg_b, seg)
-    cand = _distances(scene, c0, a0, seg_p, seg_q) > target + tol
-    d_end = jnp.where(cand, _distances(scene, c1, a1, seg_p, seg_q), jnp.inf)
+    # both ends of the step in one (vmapped) distance computation
+    d0, d1 = jax.vmap(lambda c, a: _distances(scene, c, a, seg_p, seg_q))(
+        jnp.stack([c0, c1]), jnp.stack([a0, a1])
+    )
+    d_end = jnp.where(d0 > target + tol, d1, jnp.inf)
     first = jnp.argmin(d_end, axis=1)
     event = jnp.min(d_end, axis=1) < goal
     pick = jax.nn.one_hot(first, NUM_SLOTS, dtype=c0.dtype)
@@ -1230,7 +1249,7 @@ def _solve_toi(scene, old, new, events, seg_a, seg_b):
         a_t = a0 + alpha * (a1 - a0)
 
         # contact update at the TOI pose
-        m = collide_all(scene, c_t, a_t, seg_p, seg_q)
+        m = _fence_tree(collide_all(scene, c_t, a_t, seg_p, seg_q))
         event = event & (jnp.sum(jnp.where(pick > 0, m.count, 0), axis=1) > 0)
         ev = event[:, None]
         ni_full, ti_full = _match_impulses(m, seg, new)
@@ -1264,7 +1283,7 @@ def _solve_toi(scene, old, new, events, seg_a, seg_b):
         c_p = jnp.stack([jnp.stack(b[:2]) for b in bp])
         a_p = jnp.stack([b[2] for b in bp])
 
-        cc = _contact_cache(scene, c_p, a_p, sel_m, mask, _friction(scene, seg))
+        cc = _fence_tree(_contact_cache(scene, c_p, a_p, sel_m, mask, _friction(scene, seg)))
         zeros = jnp.zeros((3, NUM_SLOTS, 2), c0.dtype)
         v, w, _, _, _, _ = _velocity_loop(
             scene,

@@ -88,6 +88,11 @@ def lane_cond(pred: jax.Array, true_fn: Callable, false_fn: Callable, operand: A
         operand: a pytree of arrays.
     """
 
+    # Under jit, each branch is traced to a jaxpr once, at the unbatched operand: the
+    # unbatched rule below, the batching rule (on gathered chunks) and every enclosing
+    # lane_cond that batches this one reuse that trace instead of re-running Python.
+    true_fn, false_fn = jax.jit(true_fn), jax.jit(false_fn)
+
     @custom_vmap
     def cond(pred, operand):
         return jax.lax.cond(pred, true_fn, false_fn, operand)
