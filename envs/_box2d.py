@@ -206,13 +206,26 @@ def _cross_sv(s, v):
     return jnp.stack([-s * v[..., 1], s * v[..., 0]], axis=-1)
 
 
-def _rot(angle, v):
+def cos_sin(angle):
+    """``(cos(angle), sin(angle))``, each computed once.
+
+    XLA:CPU would otherwise re-compute a cosine or sine (a long polynomial once compiled) in
+    every kernel that reads it. As in :func:`_fence`, dividing by a run-time 1.0 (here made
+    elementwise from ``angle``, so that XLA cannot turn it into a product) stores the value
+    once. Exact.
+    """
     c, s = jnp.cos(angle), jnp.sin(angle)
+    one = jnp.where(jnp.isnan(angle), 2.0, 1.0).astype(c.dtype)
+    return c / one, s / one
+
+
+def _rot(angle, v):
+    c, s = cos_sin(angle)
     return jnp.stack([c * v[..., 0] - s * v[..., 1], s * v[..., 0] + c * v[..., 1]], axis=-1)
 
 
 def _rot_t(angle, v):
-    c, s = jnp.cos(angle), jnp.sin(angle)
+    c, s = cos_sin(angle)
     return jnp.stack([c * v[..., 0] + s * v[..., 1], -s * v[..., 0] + c * v[..., 1]], axis=-1)
 
 
@@ -534,7 +547,7 @@ def _distances(scene: Scene, c, a, pa, pb):
     def local(k, pts):
         lc = np.asarray(scene.local_center, np.float32)[k]
         lcx, lcy = lc[:, 0, None], lc[:, 1, None]
-        cs, sn = jnp.cos(a[k])[:, None], jnp.sin(a[k])[:, None]
+        cs, sn = cos_sin(a[k][:, None])
         ox = c[k, 0, None] - (cs * lcx - sn * lcy)
         oy = c[k, 1, None] - (sn * lcx + cs * lcy)
         x, y = pts[k, :, 0] - ox, pts[k, :, 1] - oy
@@ -599,7 +612,7 @@ def _masses(scene: Scene):
 
 
 def _rot_s(angle, x: float, y: float):
-    c, s = jnp.cos(angle), jnp.sin(angle)
+    c, s = cos_sin(angle)
     return c * x - s * y, s * x + c * y
 
 
@@ -821,7 +834,7 @@ def _contact_position(scene: Scene, k: int, pc, body, baumgarte, min_sep, one, a
     lcy = _f(scene.local_center[k, 1])
     cx, cy, a = body
     for p in range(2):
-        ca, sa = jnp.cos(a), jnp.sin(a)
+        ca, sa = cos_sin(a)
         ox = cx - (ca * lcx - sa * lcy)
         oy = cy - (sa * lcx + ca * lcy)
         lnx, lny = pc["ln"]

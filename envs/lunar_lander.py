@@ -274,7 +274,8 @@ class LunarLander(environment.Environment[EnvState, EnvParams]):
         m_power, s_power, direction = self._engines(action, params)
         angle = phys.a[0]
         pos = phys.c[0] - b2._rot(angle, SCENE.local_center[0])
-        tip = jnp.stack([jnp.sin(angle), jnp.cos(angle)])
+        cos, sin = b2.cos_sin(angle)
+        tip = jnp.stack([sin, cos])
         side = jnp.stack([-tip[1], tip[0]])
         disp = jax.random.uniform(key, (2,), jnp.float32, -1.0, 1.0) / SCALE
         # main engine
