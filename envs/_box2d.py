@@ -158,9 +158,11 @@ class Scene:
     velocity_iterations: int = struct.field(pytree_node=False, default=180)
     position_iterations: int = struct.field(pytree_node=False, default=60)
     toi_velocity_iterations: int = struct.field(pytree_node=False, default=180)
-    # stop the velocity sweeps early once no impulse changes by more than this (N s);
-    # 0 runs Box2D's full count unless the sweep reaches an exact fixed point
-    velocity_tolerance: float = struct.field(pytree_node=False, default=0.0)
+    # stop the velocity sweeps early once no impulse changes by more than this (N s); 0 stops
+    # only at an exact fixed point (the same result as Box2D's full count); None (default)
+    # runs the full count without testing (under vmap the test rarely ends the loop, since
+    # some lander of the batch keeps changing, and costs a reduction and a select per sweep)
+    velocity_tolerance: float | None = struct.field(pytree_node=False, default=None)
     # the same for the TOI sub-step's sweeps (one body against the ground: converges fast)
     toi_velocity_tolerance: float = struct.field(pytree_node=False, default=0.0)
 
@@ -210,9 +212,8 @@ def cos_sin(angle):
     """``(cos(angle), sin(angle))``, each computed once.
 
     XLA:CPU would otherwise re-compute a cosine or sine (a long polynomial once compiled) in
-    every kernel that reads it. As in :func:`_fence`, dividing by a run-time 1.0 (here made
-    elementwise from ``angle``, so that XLA cannot turn it into a product) stores the value
-    once. Exact.
+    every kernel that reads it. As in :func:`_fence_tree`, dividing by a run-time 1.0 made
+    elementwise from ``angle`` stores the value once. Exact.
     """
     c, s = jnp.cos(angle), jnp.sin(angle)
     one = jnp.where(jnp.isnan(angle), 2.0, 1.0).astype(c.dtype)
@@ -572,24 +573,29 @@ def _f(x) -> float:
     return float(np.asarray(x))
 
 
-def _fence(one, *xs):
+def _fence(*xs):
     """Store values once instead of letting XLA:CPU re-compute them in every consumer.
 
     XLA:CPU fuses cheap elementwise producers into each of their consumers, which along a
-    Gauss-Seidel sweep re-computes the whole sweep for every output (about 10x the work). Its
-    fusion heuristic does not duplicate divisions, so dividing by ``one`` (a run-time 1.0 the
-    compiler cannot fold) makes these values materialise. Exact: ``x / 1.0 == x``.
+    Gauss-Seidel sweep re-computes the whole sweep for every output (about 10x the work). The
+    values are stacked and passed through ``lax.optimization_barrier``, which XLA cannot fuse
+    across: they are computed once, in one kernel (not one kernel each), and read back as
+    slices. Exact: no arithmetic is added.
     """
-    return tuple(x / one for x in xs)
+    if len(xs) == 1:
+        return (jax.lax.optimization_barrier(xs[0]),)
+    stacked = jax.lax.optimization_barrier(jnp.stack(jnp.broadcast_arrays(*xs)))
+    return tuple(stacked[i] for i in range(len(xs)))
 
 
 def _fence_tree(tree):
-    """:func:`_fence` on every floating-point array of a pytree (a manifold, a contact cache).
+    """Store every floating-point array of a pytree (a manifold, a contact cache) once.
 
-    Their fields are read slice by slice (per body, slot and point); without the fence XLA
-    re-computes the whole collision or cache computation in each slice's kernel. The 1.0 is
-    computed elementwise from ``x`` itself: a broadcast scalar ``one`` would not do, since XLA
-    rewrites ``x / broadcast(one)`` as a product, which it duplicates again. Exact.
+    Their fields are read slice by slice (per body, slot and point); without a fence XLA
+    re-computes the whole collision or cache computation in each slice's kernel. Dividing by
+    a run-time 1.0, made elementwise from ``x`` itself, materialises each array (XLA does not
+    copy a division into its consumers; a broadcast scalar 1.0 would not do, since XLA rewrites
+    ``x / broadcast(one)`` as a product, which it copies again). Exact.
     """
 
     def fence(x):
@@ -598,11 +604,6 @@ def _fence_tree(tree):
         return x / jnp.where(jnp.isnan(x), 2.0, 1.0).astype(x.dtype)
 
     return jax.tree.map(fence, tree)
-
-
-def _runtime_one(x):
-    """A 1.0 that XLA cannot constant-fold (it depends on ``x``), for :func:`_fence`."""
-    return jnp.where(jnp.isnan(x), 2.0, 1.0).astype(jnp.float32)
 
 
 def _masses(scene: Scene):
@@ -642,7 +643,7 @@ def _joint_init(scene: Scene, j: int, a):
     return (rax, ray, rbx, rby, exx, eyx, ezx, eyy, ezy, ezz, cx, cy, cz, det3, det2)
 
 
-def _joint_velocity(scene: Scene, j: int, jc, body_a, body_b, imp, mot, lim, one):
+def _joint_velocity(scene: Scene, j: int, jc, body_a, body_b, imp, mot, lim):
     """``b2RevoluteJoint::SolveVelocityConstraints`` on scalars."""
     im, ii = _masses(scene)
     ma, mb, ia, ib = im[0], im[j + 1], ii[0], ii[j + 1]
@@ -658,12 +659,12 @@ def _joint_velocity(scene: Scene, j: int, jc, body_a, body_b, imp, mot, lim, one
     i_m = new_mot - mot
     wa = wa - ia * i_m
     wb = wb + ib * i_m
-    wa, wb, new_mot = _fence(one, wa, wb, new_mot)
+    wa, wb, new_mot = _fence(wa, wb, new_mot)
     # limit / point
     c1x = vbx - wb * rby - vax + wa * ray
     c1y = vby + wb * rbx - vay - wa * rax
     c2 = wb - wa
-    c1x, c1y, c2 = _fence(one, c1x, c1y, c2)
+    c1x, c1y, c2 = _fence(c1x, c1y, c2)
     # -Solve33(K, (c1x, c1y, c2))
     x3 = -det3 * (c1x * cx + c1y * cy + c2 * cz)
     # dot(ex, cross(b, ez)), dot(ex, cross(ey, b))
@@ -676,7 +677,7 @@ def _joint_velocity(scene: Scene, j: int, jc, body_a, body_b, imp, mot, lim, one
     eyb_z = eyx * c1y - eyy * c1x
     z3 = -det3 * (exx * eyb_x + eyx * eyb_y + ezx * eyb_z)
     newz = iz + z3
-    x3, y3, z3, newz = _fence(one, x3, y3, z3, newz)
+    x3, y3, z3, newz = _fence(x3, y3, z3, newz)
     active = lim != 0
     clamp = ((lim == 1) & (newz < 0.0)) | ((lim == 2) & (newz > 0.0))
     rhs_x = -c1x + iz * ezx
@@ -688,7 +689,7 @@ def _joint_velocity(scene: Scene, j: int, jc, body_a, body_b, imp, mot, lim, one
     px = jnp.where(active, jnp.where(clamp, red_x, x3), pt_x)
     py = jnp.where(active, jnp.where(clamp, red_y, y3), pt_y)
     pz = jnp.where(active, jnp.where(clamp, -iz, z3), 0.0)
-    px, py, pz = _fence(one, px, py, pz)
+    px, py, pz = _fence(px, py, pz)
     imp = (ix + px, iy + py, jnp.where(active, jnp.where(clamp, 0.0, newz), iz))
     body_a = (vax - ma * px, vay - ma * py, wa - ia * (rax * py - ray * px + pz))
     body_b = (vbx + mb * px, vby + mb * py, wb + ib * (rbx * py - rby * px + pz))
@@ -775,7 +776,7 @@ def _contact_cache(scene: Scene, c, a, sel_m, mask, friction):
     }
 
 
-def _contact_velocity(mb: float, ib: float, cs, vel, ni, ti, one):
+def _contact_velocity(mb: float, ib: float, cs, vel, ni, ti):
     """Friction then normal impulses of one contact slot of one body (scalars)."""
     vx, vy, w = vel
     nx, ny = cs["n"]
@@ -791,12 +792,12 @@ def _contact_velocity(mb: float, ib: float, cs, vel, ni, ti, one):
         vx = vx + mb * lam * tx
         vy = vy + mb * lam * ty
         w = w + ib * lam * cs["rt"][p]
-        vx, vy, w, ti[p] = _fence(one, vx, vy, w, ti[p])
+        vx, vy, w, ti[p] = _fence(vx, vy, w, ti[p])
     (r0x, r0y), (r1x, r1y) = cs["rb"]
     a0, a1 = ni
     vn1 = (vx - w * r0y) * nx + (vy + w * r0x) * ny
     vn2 = (vx - w * r1y) * nx + (vy + w * r1x) * ny
-    vn1, vn2 = _fence(one, vn1, vn2)
+    vn1, vn2 = _fence(vn1, vn2)
     single = jnp.maximum(a0 - cs["nm"][0] * vn1, 0.0)
     k11, k12, k22 = cs["k"]
     ki11, ki12, ki21, ki22 = cs["ki"]
@@ -817,7 +818,7 @@ def _contact_velocity(mb: float, ib: float, cs, vel, ni, ti, one):
     block = cs["block"]
     new0 = jnp.where(block, xx, single)
     new1 = jnp.where(block, xy, a1)
-    new0, new1 = _fence(one, new0, new1)
+    new0, new1 = _fence(new0, new1)
     d0 = new0 - a0
     d1 = new1 - a1
     vx = vx + mb * (d0 + d1) * nx
@@ -826,7 +827,7 @@ def _contact_velocity(mb: float, ib: float, cs, vel, ni, ti, one):
     return (vx, vy, w), (new0, new1), tuple(ti)
 
 
-def _contact_position(scene: Scene, k: int, pc, body, baumgarte, min_sep, one, active=True):
+def _contact_position(scene: Scene, k: int, pc, body, baumgarte, min_sep, active=True):
     """Position correction of one contact slot of body ``k`` (points in order), scalars."""
     mb = _f(scene.inv_mass[k])
     ib = _f(scene.inv_inertia[k])
@@ -867,7 +868,7 @@ def _contact_position(scene: Scene, k: int, pc, body, baumgarte, min_sep, one, a
         cx = cx + mb * imp * nx
         cy = cy + mb * imp * ny
         a = a + ib * imp * rn
-        cx, cy, a = _fence(one, cx, cy, a)
+        cx, cy, a = _fence(cx, cy, a)
     return (cx, cy, a), min_sep
 
 
@@ -915,7 +916,7 @@ def _put(bodies, k, values):
     return tuple(jnp.where(_ONE[k], v, x) for x, v in zip(bodies, values, strict=True))
 
 
-def _velocity_loop(scene, iterations, v, w, cc, ni, ti, one, joints=None, contacts=True, tol=0.0):
+def _velocity_loop(scene, iterations, v, w, cc, ni, ti, joints=None, contacts=True, tol=0.0):
     """Sequential-impulse sweeps: joints (legs[1]'s, then legs[0]'s), then contact slots.
 
     Every quantity inside the sweep is a scalar per scene (a [batch] vector under ``vmap``),
@@ -946,12 +947,11 @@ def _velocity_loop(scene, iterations, v, w, cc, ni, ti, one, joints=None, contac
                     jimp[j],
                     jmot[j],
                     jlim[j],
-                    one,
                 )
         for s in range(NUM_SLOTS if contacts else 0):
             for k in range(3):
                 bodies[k], nb[k][s], tb[k][s] = _contact_velocity(
-                    im[k], ii[k], slots[k][s], bodies[k], nb[k][s], tb[k][s], one
+                    im[k], ii[k], slots[k][s], bodies[k], nb[k][s], tb[k][s]
                 )
         nb = tuple(tuple(x) for x in nb)
         tb = tuple(tuple(x) for x in tb)
@@ -973,8 +973,11 @@ def _velocity_loop(scene, iterations, v, w, cc, ni, ti, one, joints=None, contac
 
     bodies = tuple((v[k, 0], v[k, 1], w[k]) for k in range(3))
     carry = (bodies, tuple(jimp), tuple(jmot), nb, tb)
-    init = (jnp.array(0, jnp.int32), jnp.array(False), carry)
-    _, _, (bodies, jimp, jmot, nb, tb) = jax.lax.while_loop(cond, body, init)
+    if tol is None:
+        bodies, jimp, jmot, nb, tb = jax.lax.fori_loop(0, iterations, lambda _, c: sweep(c), carry)
+    else:
+        init = (jnp.array(0, jnp.int32), jnp.array(False), carry)
+        _, _, (bodies, jimp, jmot, nb, tb) = jax.lax.while_loop(cond, body, init)
     v = jnp.stack([jnp.stack(b[:2]) for b in bodies])
     w = jnp.stack([b[2] for b in bodies])
     ni = jnp.stack([jnp.stack([jnp.stack(x) for x in nk]) for nk in nb])
@@ -1023,7 +1026,6 @@ def world_step(
     """
     h = scene.dt
     c, a = st.c, st.a
-    one = _runtime_one(st.sleep_time[0])
     g = jnp.stack([jnp.zeros_like(gravity), gravity])
     v = st.v + h * (g[None, :] + jnp.zeros((3, 2)).at[0].set(scene.inv_mass[0] * force))
     w = st.w + h * jnp.zeros(3).at[0].set(scene.inv_inertia[0] * torque)
@@ -1105,7 +1107,6 @@ def world_step(
             op["cc"],
             op["ni"],
             op["ti"],
-            op["one"],
             joints=op["joints"],
             contacts=with_contacts,
             tol=scene.velocity_tolerance,
@@ -1117,7 +1118,6 @@ def world_step(
         "cc": cc,
         "ni": ni,
         "ti": ti,
-        "one": one,
         "joints": (jcache, tuple(new_imp), (jmot[0], jmot[1]), new_lim),
     }
     if contacts:
@@ -1151,7 +1151,7 @@ def world_step(
             for s in range(NUM_SLOTS):
                 for k in range(NUM_BODIES):
                     bp[k], min_sep[k] = _contact_position(
-                        scene, k, pcs[k][s], bp[k], BAUMGARTE, min_sep[k], one
+                        scene, k, pcs[k][s], bp[k], BAUMGARTE, min_sep[k]
                     )
         ok_all = jnp.array(True)
         for j in (1, 0):
@@ -1215,7 +1215,6 @@ def _solve_toi(scene, old, new, events, seg_a, seg_b):
     position correction, a velocity solve without warm starting, and integration over the
     rest of the step.
     """
-    one = _runtime_one(old.sleep_time[0])
     target = max(LINEAR_SLOP, 2.0 * POLYGON_RADIUS - 3.0 * LINEAR_SLOP)
     tol = 0.25 * LINEAR_SLOP
     goal = target + 0.5 * tol
@@ -1234,8 +1233,8 @@ def _solve_toi(scene, old, new, events, seg_a, seg_b):
     pb = jnp.sum(pick[..., None] * seg_q, axis=1)
 
     def hit(op):
-        new, event, pick, pa, pb, seg, seg_p, seg_q, one = (
-            op[k] for k in ("new", "event", "pick", "pa", "pb", "seg", "seg_p", "seg_q", "one")
+        new, event, pick, pa, pb, seg, seg_p, seg_q = (
+            op[k] for k in ("new", "event", "pick", "pa", "pb", "seg", "seg_p", "seg_q")
         )
         c0, a0, c1, a1 = op["c0"], op["a0"], new.c, new.a
 
@@ -1285,7 +1284,7 @@ def _solve_toi(scene, old, new, events, seg_a, seg_b):
                 min_sep = jnp.zeros((), c0.dtype)
                 for s in range(NUM_SLOTS):
                     bp[k], min_sep = _contact_position(
-                        scene, k, pcs[k][s], bp[k], TOI_BAUMGARTE, min_sep, one, ~done[k]
+                        scene, k, pcs[k][s], bp[k], TOI_BAUMGARTE, min_sep, ~done[k]
                     )
                 done[k] = done[k] | (min_sep >= -1.5 * LINEAR_SLOP)
             return tuple(bp), i + 1, tuple(done)
@@ -1306,7 +1305,6 @@ def _solve_toi(scene, old, new, events, seg_a, seg_b):
             cc,
             zeros,
             zeros,
-            one,
             tol=scene.toi_velocity_tolerance,
         )
         h = (1.0 - alpha) * scene.dt
@@ -1341,7 +1339,6 @@ def _solve_toi(scene, old, new, events, seg_a, seg_b):
         "seg": seg,
         "seg_p": seg_p,
         "seg_q": seg_q,
-        "one": one,
         "c0": c0,
         "a0": a0,
     }
