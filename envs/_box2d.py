@@ -209,15 +209,12 @@ def _cross_sv(s, v):
 
 
 def cos_sin(angle):
-    """``(cos(angle), sin(angle))``, each computed once.
+    """``(cos(angle), sin(angle))``, each computed once (:func:`_fence`).
 
     XLA:CPU would otherwise re-compute a cosine or sine (a long polynomial once compiled) in
-    every kernel that reads it. As in :func:`_fence_tree`, dividing by a run-time 1.0 made
-    elementwise from ``angle`` stores the value once. Exact.
+    every kernel that reads it.
     """
-    c, s = jnp.cos(angle), jnp.sin(angle)
-    one = jnp.where(jnp.isnan(angle), 2.0, 1.0).astype(c.dtype)
-    return c / one, s / one
+    return _fence(jnp.cos(angle), jnp.sin(angle))
 
 
 def _rot(angle, v):
@@ -589,21 +586,17 @@ def _fence(*xs):
 
 
 def _fence_tree(tree):
-    """Store every floating-point array of a pytree (a manifold, a contact cache) once.
+    """:func:`_fence` for every floating-point array of a pytree (a manifold, a contact cache).
 
     Their fields are read slice by slice (per body, slot and point); without a fence XLA
-    re-computes the whole collision or cache computation in each slice's kernel. Dividing by
-    a run-time 1.0, made elementwise from ``x`` itself, materialises each array (XLA does not
-    copy a division into its consumers; a broadcast scalar 1.0 would not do, since XLA rewrites
-    ``x / broadcast(one)`` as a product, which it copies again). Exact.
+    re-computes the whole collision or cache computation in each slice's kernel.
     """
-
-    def fence(x):
-        if not jnp.issubdtype(jnp.result_type(x), jnp.floating):
-            return x
-        return x / jnp.where(jnp.isnan(x), 2.0, 1.0).astype(x.dtype)
-
-    return jax.tree.map(fence, tree)
+    leaves, treedef = jax.tree.flatten(tree)
+    floats = [i for i, x in enumerate(leaves) if jnp.issubdtype(jnp.result_type(x), jnp.floating)]
+    fenced = jax.lax.optimization_barrier([leaves[i] for i in floats])
+    for i, x in zip(floats, fenced, strict=True):
+        leaves[i] = x
+    return jax.tree.unflatten(treedef, leaves)
 
 
 def _masses(scene: Scene):
