@@ -37,7 +37,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import struct
-from selfref_ghn.envs._lanes import lane_cond
+from selfref_ghn.envs._lanes import lane_cond, lane_while
 
 # Box2D 2.3 b2Settings.h
 LINEAR_SLOP = 0.005
@@ -1130,17 +1130,16 @@ def world_step(
 
     c, a, v, w = _integrate_positions(c, a, v, w, h)
 
-    if contacts:
-        pcs = _pos_data_per_body(sel_m, mask)
+    pcs = _pos_data_per_body(sel_m, mask) if contacts else None
 
     def pos_cond(carry):
         return (carry[1] < scene.position_iterations) & ~carry[2]
 
     def pos_body(carry):
-        bp, i, _ = carry
+        bp, i, _, pcs, jlim = carry
         bp = list(bp)
-        min_sep = [jnp.zeros((), c.dtype)] * NUM_BODIES
-        if contacts:
+        min_sep = [jnp.zeros((), bp[0][0].dtype)] * NUM_BODIES
+        if pcs is not None:
             for s in range(NUM_SLOTS):
                 for k in range(NUM_BODIES):
                     bp[k], min_sep[k] = _contact_position(
@@ -1151,10 +1150,13 @@ def world_step(
             bp[0], bp[j + 1], ok = _joint_position(scene, j, bp[0], bp[j + 1], jlim[j])
             ok_all = ok_all & ok
         min_sep = jnp.where(ok_all, jnp.min(jnp.stack(min_sep)), -1.0)
-        return tuple(bp), i + 1, min_sep >= -3.0 * LINEAR_SLOP
+        return tuple(bp), i + 1, min_sep >= -3.0 * LINEAR_SLOP, pcs, jlim
 
     bp0 = tuple((c[k, 0], c[k, 1], a[k]) for k in range(NUM_BODIES))
-    bp, _, solved = jax.lax.while_loop(pos_cond, pos_body, (bp0, 0, jnp.array(False)))
+    # under vmap the iterations go on only for the scenes not yet solved (lane_while)
+    bp, _, solved, _, _ = lane_while(
+        pos_cond, pos_body, (bp0, jnp.array(0, jnp.int32), jnp.array(False), pcs, jlim)
+    )
     c = jnp.stack([jnp.stack(b[:2]) for b in bp])
     a = jnp.stack([b[2] for b in bp])
 

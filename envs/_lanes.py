@@ -108,4 +108,93 @@ def lane_cond(pred: jax.Array, true_fn: Callable, false_fn: Callable, operand: A
     return cond(jnp.asarray(pred, bool), jax.tree.map(jnp.asarray, operand))
 
 
-__all__ = ["chunk_size", "lane_cond"]
+def _widths(batch: int) -> list[int]:
+    """Widths of the successive levels of :func:`lane_while`: the batch, then an eighth of the
+    previous width while that is at least 16."""
+    widths = [batch]
+    while widths[-1] // 8 >= 16:
+        widths.append(widths[-1] // 8)
+    return widths
+
+
+def _shrink_loop(cond_fun: Callable, body_fun: Callable, x, valid, widths):
+    """Run ``body_fun`` on the lanes of ``x`` (leading axis) that are ``valid`` and satisfy
+    ``cond_fun``, until none does; once at most ``widths[1]`` lanes are left, they are gathered
+    and the loop goes on at that width."""
+    batch = valid.shape[0]
+    step, test = jax.vmap(body_fun), jax.vmap(cond_fun)
+
+    def active(x):
+        return valid & test(x)
+
+    def body(x):
+        a = active(x)
+        return jax.tree.map(lambda n, o: _select(a, n, o), step(x), x)
+
+    if len(widths) == 1:
+        return jax.lax.while_loop(lambda x: jnp.any(active(x)), body, x)
+    k = widths[1]
+    x = jax.lax.while_loop(lambda x: jnp.sum(active(x).astype(jnp.int32)) > k, body, x)
+    a = active(x)
+
+    def narrow(x):
+        idx = jnp.nonzero(a, size=k, fill_value=batch)[0]
+        ok = idx < batch
+        sub = jax.tree.map(lambda y: y[jnp.where(ok, idx, 0)], x)
+        sub = _shrink_loop(cond_fun, body_fun, sub, ok, widths[1:])
+        dest = jnp.where(ok, idx, batch)  # out of bounds: dropped
+        return jax.tree.map(lambda o, r: o.at[dest].set(r, mode="drop"), x, sub)
+
+    return jax.lax.cond(jnp.any(a), narrow, lambda x: x, x)
+
+
+def _select(mask, new, old):
+    return jnp.where(mask.reshape(mask.shape + (1,) * (new.ndim - 1)), new, old)
+
+
+def _shrinking(cond_fun: Callable, body_fun: Callable) -> Callable:
+    @custom_vmap
+    def run(x):
+        batch = jax.tree.leaves(x)[0].shape[0]
+        return _shrink_loop(cond_fun, body_fun, x, jnp.ones(batch, bool), _widths(batch))
+
+    @run.def_vmap
+    def _merge(axis_size, in_batched, x):
+        (x_b,) = in_batched
+        x = _broadcast(x, x_b, axis_size)
+        inner = jax.tree.leaves(x)[0].shape[1]
+        flat = lambda y: y.reshape(axis_size * inner, *y.shape[2:])
+        out = run(jax.tree.map(flat, x))
+        out = jax.tree.map(lambda y: y.reshape(axis_size, inner, *y.shape[1:]), out)
+        return out, jax.tree.map(lambda _: True, out)
+
+    return run
+
+
+def lane_while(cond_fun: Callable, body_fun: Callable, init_val: Any) -> Any:
+    """``lax.while_loop(cond_fun, body_fun, init_val)`` that, under ``vmap``, stops computing the
+    lanes that have finished.
+
+    Under ``vmap`` a ``while_loop`` runs its body on every lane until the last lane's
+    condition fails. This one runs at full width only while more than an eighth of the lanes
+    go on; the remaining lanes are then gathered into a batch of an eighth of the width (and
+    again, down to 16 lanes), and the loop goes on there. Each lane's result is the one
+    ``lax.while_loop`` gives it. Both functions must be functions of the carry alone.
+    """
+    cond_fun, body_fun = jax.jit(cond_fun), jax.jit(body_fun)
+
+    @custom_vmap
+    def loop(init):
+        return jax.lax.while_loop(cond_fun, body_fun, init)
+
+    @loop.def_vmap
+    def _batched(axis_size, in_batched, init):
+        (init_b,) = in_batched
+        init = _broadcast(init, init_b, axis_size)
+        out = _shrinking(cond_fun, body_fun)(init)
+        return out, jax.tree.map(lambda _: True, out)
+
+    return loop(jax.tree.map(jnp.asarray, init_val))
+
+
+__all__ = ["chunk_size", "lane_cond", "lane_while"]

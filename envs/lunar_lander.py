@@ -346,6 +346,12 @@ class LunarLander(environment.Environment[EnvState, EnvParams]):
         ``vmap`` it takes no part in the physics, which runs only on the lanes still in flight.
         """
 
+        return self._step(key, state, action, params, compact=True)
+
+    def _step(self, key, state: EnvState, action, params: EnvParams, compact: bool):
+        """``step_env``; ``compact`` runs the physics under ``vmap`` only on the live lanes
+        (``lane_cond``), otherwise on every lane with the ended ones selected back (cheaper
+        when almost every lane is live, as under auto-reset). Same results either way."""
         live = ~self.is_terminated(state, params)
 
         def ended(op):
@@ -360,9 +366,8 @@ class LunarLander(environment.Environment[EnvState, EnvParams]):
             )
 
         # under vmap the physics runs only on the lanes whose episode goes on (lane_cond)
-        return lane_cond(
-            live, lambda op: self._live_step(*op), ended, (key, state, action, params)
-        )
+        cond = lane_cond if compact else jax.lax.cond
+        return cond(live, lambda op: self._live_step(*op), ended, (key, state, action, params))
 
     def _live_step(self, key, state: EnvState, action, params: EnvParams):
         obs, new_state, shaping, m_power, s_power = self._physics_step(
@@ -401,7 +406,10 @@ class LunarLander(environment.Environment[EnvState, EnvParams]):
         if params is None:
             params = self.default_params
         key_step, key_reset = jax.random.split(key)
-        obs_st, state_st, reward, terminated, info = self.step_env(key_step, state, action, params)
+        # under auto-reset almost every lane is live: no compaction of the live lanes
+        obs_st, state_st, reward, terminated, info = self._step(
+            key_step, state, action, params, compact=False
+        )
         truncated = self.is_truncated(state_st, params)
         done = jnp.logical_or(terminated, truncated)
         obs, state = lane_cond(

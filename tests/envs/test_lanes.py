@@ -82,3 +82,46 @@ def test_costly_branch_runs_on_gathered_chunks_only(active):
     assert len(seen) == -(-active // k) * k  # lanes in the chunks run, padding included
     expected = jnp.where(pred, 2.0 * x, x - 1.0)
     np.testing.assert_array_equal(out["y"], expected)
+
+
+def _collatz_loop():
+    def cond(c):
+        return (c[0] != 1) & (c[1] < 200)
+
+    def body(c):
+        n, i = c
+        return jnp.where(n % 2 == 0, n // 2, 3 * n + 1), i + 1
+
+    return cond, body
+
+
+@pytest.mark.parametrize(("batch", "levels"), [(5, 1), (300, 2), (1024, 3)])
+def test_lane_while_equals_while_loop_per_lane(batch, levels):
+    # lanes finish after very different numbers of steps (Collatz stopping times), so the
+    # loop narrows to an eighth of the batch (and again) while some lanes go on
+    from selfref_ghn.envs._lanes import _widths, lane_while
+
+    cond, body = _collatz_loop()
+    n0 = jnp.arange(1, batch + 1, dtype=jnp.int32) * 7
+    init = (n0, jnp.zeros(batch, jnp.int32))
+    want = jax.vmap(lambda n, i: jax.lax.while_loop(cond, body, (n, i)))(*init)
+    got = jax.jit(jax.vmap(lambda n, i: lane_while(cond, body, (n, i))))(*init)
+    for g, w in zip(got, want, strict=True):
+        np.testing.assert_array_equal(np.asarray(g), np.asarray(w))
+    assert len(_widths(batch)) == levels
+    if levels > 1:  # a few lanes go on far longer than most, so the loop does narrow
+        assert int(want[1].max()) > 2 * int(np.median(np.asarray(want[1])))
+    # unbatched: plain while_loop
+    assert [int(x) for x in lane_while(cond, body, (jnp.int32(27), jnp.int32(0)))] == [1, 111]
+
+
+def test_lane_while_nested_vmap():
+    from selfref_ghn.envs._lanes import lane_while
+
+    cond, body = _collatz_loop()
+    n0 = jnp.arange(1, 129, dtype=jnp.int32).reshape(4, 32) * 3
+    init = (n0, jnp.zeros_like(n0))
+    f = lambda g: jax.vmap(jax.vmap(lambda n, i: g(cond, body, (n, i))))(*init)
+    got, want = jax.jit(lambda: f(lane_while))(), f(jax.lax.while_loop)
+    for g, w in zip(got, want, strict=True):
+        np.testing.assert_array_equal(np.asarray(g), np.asarray(w))
