@@ -63,15 +63,19 @@ def _compacted(true_fn: Callable, false_fn: Callable) -> Callable:
         _, out = jax.lax.while_loop(lambda loop: loop[0] * k < count, body, (0, out))
         return out
 
+    return _fold_outer_vmaps(run)
+
+
+def _fold_outer_vmaps(run):
+    """Give ``run`` (a ``custom_vmap`` of arrays batched on their leading axis) the batching
+    rule of another ``vmap`` around it: that axis is folded into the batch axis."""
+
     @run.def_vmap
-    def _merge(axis_size, in_batched, pred, operand):
-        # another vmap around the batched call: fold its axis into the batch axis
-        pred_b, op_b = in_batched
-        pred = _broadcast(pred, pred_b, axis_size)
-        operand = _broadcast(operand, op_b, axis_size)
-        inner = pred.shape[1]
+    def _merge(axis_size, in_batched, *args):
+        args = [_broadcast(x, b, axis_size) for x, b in zip(args, in_batched, strict=True)]
+        inner = jax.tree.leaves(args)[0].shape[1]
         flat = lambda x: x.reshape(axis_size * inner, *x.shape[2:])
-        out = run(flat(pred), jax.tree.map(flat, operand))
+        out = run(*jax.tree.map(flat, args))
         out = jax.tree.map(lambda x: x.reshape(axis_size, inner, *x.shape[1:]), out)
         return out, jax.tree.map(lambda _: True, out)
 
@@ -158,17 +162,7 @@ def _shrinking(cond_fun: Callable, body_fun: Callable) -> Callable:
         batch = jax.tree.leaves(x)[0].shape[0]
         return _shrink_loop(cond_fun, body_fun, x, jnp.ones(batch, bool), _widths(batch))
 
-    @run.def_vmap
-    def _merge(axis_size, in_batched, x):
-        (x_b,) = in_batched
-        x = _broadcast(x, x_b, axis_size)
-        inner = jax.tree.leaves(x)[0].shape[1]
-        flat = lambda y: y.reshape(axis_size * inner, *y.shape[2:])
-        out = run(jax.tree.map(flat, x))
-        out = jax.tree.map(lambda y: y.reshape(axis_size, inner, *y.shape[1:]), out)
-        return out, jax.tree.map(lambda _: True, out)
-
-    return run
+    return _fold_outer_vmaps(run)
 
 
 def lane_while(cond_fun: Callable, body_fun: Callable, init_val: Any) -> Any:

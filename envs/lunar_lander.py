@@ -365,7 +365,8 @@ class LunarLander(environment.Environment[EnvState, EnvParams]):
                 {"m_power": zero, "s_power": zero, "discount": zero},
             )
 
-        # under vmap the physics runs only on the lanes whose episode goes on (lane_cond)
+        # compact: under vmap the physics runs only on the lanes still in flight (lane_cond);
+        # otherwise lax.cond, a select under vmap
         cond = lane_cond if compact else jax.lax.cond
         return cond(live, lambda op: self._live_step(*op), ended, (key, state, action, params))
 
