@@ -16,6 +16,7 @@ Usage:
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import time
 from pathlib import Path
@@ -24,6 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from selfref_ghn import envs
 from selfref_ghn.config import Config
 from selfref_ghn.evolution import Evolution
 from selfref_ghn.rollout import evaluate
@@ -71,7 +73,7 @@ def main() -> None:
     obs_stats = state.obs_stats if cfg.obs_norm else None
 
     def make(exact: bool):
-        @jax.jit
+        @functools.partial(jax.jit, compiler_options=envs.compiler_options(evo.env))
         def run(key, policies):
             def one(m, flat):
                 return evaluate(
