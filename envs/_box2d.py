@@ -37,7 +37,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import struct
-from selfref_ghn.envs._lanes import lane_cond, lane_while
+from selfref_ghn.envs._lanes import lane_cond, lane_while, stacked_vmap
 
 # Box2D 2.3 b2Settings.h
 LINEAR_SLOP = 0.005
@@ -820,12 +820,29 @@ def _contact_velocity(mb: float, ib: float, cs, vel, ni, ti):
     return (vx, vy, w), (new0, new1), tuple(ti)
 
 
-def _contact_position(scene: Scene, k: int, pc, body, baumgarte, min_sep, active=True):
-    """Position correction of one contact slot of body ``k`` (points in order), scalars."""
-    mb = _f(scene.inv_mass[k])
-    ib = _f(scene.inv_inertia[k])
-    lcx = _f(scene.local_center[k, 0])
-    lcy = _f(scene.local_center[k, 1])
+def _body_constants(scene: Scene, k: int | None = None):
+    """Inverse mass, inverse inertia and local centre (x, y) of body ``k`` as Python floats,
+    or (``k=None``) of the three bodies as [3] arrays, to ``vmap`` over."""
+    if k is None:
+        return (
+            jnp.asarray(scene.inv_mass),
+            jnp.asarray(scene.inv_inertia),
+            jnp.asarray(scene.local_center[:, 0]),
+            jnp.asarray(scene.local_center[:, 1]),
+        )
+    return (
+        _f(scene.inv_mass[k]),
+        _f(scene.inv_inertia[k]),
+        _f(scene.local_center[k, 0]),
+        _f(scene.local_center[k, 1]),
+    )
+
+
+def _contact_position(consts, pc, body, baumgarte, min_sep, active=True):
+    """Position correction of one contact slot of a body (points in order), scalars.
+
+    ``consts``: the body's :func:`_body_constants`."""
+    mb, ib, lcx, lcy = consts
     cx, cy, a = body
     for p in range(2):
         ca, sa = cos_sin(a)
@@ -890,12 +907,6 @@ def _pos_data(sel_m: Manifold, mask, s):
         "face_b": sel_m.face_b[:, s],
         "mask": (mask[:, s, 0], mask[:, s, 1]),
     }
-
-
-def _pos_data_per_body(sel_m: Manifold, mask):
-    """Scalar position-constraint data, indexed ``[body][slot]``."""
-    slots = [_pos_data(sel_m, mask, s) for s in range(NUM_SLOTS)]
-    return [[jax.tree.map(lambda x, k=k: x[k], sd) for sd in slots] for k in range(NUM_BODIES)]
 
 
 _ONE = [np.arange(NUM_BODIES) == k for k in range(NUM_BODIES)]
@@ -1130,21 +1141,22 @@ def world_step(
 
     c, a, v, w = _integrate_positions(c, a, v, w, h)
 
-    pcs = _pos_data_per_body(sel_m, mask) if contacts else None
+    pcs = [_pos_data(sel_m, mask, s) for s in range(NUM_SLOTS)] if contacts else None
 
     def pos_cond(carry):
         return (carry[1] < scene.position_iterations) & ~carry[2]
 
     def pos_body(carry):
         bp, i, _, pcs, jlim = carry
-        bp = list(bp)
         min_sep = [jnp.zeros((), bp[0][0].dtype)] * NUM_BODIES
         if pcs is not None:
-            for s in range(NUM_SLOTS):
-                for k in range(NUM_BODIES):
-                    bp[k], min_sep[k] = _contact_position(
-                        scene, k, pcs[k][s], bp[k], BAUMGARTE, min_sep[k]
-                    )
+            # contacts first (each body against the static ground, independent of the others:
+            # one copy of the code vmapped over the bodies), then the joints
+            stacked = tuple(jnp.stack([b[f] for b in bp]) for f in range(3))
+            stacked, sep = stacked_vmap(_contact_positions)(_body_constants(scene), pcs, stacked)
+            bp = [tuple(x[k] for x in stacked) for k in range(NUM_BODIES)]
+            min_sep = [sep[k] for k in range(NUM_BODIES)]
+        bp = list(bp)
         ok_all = jnp.array(True)
         for j in (1, 0):
             bp[0], bp[j + 1], ok = _joint_position(scene, j, bp[0], bp[j + 1], jlim[j])
@@ -1198,6 +1210,73 @@ def world_step(
 
 
 TOI_BISECTIONS = 14
+
+
+def _contact_positions(consts, pos_data, body):
+    """One position iteration of a body's contact slots (in order); returns the body and its
+    minimum separation."""
+    min_sep = jnp.zeros((), body[0].dtype)
+    for pc in pos_data:
+        body, min_sep = _contact_position(consts, pc, body, BAUMGARTE, min_sep)
+    return body, min_sep
+
+
+def _toi_position(consts, pos_data, body, done):
+    """TOI position correction of one body against its contacts (``b2Island::SolveTOI``):
+    until its separation is within tolerance or for ``TOI_POSITION_ITERATIONS``."""
+
+    def cond(carry):
+        return (carry[1] < TOI_POSITION_ITERATIONS) & ~carry[2]
+
+    def body_fn(carry):
+        bp, i, done = carry
+        min_sep = jnp.zeros((), bp[0].dtype)
+        for pc in pos_data:
+            bp, min_sep = _contact_position(consts, pc, bp, TOI_BAUMGARTE, min_sep, ~done)
+        return bp, i + 1, done | (min_sep >= -1.5 * LINEAR_SLOP)
+
+    bp, _, _ = jax.lax.while_loop(cond, body_fn, (body, jnp.array(0, jnp.int32), done))
+    return bp
+
+
+def _toi_velocity(consts, slot_data, vel, iterations, tol):
+    """TOI velocity sweeps of one body's contacts, without warm starting: ``iterations``
+    sweeps, or (``tol`` not ``None``) until no impulse changes by more than ``tol``.
+
+    Stopping a body when its own impulses stop changing equals sweeping it along with the
+    others: at an exact fixed point a sweep returns its input."""
+    mb, ib = consts[0], consts[1]
+    zero = jnp.zeros((), vel[0].dtype)
+    imp = tuple(((zero, zero), (zero, zero)) for _ in slot_data)
+
+    def sweep(carry):
+        vel, imp = carry
+        out = []
+        for cs, (ni, ti) in zip(slot_data, imp, strict=True):
+            vel, ni, ti = _contact_velocity(mb, ib, cs, vel, ni, ti)
+            out.append((ni, ti))
+        return vel, tuple(out)
+
+    if tol is None:
+        vel, _ = jax.lax.fori_loop(0, iterations, lambda _, c: sweep(c), (vel, imp))
+        return vel
+
+    def cond(loop):
+        i, converged, _ = loop
+        return (i < iterations) & ~converged
+
+    def body_fn(loop):
+        i, _, carry = loop
+        new = sweep(carry)
+        change = [
+            jnp.max(jnp.abs(x - y))
+            for x, y in zip(jax.tree.leaves(new[1]), jax.tree.leaves(carry[1]), strict=True)
+        ]
+        return i + 1, jnp.max(jnp.stack(change)) <= tol, new
+
+    init = (jnp.array(0, jnp.int32), jnp.array(False), (vel, imp))
+    _, _, (vel, _) = jax.lax.while_loop(cond, body_fn, init)
+    return vel
 
 
 def _solve_toi(scene, old, new, events, seg_a, seg_b):
@@ -1264,44 +1343,25 @@ def _solve_toi(scene, old, new, events, seg_a, seg_b):
         touching = jnp.where(ev, m.count > 0, new.touching)
         begin, end = _slot_events(new.seg, new.touching, seg, touching)
 
-        # TOI island: the body and its touching contacts with the ground
+        # TOI island: the body and its touching contacts with the ground. Bodies are solved
+        # independently (no joints in a TOI island, the ground is static), so the island solve
+        # is written for one body and vmapped over the three: one copy of its code, not three.
         sel_m = m
         mask = (jnp.arange(2) < m.count[..., None]) & ev[..., None]
-        pcs = _pos_data_per_body(sel_m, mask)
-
-        def pos_cond(carry):
-            return (carry[1] < TOI_POSITION_ITERATIONS) & ~jnp.all(jnp.stack(carry[2]))
-
-        def pos_body(carry):
-            bp, i, done = carry
-            bp, done = list(bp), list(done)
-            for k in range(NUM_BODIES):
-                min_sep = jnp.zeros((), c0.dtype)
-                for s in range(NUM_SLOTS):
-                    bp[k], min_sep = _contact_position(
-                        scene, k, pcs[k][s], bp[k], TOI_BAUMGARTE, min_sep, ~done[k]
-                    )
-                done[k] = done[k] | (min_sep >= -1.5 * LINEAR_SLOP)
-            return tuple(bp), i + 1, tuple(done)
-
-        bp0 = tuple((c_t[k, 0], c_t[k, 1], a_t[k]) for k in range(NUM_BODIES))
-        done0 = tuple(~event[k] for k in range(NUM_BODIES))
-        bp, _, _ = jax.lax.while_loop(pos_cond, pos_body, (bp0, 0, done0))
-        c_p = jnp.stack([jnp.stack(b[:2]) for b in bp])
-        a_p = jnp.stack([b[2] for b in bp])
+        consts = _body_constants(scene)
+        pos_data = [_pos_data(sel_m, mask, s) for s in range(NUM_SLOTS)]
+        body_pos = (c_t[:, 0], c_t[:, 1], a_t)
+        bp = stacked_vmap(_toi_position)(consts, pos_data, body_pos, ~event)
+        c_p = jnp.stack([bp[0], bp[1]], -1)
+        a_p = bp[2]
 
         cc = _fence_tree(_contact_cache(scene, c_p, a_p, sel_m, mask, _friction(scene, seg)))
-        zeros = jnp.zeros((3, NUM_SLOTS, 2), c0.dtype)
-        v, w, _, _, _, _ = _velocity_loop(
-            scene,
-            scene.toi_velocity_iterations,
-            new.v,
-            new.w,
-            cc,
-            zeros,
-            zeros,
-            tol=scene.toi_velocity_tolerance,
-        )
+        slot_data = [_slot_data(cc, s) for s in range(NUM_SLOTS)]
+        vel = (new.v[:, 0], new.v[:, 1], new.w)
+        iters, tol = scene.toi_velocity_iterations, scene.toi_velocity_tolerance
+        vel = stacked_vmap(lambda *x: _toi_velocity(*x, iters, tol))(consts, slot_data, vel)
+        v = jnp.stack([vel[0], vel[1]], -1)
+        w = vel[2]
         h = (1.0 - alpha) * scene.dt
         c_f, a_f, v, w = _integrate_positions(c_p, a_p, v, w, h)
 

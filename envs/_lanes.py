@@ -191,4 +191,30 @@ def lane_while(cond_fun: Callable, body_fun: Callable, init_val: Any) -> Any:
     return loop(jax.tree.map(jnp.asarray, init_val))
 
 
-__all__ = ["chunk_size", "lane_cond", "lane_while"]
+def stacked_vmap(f: Callable) -> Callable:
+    """``jax.vmap(f)`` over a short leading axis (the bodies of a scene) that, under an
+    enclosing ``vmap``, keeps that axis outside the batch axis.
+
+    A plain nested ``vmap`` puts the batch axis first (``[batch, n]``): XLA:CPU's elementwise
+    kernels then loop over ``n`` innermost, a few lanes at a time. Here the batching rule moves
+    ``n`` in front (``[n, batch]``), maps ``f`` over both, and moves it back: the kernels run
+    along the batch. Arguments that the enclosing ``vmap`` does not batch stay unbatched.
+    """
+
+    @custom_vmap
+    def run(*args):
+        return jax.vmap(f)(*args)
+
+    @run.def_vmap
+    def _batched(axis_size, in_batched, *args):
+        in_batched = tuple(in_batched)
+        moved = jax.tree.map(lambda x, b: jnp.moveaxis(x, 0, 1) if b else x, args, in_batched)
+        in_axes = jax.tree.map(lambda b: 0 if b else None, in_batched)
+        out = jax.vmap(jax.vmap(f, in_axes=tuple(in_axes)))(*moved)
+        out = jax.tree.map(lambda x: jnp.moveaxis(x, 0, 1), out)
+        return out, jax.tree.map(lambda _: True, out)
+
+    return run
+
+
+__all__ = ["chunk_size", "lane_cond", "lane_while", "stacked_vmap"]

@@ -125,3 +125,29 @@ def test_lane_while_nested_vmap():
     got, want = jax.jit(lambda: f(lane_while))(), f(jax.lax.while_loop)
     for g, w in zip(got, want, strict=True):
         np.testing.assert_array_equal(np.asarray(g), np.asarray(w))
+
+
+def test_stacked_vmap_equals_vmap_and_keeps_the_stack_outside_the_batch():
+    """``stacked_vmap(f)`` is ``jax.vmap(f)`` (unbatched, under one ``vmap`` and two, with an
+    unbatched argument); under a ``vmap`` its kernels see the stacked axis outside the batch."""
+    from selfref_ghn.envs._lanes import stacked_vmap
+
+    def f(k, x, y):  # a loop inside, as the solver's per-body loops have
+        out = jax.lax.fori_loop(0, 3, lambda _, v: v * k + y["b"], x)
+        return {"out": out, "sum": out + y["b"]}
+
+    k = jnp.array([1.0, 2.0, -0.5])  # per stacked entry, not batched
+    x = jnp.arange(12.0).reshape(4, 3)  # batch 4, stack 3
+    y = {"b": jnp.linspace(-1.0, 1.0, 12).reshape(4, 3)}
+    assert _same(
+        stacked_vmap(f)(k, x[0], {"b": y["b"][0]}), jax.vmap(f)(k, x[0], {"b": y["b"][0]})
+    )
+    g = lambda h: jax.vmap(lambda x, y: h(f)(k, x, y))(x, y)
+    assert _same(jax.jit(lambda: g(stacked_vmap))(), g(jax.vmap))
+    xx, yy = jnp.stack([x, -x]), {"b": jnp.stack([y["b"], 2 * y["b"]])}
+    gg = lambda h: jax.vmap(jax.vmap(lambda x, y: h(f)(k, x, y)))(xx, yy)
+    assert _same(jax.jit(lambda: gg(stacked_vmap))(), gg(jax.vmap))
+    # in the compiled program the loop runs on [3, 4] arrays (stack outside the batch)
+    text = jax.jit(lambda: g(stacked_vmap)).lower().as_text()
+    assert "tensor<3x4xf32>" in text
+    assert "tensor<3x4xf32>" not in jax.jit(lambda: g(jax.vmap)).lower().as_text()

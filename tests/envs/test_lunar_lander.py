@@ -20,9 +20,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from gymnasium.envs.box2d import lunar_lander as gll
-from selfref_ghn import envs
 from selfref_ghn.envs import _box2d as b2
 from selfref_ghn.envs import lunar_lander as ll
+
+from selfref_ghn import envs
 
 RTOL, ATOL = 1e-3, 1e-4
 
