@@ -241,6 +241,21 @@ def _key(index_a, index_b, type_a, type_b):
     return index_a + 256 * index_b + 65536 * type_a + 16777216 * type_b
 
 
+# Keys and vertex indices are never negative: their fields are read with shifts and masks, and
+# a successor index with a compare, rather than with Python's // and % (which jnp writes out
+# with sign corrections, some 20 operations each).
+
+
+def _key_byte(k, i: int):
+    """Byte ``i`` of contact feature key ``k`` (``i = 3``: the rest)."""
+    return k >> (8 * i) if i == 3 else (k >> (8 * i)) & 255
+
+
+def _next_index(i, n: int):
+    """``(i + 1) % n`` for ``0 <= i < n``."""
+    return jnp.where(i + 1 == n, 0, i + 1)
+
+
 # ---------------------------------------------------------------------------------------------
 # Collision: b2CollideEdgeAndPolygon for a lone edge (no ghost vertices), in the edge's frame.
 # ---------------------------------------------------------------------------------------------
@@ -252,7 +267,7 @@ def _clip(p0, p1, id0, id1, normal, offset, vertex_index_a):
     d1 = _dot(normal, p1) - offset
     interp = d0 / jnp.where(d0 - d1 == 0.0, 1.0, d0 - d1)
     pi = p0 + interp * (p1 - p0)
-    index_b0 = (id0 // 256) % 256
+    index_b0 = _key_byte(id0, 1)
     ki = _key(vertex_index_a, index_b0, 0, 1)
     keep0, keep1 = d0 <= 0.0, d1 <= 0.0
     crossing = d0 * d1 < 0.0
@@ -300,7 +315,7 @@ def collide_edge_polygon(v1, v2, verts, normals, centroid, angle, pos):
 
     # e_edgeA: incident edge on the polygon, most anti-parallel normal
     i1 = jnp.argmin(_dot(wn, m_normal))
-    i2 = (i1 + 1) % n
+    i2 = _next_index(i1, n)
     a_ie0, a_ie1 = _take(wv, i1), _take(wv, i2)
     a_id0, a_id1 = _key(0, i1, 1, 0), _key(0, i2, 1, 0)
     a_rfi1 = jnp.where(front, 0, 1)
@@ -310,7 +325,7 @@ def collide_edge_polygon(v1, v2, verts, normals, centroid, angle, pos):
     a_rn = m_normal
     # e_edgeB: reference face on the polygon, incident = the edge
     b_rfi1 = poly_index
-    b_rfi2 = (poly_index + 1) % n
+    b_rfi2 = _next_index(poly_index, n)
     b_rv1, b_rv2, b_rn = _take(wv, b_rfi1), _take(wv, b_rfi2), _take(wn, b_rfi1)
     b_id = _key(0, poly_index, 0, 1)
 
@@ -335,8 +350,7 @@ def collide_edge_polygon(v1, v2, verts, normals, centroid, angle, pos):
     contact = ~separated & ok1 & ok2
 
     def swap_key(k):
-        ia, ib, ta, tb = k % 256, (k // 256) % 256, (k // 65536) % 256, k // 16777216
-        return _key(ib, ia, tb, ta)
+        return _key(_key_byte(k, 1), _key_byte(k, 0), _key_byte(k, 3), _key_byte(k, 2))
 
     # e_faceA stores points in the polygon frame; e_faceB in the edge (world) frame.
     lq0 = jnp.where(use_poly, q0, _rot_t(angle, q0 - pos))

@@ -31,6 +31,17 @@ def chunk_size(batch: int) -> int:
     return int(min(batch, max(8, -(-batch // 8))))
 
 
+def true_indices(pred: jax.Array, size: int, fill: int) -> jax.Array:
+    """``jnp.nonzero(pred, size=size, fill_value=fill)[0]`` for a 1-D ``pred``.
+
+    The same algorithm without ``nonzero``'s unravelling of flat indices (a floor division and
+    a remainder, which XLA copies into every gather and scatter that reads the indices: some
+    3,000 operations over the LunarLander step's compactions).
+    """
+    flat = jnp.cumsum(jnp.bincount(jnp.cumsum(pred), length=size))
+    return jnp.where(jnp.arange(size) < jnp.sum(pred), flat, fill)
+
+
 def _broadcast(tree, batched, size):
     return jax.tree.map(
         lambda x, b: x if b else jnp.broadcast_to(x, (size, *jnp.shape(x))), tree, batched
@@ -47,7 +58,7 @@ def _compacted(true_fn: Callable, false_fn: Callable) -> Callable:
         k = chunk_size(batch)
         chunks = -(-batch // k)
         # lanes whose predicate holds first (in order), then ``batch`` as padding
-        idx = jnp.nonzero(pred, size=chunks * k, fill_value=batch)[0]
+        idx = true_indices(pred, chunks * k, batch)
         count = jnp.sum(pred.astype(jnp.int32))
 
         def body(loop):
@@ -142,7 +153,7 @@ def _shrink_loop(cond_fun: Callable, body_fun: Callable, x, valid, widths):
     a = active(x)
 
     def narrow(x):
-        idx = jnp.nonzero(a, size=k, fill_value=batch)[0]
+        idx = true_indices(a, k, batch)
         ok = idx < batch
         sub = jax.tree.map(lambda y: y[jnp.where(ok, idx, 0)], x)
         sub = _shrink_loop(cond_fun, body_fun, sub, ok, widths[1:])
@@ -217,4 +228,4 @@ def stacked_vmap(f: Callable) -> Callable:
     return run
 
 
-__all__ = ["chunk_size", "lane_cond", "lane_while", "stacked_vmap"]
+__all__ = ["chunk_size", "lane_cond", "lane_while", "stacked_vmap", "true_indices"]

@@ -151,3 +151,14 @@ def test_stacked_vmap_equals_vmap_and_keeps_the_stack_outside_the_batch():
     text = jax.jit(lambda: g(stacked_vmap)).lower().as_text()
     assert "tensor<3x4xf32>" in text
     assert "tensor<3x4xf32>" not in jax.jit(lambda: g(jax.vmap)).lower().as_text()
+
+
+@pytest.mark.parametrize("p", [0.0, 0.05, 0.5, 1.0])
+def test_true_indices_equal_nonzero(p):
+    from selfref_ghn.envs._lanes import true_indices
+
+    pred = jax.random.uniform(jax.random.key(3), (300,)) < p
+    for size in (16, 37, 300):
+        want = jnp.nonzero(pred, size=size, fill_value=300)[0]
+        got = jax.jit(true_indices, static_argnums=(1, 2))(pred, size, 300)
+        np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
