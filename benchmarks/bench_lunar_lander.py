@@ -8,11 +8,7 @@ library versions, git hash and metrics) to ``--out``.
 
 Usage:
     python benchmarks/bench_lunar_lander.py --out DIR [--batches 1 64 1024] [--steps 50]
-        [--warmup 300] [--no-toi] [--xla-defaults]
-
-The JAX step is compiled with the environment's own XLA options
-(``selfref_ghn.envs.compiler_options``), as the library's runs compile it; ``--xla-defaults``
-adds a timing with XLA's defaults.
+        [--warmup 300]
 """
 
 from __future__ import annotations
@@ -30,8 +26,6 @@ import jax.numpy as jnp
 import numpy as np
 from selfref_ghn.envs import lunar_lander as ll
 
-from selfref_ghn import envs
-
 
 def _git_hash() -> str:
     try:
@@ -40,7 +34,7 @@ def _git_hash() -> str:
         return "unknown"
 
 
-def bench_jax(batch: int, steps: int, toi: bool, warmup: int = 0, options: bool = True) -> dict:
+def bench_jax(batch: int, steps: int, toi: bool, warmup: int = 0) -> dict:
     """Compile time and steps/s of ``steps`` vmapped steps at ``batch``.
 
     Args:
@@ -49,8 +43,6 @@ def bench_jax(batch: int, steps: int, toi: bool, warmup: int = 0, options: bool 
         toi: emulate Box2D's time-of-impact pass.
         warmup: steps run before timing, so that the batch holds episodes of every age
             (flying, touching down, resting, just reset) as in a long run.
-        options: compile with the environment's ``compiler_options`` (as the library's
-            runs do); ``False``: XLA's defaults.
 
     Returns:
         A dict of measurements.
@@ -72,7 +64,7 @@ def bench_jax(batch: int, steps: int, toi: bool, warmup: int = 0, options: bool 
 
         return jax.lax.scan(body, state, jax.random.split(key, steps))
 
-    f = jax.jit(run, compiler_options=envs.compiler_options(env) if options else {})
+    f = jax.jit(run)
     t0 = time.perf_counter()
     compiled = f.lower(state, jax.random.key(1)).compile()
     compile_s = time.perf_counter() - t0
@@ -86,8 +78,6 @@ def bench_jax(batch: int, steps: int, toi: bool, warmup: int = 0, options: bool 
         "steps": steps,
         "toi": toi,
         "warmup": warmup,
-        "env_compiler_options": options,
-        "compiler_options": envs.compiler_options(env) if options else {},
         "reset_compile_and_run_s": reset_s,
         "compile_s": compile_s,
         "run_s": run_s,
@@ -127,11 +117,6 @@ def main() -> None:
         help="untimed steps before timing (random-action episodes last about 100 steps)",
     )
     parser.add_argument("--no-toi", action="store_true", help="also time the env without TOI")
-    parser.add_argument(
-        "--xla-defaults",
-        action="store_true",
-        help="also time the env compiled with XLA's default options instead of its own",
-    )
     args = parser.parse_args()
     os.makedirs(args.out, exist_ok=True)
 
@@ -144,16 +129,11 @@ def main() -> None:
         if args.no_toi:
             results["jax"].append(bench_jax(b, args.steps, toi=False, warmup=args.warmup))
             print("jax", results["jax"][-1], flush=True)
-        if args.xla_defaults:
-            results["jax"].append(
-                bench_jax(b, args.steps, toi=True, warmup=args.warmup, options=False)
-            )
-            print("jax", results["jax"][-1], flush=True)
     gym_by_batch = {r["batch"]: r["env_steps_per_s"] for r in results["gymnasium"]}
     speedup = {
         str(r["batch"]): r["env_steps_per_s"] / gym_by_batch[r["batch"]]
         for r in results["jax"]
-        if r["toi"] and r["env_compiler_options"]
+        if r["toi"]
     }
     record = {
         "config": vars(args),

@@ -16,7 +16,6 @@ Usage:
 from __future__ import annotations
 
 import argparse
-import functools
 import json
 import time
 from pathlib import Path
@@ -25,7 +24,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from selfref_ghn import envs
 from selfref_ghn.config import Config
 from selfref_ghn.evolution import Evolution
 from selfref_ghn.rollout import evaluate
@@ -73,7 +71,7 @@ def main() -> None:
     obs_stats = state.obs_stats if cfg.obs_norm else None
 
     def make(exact: bool):
-        @functools.partial(jax.jit, compiler_options=envs.compiler_options(evo.env))
+        @jax.jit
         def run(key, policies):
             def one(m, flat):
                 return evaluate(

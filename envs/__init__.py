@@ -57,26 +57,4 @@ def make(env_id: str, **kwargs: Any) -> tuple[Any, Any]:
     return getattr(module, factory)(**kwargs)
 
 
-def compiler_options(env: Any) -> dict[str, Any]:
-    """XLA options for the programs that step ``env`` on the CPU: pass them to ``jax.jit``.
-
-    An environment may declare a ``cpu_compiler_options`` dict (LunarLander does: see
-    docs/envs/lunar_lander.md); it is returned when JAX's default backend is the CPU, and an
-    empty dict otherwise or for environments that declare none. Every compiled program of this
-    library that steps an environment passes them on; a program of your own can do the same::
-
-        step = jax.jit(jax.vmap(env.step), compiler_options=envs.compiler_options(env))
-
-    Args:
-        env: an environment made by :func:`make`.
-
-    Returns:
-        A new dict of XLA option names and values.
-    """
-    import jax
-
-    options = getattr(env, "cpu_compiler_options", None) or {}
-    return dict(options) if jax.default_backend() == "cpu" else {}
-
-
-__all__ = ["compiler_options", "make", "registered"]
+__all__ = ["make", "registered"]

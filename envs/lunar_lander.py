@@ -214,12 +214,6 @@ class LunarLander(environment.Environment[EnvState, EnvParams]):
         >>> obs, state = env.reset(jax.random.key(0), env.default_params)
     """
 
-    # XLA:CPU's loop-based ("fusion emitter") kernels compile this solver's ~2,000 small
-    # kernels slowly: the legacy emitter compiles a scanned batch-1024 step in about 0.6x the
-    # time for about 6% less throughput (docs/envs/lunar_lander.md, "Compile options").
-    # Read through selfref_ghn.envs.compiler_options(env).
-    cpu_compiler_options = {"xla_cpu_use_fusion_emitters": False}
-
     def __init__(self, continuous: bool = False, toi: bool = True):
         super().__init__()
         self.continuous = continuous

@@ -29,7 +29,6 @@ Example:
 from __future__ import annotations
 
 import argparse
-import functools
 import json
 from pathlib import Path
 from typing import Any
@@ -38,7 +37,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from selfref_ghn import envs
 from selfref_ghn.config import ConfigError
 from selfref_ghn.rollout import episode
 
@@ -52,7 +50,7 @@ def _runner(evo: Any, episodes: int, horizon: int):
     if cache_key in _RUNNERS and _RUNNERS[cache_key][0] is evo:
         return _RUNNERS[cache_key][1]
 
-    @functools.partial(jax.jit, compiler_options=envs.compiler_options(evo.env))
+    @jax.jit
     def run(flat, key, env_params, obs_stats):
         def one(f):
             params = evo.ghn.policy_graph.unravel(f)

@@ -44,7 +44,6 @@ import optax
 from flax import struct
 from jax.flatten_util import ravel_pytree
 
-from selfref_ghn import envs
 from selfref_ghn import monitor as monitor_lib
 from selfref_ghn.config import Config, ConfigError, Hyperparams
 from selfref_ghn.evolution import scan_generations
@@ -385,11 +384,7 @@ class BaselineEvolution:
 
     def compiled_chunk(self, length: int):
         """``jax.jit`` of :meth:`run_chunk` with the state donated: compile once per run."""
-        return jax.jit(
-            lambda s, stop: self.run_chunk(s, length, stop),
-            donate_argnums=0,
-            compiler_options=envs.compiler_options(self.env),
-        )
+        return jax.jit(lambda s, stop: self.run_chunk(s, length, stop), donate_argnums=0)
 
 
 def _per_member(std: Array, selected: Array, num_members: int) -> Array:

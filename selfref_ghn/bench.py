@@ -269,7 +269,6 @@ def build_methods(case: Case) -> tuple[dict[str, tuple[Callable, Any, Callable |
     import jax.numpy as jnp
     from evosax.algorithms import Open_ES
 
-    from selfref_ghn import envs
     from selfref_ghn.evolution import Evolution
     from selfref_ghn.rollout import evaluate
 
@@ -340,20 +339,14 @@ def build_methods(case: Case) -> tuple[dict[str, tuple[Callable, Any, Callable |
 
         return jax.lax.scan(body, carry, None, length=case.chunk)
 
-    # the three compile with the environment's options, as a real run does
-    options = envs.compiler_options(evo.env)
     methods = {
         "sr_ghn": (sr_chunk, state, sr_call),
         "rollout_bound": (
-            jax.jit(bound_chunk, donate_argnums=0, compiler_options=options),
+            jax.jit(bound_chunk, donate_argnums=0),
             (jnp.int32(0), member_params),
             None,
         ),
-        "open_es": (
-            jax.jit(es_chunk, donate_argnums=0, compiler_options=options),
-            (es_state, jnp.int32(0)),
-            None,
-        ),
+        "open_es": (jax.jit(es_chunk, donate_argnums=0), (es_state, jnp.int32(0)), None),
     }
     return methods, evo
 
@@ -490,8 +483,6 @@ def profile_phases(evo: Any, repeats: int = 5, bound_s: float | None = None) -> 
     import jax
     import jax.numpy as jnp
 
-    from selfref_ghn import envs
-
     cfg = evo.config
     state = evo.init(jax.random.PRNGKey(cfg.seed))
     P = cfg.population_size
@@ -506,10 +497,7 @@ def profile_phases(evo: Any, repeats: int = 5, bound_s: float | None = None) -> 
     phases: dict[str, tuple[Callable, tuple]] = {
         "mutation": (jax.jit(evo.mutate_population), (state,)),
         "policy_generation": (jax.jit(jax.vmap(evo.ghn.policy_params)), (members,)),
-        "evaluation": (
-            jax.jit(evo.evaluate_members, compiler_options=envs.compiler_options(evo.env)),
-            (state, members),
-        ),
+        "evaluation": (jax.jit(evo.evaluate_members), (state, members)),
         "selection": (jax.jit(selection), (fitness, members)),
     }
     compiled: dict[str, Callable] = {}

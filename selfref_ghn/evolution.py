@@ -24,7 +24,6 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
-from selfref_ghn import envs
 from selfref_ghn import monitor as monitor_lib
 from selfref_ghn import sharding as sharding_lib
 from selfref_ghn.config import Config, Hyperparams
@@ -360,17 +359,12 @@ class Evolution:
         (place the first state with :meth:`distribute`) and the metrics come back replicated.
         """
         fn = lambda s, stop: self.run_chunk(s, length, stop)  # noqa: E731
-        options = envs.compiler_options(self.env)
         if self.mesh is None:
-            return jax.jit(fn, donate_argnums=0, compiler_options=options)
+            return jax.jit(fn, donate_argnums=0)
         state_sh = sharding_lib.state_shardings(jax.eval_shape(self.init), self.mesh)
         rep = sharding_lib.replicated(self.mesh)
         return jax.jit(
-            fn,
-            in_shardings=(state_sh, rep),
-            out_shardings=(state_sh, rep),
-            donate_argnums=0,
-            compiler_options=options,
+            fn, in_shardings=(state_sh, rep), out_shardings=(state_sh, rep), donate_argnums=0
         )
 
     def distribute(self, state: EvoState) -> EvoState:

@@ -27,7 +27,6 @@ Example:
 from __future__ import annotations
 
 import argparse
-import functools
 import io
 import json
 import os
@@ -40,7 +39,6 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
-from selfref_ghn import envs
 from selfref_ghn.config import ConfigError
 from selfref_ghn.types import Array
 
@@ -115,7 +113,7 @@ def rollout(
     policy_params = evo.ghn.policy_graph.unravel(state.policy[member])
     obs_stats = state.obs_stats if cfg.obs_norm else None
 
-    @functools.partial(jax.jit, compiler_options=envs.compiler_options(env))
+    @jax.jit
     def run(key, env_params, policy_params, obs_stats):
         k_reset, k_step = jax.random.split(key)
         obs, env_state = env.reset_env(k_reset, env_params)

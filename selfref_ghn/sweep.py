@@ -50,7 +50,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from selfref_ghn import envs
 from selfref_ghn import lineage as lineage_lib
 from selfref_ghn.config import Config, ConfigError, Hyperparams, _parse_value
 from selfref_ghn.metrics import recovery
@@ -169,9 +168,7 @@ def run_group(runs: Sequence[Run], out_dir: str | Path | None, progress: bool = 
     state = jax.tree.map(lambda *xs: jnp.stack(xs), *states)
     L, G = base.log_every, base.generations
     chunk = jax.jit(
-        jax.vmap(lambda s, stop: evo.run_chunk(s, L, stop), in_axes=(0, None)),
-        donate_argnums=0,
-        compiler_options=envs.compiler_options(evo.env),
+        jax.vmap(lambda s, stop: evo.run_chunk(s, L, stop), in_axes=(0, None)), donate_argnums=0
     )
     t0 = time.perf_counter()
     compiled = chunk.lower(state, G).compile()

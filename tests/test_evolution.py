@@ -147,27 +147,3 @@ def test_shared_episodes_give_one_policy_one_fitness(shared):
         np.testing.assert_array_equal(fitness, np.full(n, fitness[0]))
     else:
         assert len(np.unique(fitness)) > 1, fitness
-
-
-@pytest.mark.parametrize("method", ["srghn", "open_es"])
-def test_runs_compile_with_the_environment_options(method):
-    """A run's compiled chunk takes the XLA options its environment declares: an option
-    XLA does not know fails the compile, a known one compiles and runs."""
-    from selfref_ghn import envs
-    from selfref_ghn.baselines import BaselineEvolution
-
-    cfg = Config(**TINY).replace(method=method)
-    create = Evolution.create if method == "srghn" else BaselineEvolution.create
-    evo = create(cfg)
-    state = evo.init(jax.random.PRNGKey(0))
-    assert envs.compiler_options(evo.env) == {}  # CartPole declares none
-    evo.env.cpu_compiler_options = {"no_such_option": True}
-    try:
-        with pytest.raises(Exception, match="no_such_option"):
-            evo.compiled_chunk(1).lower(state, 1).compile()
-        evo.env.cpu_compiler_options = {"xla_cpu_use_fusion_emitters": False}
-        assert envs.compiler_options(evo.env) == evo.env.cpu_compiler_options
-        _, metrics = evo.compiled_chunk(1)(state, 1)
-        assert np.all(np.isfinite(np.asarray(metrics["best_fitness"])))
-    finally:
-        del evo.env.cpu_compiler_options
