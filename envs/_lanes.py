@@ -124,11 +124,12 @@ def lane_cond(pred: jax.Array, true_fn: Callable, false_fn: Callable, operand: A
 
 
 def _widths(batch: int) -> list[int]:
-    """Widths of the successive levels of :func:`lane_while`: the batch, then an eighth of the
-    previous width while that is at least 16."""
+    """Widths of the levels of :func:`lane_while`: the batch, then a sixteenth of it if that is
+    at least 16 lanes. (A third level, a sixteenth again, compiled the loop body once more for
+    about 3% more speed.)"""
     widths = [batch]
-    while widths[-1] // 8 >= 16:
-        widths.append(widths[-1] // 8)
+    if batch // 16 >= 16:
+        widths.append(batch // 16)
     return widths
 
 
@@ -181,9 +182,9 @@ def lane_while(cond_fun: Callable, body_fun: Callable, init_val: Any) -> Any:
     lanes that have finished.
 
     Under ``vmap`` a ``while_loop`` runs its body on every lane until the last lane's
-    condition fails. This one runs at full width only while more than an eighth of the lanes
-    go on; the remaining lanes are then gathered into a batch of an eighth of the width (and
-    again, down to 16 lanes), and the loop goes on there. Each lane's result is the one
+    condition fails. This one runs at full width only while more than a sixteenth of the lanes
+    go on; the remaining lanes are then gathered into a batch of a sixteenth of the width, and
+    the loop goes on there. Each lane's result is the one
     ``lax.while_loop`` gives it. Both functions must be functions of the carry alone.
     """
     cond_fun, body_fun = jax.jit(cond_fun), jax.jit(body_fun)
