@@ -937,24 +937,23 @@ def _put(bodies, k, values):
 def _velocity_loop(scene, iterations, v, w, cc, ni, ti, joints=None, contacts=True, tol=0.0):
     """Sequential-impulse sweeps: joints (legs[1]'s, then legs[0]'s), then contact slots.
 
-    The joints work on scalars per body (a [batch] vector each under ``vmap``), so that XLA
-    emits a few elementwise kernels per sweep instead of small [3]-array ops. The contacts of
-    each body (against the static ground) do not touch the other bodies: they are one body's
-    code mapped over the three (:func:`stacked_vmap`), which keeps the bodies outside the
-    batch axis.
+    Every quantity inside the sweep is a scalar per scene (a [batch] vector under ``vmap``),
+    so that XLA emits a few elementwise kernels per sweep instead of small [3]-array ops.
     """
     im, ii = _masses(scene)
-    consts = _body_constants(scene)
-    slot_data = [_slot_data(cc, s) for s in range(NUM_SLOTS)]
-    imp = tuple(((ni[:, s, 0], ni[:, s, 1]), (ti[:, s, 0], ti[:, s, 1])) for s in range(NUM_SLOTS))
+    nb = tuple(tuple((ni[k, s, 0], ni[k, s, 1]) for s in range(NUM_SLOTS)) for k in range(3))
+    tb = tuple(tuple((ti[k, s, 0], ti[k, s, 1]) for s in range(NUM_SLOTS)) for k in range(3))
+    slots = [_slot_data(cc, s) for s in range(NUM_SLOTS)]
+    slots = [[jax.tree.map(lambda x, k=k: x[k], sd) for sd in slots] for k in range(3)]
     if joints is None:
         jcache, jimp, jmot, jlim = None, (), (), None
     else:
         jcache, jimp, jmot, jlim = joints
 
     def sweep(carry):
-        bodies, jimp, jmot, imp = carry
+        bodies, jimp, jmot, nb, tb = carry
         bodies, jimp, jmot = list(bodies), list(jimp), list(jmot)
+        nb, tb = [list(x) for x in nb], [list(x) for x in tb]
         if jcache is not None:
             for j in (1, 0):
                 bodies[0], bodies[j + 1], jimp[j], jmot[j] = _joint_velocity(
@@ -967,11 +966,14 @@ def _velocity_loop(scene, iterations, v, w, cc, ni, ti, joints=None, contacts=Tr
                     jmot[j],
                     jlim[j],
                 )
-        if contacts:
-            stacked = tuple(jnp.stack([b[i] for b in bodies]) for i in range(3))
-            stacked, imp = stacked_vmap(_contact_sweep)(consts, slot_data, stacked, imp)
-            bodies = [tuple(x[k] for x in stacked) for k in range(NUM_BODIES)]
-        return tuple(bodies), tuple(jimp), tuple(jmot), imp
+        for s in range(NUM_SLOTS if contacts else 0):
+            for k in range(3):
+                bodies[k], nb[k][s], tb[k][s] = _contact_velocity(
+                    im[k], ii[k], slots[k][s], bodies[k], nb[k][s], tb[k][s]
+                )
+        nb = tuple(tuple(x) for x in nb)
+        tb = tuple(tuple(x) for x in tb)
+        return tuple(bodies), tuple(jimp), tuple(jmot), nb, tb
 
     def cond(loop):
         i, converged, _ = loop
@@ -988,16 +990,16 @@ def _velocity_loop(scene, iterations, v, w, cc, ni, ti, joints=None, contacts=Tr
         return i + 1, jnp.max(jnp.stack(change)) <= tol, new
 
     bodies = tuple((v[k, 0], v[k, 1], w[k]) for k in range(3))
-    carry = (bodies, tuple(jimp), tuple(jmot), imp)
+    carry = (bodies, tuple(jimp), tuple(jmot), nb, tb)
     if tol is None:
-        bodies, jimp, jmot, imp = jax.lax.fori_loop(0, iterations, lambda _, c: sweep(c), carry)
+        bodies, jimp, jmot, nb, tb = jax.lax.fori_loop(0, iterations, lambda _, c: sweep(c), carry)
     else:
         init = (jnp.array(0, jnp.int32), jnp.array(False), carry)
-        _, _, (bodies, jimp, jmot, imp) = jax.lax.while_loop(cond, body, init)
+        _, _, (bodies, jimp, jmot, nb, tb) = jax.lax.while_loop(cond, body, init)
     v = jnp.stack([jnp.stack(b[:2]) for b in bodies])
     w = jnp.stack([b[2] for b in bodies])
-    ni = jnp.stack([jnp.stack(n, -1) for n, _ in imp], 1)
-    ti = jnp.stack([jnp.stack(t, -1) for _, t in imp], 1)
+    ni = jnp.stack([jnp.stack([jnp.stack(x) for x in nk]) for nk in nb])
+    ti = jnp.stack([jnp.stack([jnp.stack(x) for x in tk]) for tk in tb])
     return v, w, jimp, jmot, ni, ti
 
 
