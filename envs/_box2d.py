@@ -975,6 +975,26 @@ def _velocity_loop(scene, iterations, v, w, cc, ni, ti, joints=None, contacts=Tr
         tb = tuple(tuple(x) for x in tb)
         return tuple(bodies), tuple(jimp), tuple(jmot), nb, tb
 
+    bodies = tuple((v[k, 0], v[k, 1], w[k]) for k in range(3))
+    carry = (bodies, tuple(jimp), tuple(jmot), nb, tb)
+    bodies, jimp, jmot, nb, tb = _sweeps(sweep, carry, iterations, tol, lambda c: c[1:])
+    v = jnp.stack([jnp.stack(b[:2]) for b in bodies])
+    w = jnp.stack([b[2] for b in bodies])
+    ni = jnp.stack([jnp.stack([jnp.stack(x) for x in nk]) for nk in nb])
+    ti = jnp.stack([jnp.stack([jnp.stack(x) for x in tk]) for tk in tb])
+    return v, w, jimp, jmot, ni, ti
+
+
+def _sweeps(sweep, carry, iterations, tol, impulses):
+    """``sweep`` applied ``iterations`` times to ``carry``; with a ``tol``, stopped early once no
+    impulse (the leaves of ``impulses(carry)``) changes by more than ``tol``.
+
+    Impulses, not velocities, are compared: the sweep is at a fixed point once no impulse
+    changes.
+    """
+    if tol is None:
+        return jax.lax.fori_loop(0, iterations, lambda _, c: sweep(c), carry)
+
     def cond(loop):
         i, converged, _ = loop
         return (i < iterations) & ~converged
@@ -982,25 +1002,16 @@ def _velocity_loop(scene, iterations, v, w, cc, ni, ti, joints=None, contacts=Tr
     def body(loop):
         i, _, carry = loop
         new = sweep(carry)
-        # impulses (not velocities): the sweep is a fixed point once no impulse changes
         change = [
             jnp.max(jnp.abs(x - y))
-            for x, y in zip(jax.tree.leaves(new[1:]), jax.tree.leaves(carry[1:]), strict=True)
+            for x, y in zip(
+                jax.tree.leaves(impulses(new)), jax.tree.leaves(impulses(carry)), strict=True
+            )
         ]
         return i + 1, jnp.max(jnp.stack(change)) <= tol, new
 
-    bodies = tuple((v[k, 0], v[k, 1], w[k]) for k in range(3))
-    carry = (bodies, tuple(jimp), tuple(jmot), nb, tb)
-    if tol is None:
-        bodies, jimp, jmot, nb, tb = jax.lax.fori_loop(0, iterations, lambda _, c: sweep(c), carry)
-    else:
-        init = (jnp.array(0, jnp.int32), jnp.array(False), carry)
-        _, _, (bodies, jimp, jmot, nb, tb) = jax.lax.while_loop(cond, body, init)
-    v = jnp.stack([jnp.stack(b[:2]) for b in bodies])
-    w = jnp.stack([b[2] for b in bodies])
-    ni = jnp.stack([jnp.stack([jnp.stack(x) for x in nk]) for nk in nb])
-    ti = jnp.stack([jnp.stack([jnp.stack(x) for x in tk]) for tk in tb])
-    return v, w, jimp, jmot, ni, ti
+    init = (jnp.array(0, jnp.int32), jnp.array(False), carry)
+    return jax.lax.while_loop(cond, body, init)[2]
 
 
 def _contact_sweep(consts, slot_data, vel, imp):
@@ -1277,25 +1288,7 @@ def _toi_velocity(consts, slot_data, vel, iterations, tol):
     def sweep(carry):
         return _contact_sweep(consts, slot_data, *carry)
 
-    if tol is None:
-        vel, _ = jax.lax.fori_loop(0, iterations, lambda _, c: sweep(c), (vel, imp))
-        return vel
-
-    def cond(loop):
-        i, converged, _ = loop
-        return (i < iterations) & ~converged
-
-    def body_fn(loop):
-        i, _, carry = loop
-        new = sweep(carry)
-        change = [
-            jnp.max(jnp.abs(x - y))
-            for x, y in zip(jax.tree.leaves(new[1]), jax.tree.leaves(carry[1]), strict=True)
-        ]
-        return i + 1, jnp.max(jnp.stack(change)) <= tol, new
-
-    init = (jnp.array(0, jnp.int32), jnp.array(False), (vel, imp))
-    _, _, (vel, _) = jax.lax.while_loop(cond, body_fn, init)
+    vel, _ = _sweeps(sweep, (vel, imp), iterations, tol, lambda c: c[1])
     return vel
 
 
