@@ -834,21 +834,14 @@ def _contact_velocity(mb: float, ib: float, cs, vel, ni, ti):
     return (vx, vy, w), (new0, new1), tuple(ti)
 
 
-def _body_constants(scene: Scene, k: int | None = None):
-    """Inverse mass, inverse inertia and local centre (x, y) of body ``k`` as Python floats,
-    or (``k=None``) of the three bodies as [3] arrays, to ``vmap`` over."""
-    if k is None:
-        return (
-            jnp.asarray(scene.inv_mass),
-            jnp.asarray(scene.inv_inertia),
-            jnp.asarray(scene.local_center[:, 0]),
-            jnp.asarray(scene.local_center[:, 1]),
-        )
+def _body_constants(scene: Scene):
+    """Inverse mass, inverse inertia and local centre (x, y) of the three bodies as [3]
+    arrays, to ``vmap`` over the bodies."""
     return (
-        _f(scene.inv_mass[k]),
-        _f(scene.inv_inertia[k]),
-        _f(scene.local_center[k, 0]),
-        _f(scene.local_center[k, 1]),
+        jnp.asarray(scene.inv_mass),
+        jnp.asarray(scene.inv_inertia),
+        jnp.asarray(scene.local_center[:, 0]),
+        jnp.asarray(scene.local_center[:, 1]),
     )
 
 
@@ -934,7 +927,7 @@ def _put(bodies, k, values):
     return tuple(jnp.where(_ONE[k], v, x) for x, v in zip(bodies, values, strict=True))
 
 
-def _velocity_loop(scene, iterations, v, w, cc, ni, ti, joints=None, contacts=True, tol=0.0):
+def _velocity_loop(scene, iterations, v, w, cc, ni, ti, joints, contacts=True, tol=0.0):
     """Sequential-impulse sweeps: joints (legs[1]'s, then legs[0]'s), then contact slots.
 
     Every quantity inside the sweep is a scalar per scene (a [batch] vector under ``vmap``),
@@ -945,27 +938,16 @@ def _velocity_loop(scene, iterations, v, w, cc, ni, ti, joints=None, contacts=Tr
     tb = tuple(tuple((ti[k, s, 0], ti[k, s, 1]) for s in range(NUM_SLOTS)) for k in range(3))
     slots = [_slot_data(cc, s) for s in range(NUM_SLOTS)]
     slots = [[jax.tree.map(lambda x, k=k: x[k], sd) for sd in slots] for k in range(3)]
-    if joints is None:
-        jcache, jimp, jmot, jlim = None, (), (), None
-    else:
-        jcache, jimp, jmot, jlim = joints
+    jcache, jimp, jmot, jlim = joints
 
     def sweep(carry):
         bodies, jimp, jmot, nb, tb = carry
         bodies, jimp, jmot = list(bodies), list(jimp), list(jmot)
         nb, tb = [list(x) for x in nb], [list(x) for x in tb]
-        if jcache is not None:
-            for j in (1, 0):
-                bodies[0], bodies[j + 1], jimp[j], jmot[j] = _joint_velocity(
-                    scene,
-                    j,
-                    jcache[j],
-                    bodies[0],
-                    bodies[j + 1],
-                    jimp[j],
-                    jmot[j],
-                    jlim[j],
-                )
+        for j in (1, 0):
+            bodies[0], bodies[j + 1], jimp[j], jmot[j] = _joint_velocity(
+                scene, j, jcache[j], bodies[0], bodies[j + 1], jimp[j], jmot[j], jlim[j]
+            )
         for s in range(NUM_SLOTS if contacts else 0):
             for k in range(3):
                 bodies[k], nb[k][s], tb[k][s] = _contact_velocity(
@@ -1249,12 +1231,12 @@ def world_step(
 TOI_BISECTIONS = 14
 
 
-def _contact_positions(consts, pos_data, body):
+def _contact_positions(consts, pos_data, body, baumgarte=BAUMGARTE, active=True):
     """One position iteration of a body's contact slots (in order); returns the body and its
     minimum separation."""
     min_sep = jnp.zeros((), body[0].dtype)
     for pc in pos_data:
-        body, min_sep = _contact_position(consts, pc, body, BAUMGARTE, min_sep)
+        body, min_sep = _contact_position(consts, pc, body, baumgarte, min_sep, active)
     return body, min_sep
 
 
@@ -1267,9 +1249,7 @@ def _toi_position(consts, pos_data, body, done):
 
     def body_fn(carry):
         bp, i, done = carry
-        min_sep = jnp.zeros((), bp[0].dtype)
-        for pc in pos_data:
-            bp, min_sep = _contact_position(consts, pc, bp, TOI_BAUMGARTE, min_sep, ~done)
+        bp, min_sep = _contact_positions(consts, pos_data, bp, TOI_BAUMGARTE, ~done)
         return bp, i + 1, done | (min_sep >= -1.5 * LINEAR_SLOP)
 
     bp, _, _ = jax.lax.while_loop(cond, body_fn, (body, jnp.array(0, jnp.int32), done))
