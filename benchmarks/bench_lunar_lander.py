@@ -8,7 +8,10 @@ library versions, git hash and metrics) to ``--out``.
 
 Usage:
     python benchmarks/bench_lunar_lander.py --out DIR [--batches 1 64 1024] [--steps 50]
-        [--warmup 300]
+        [--warmup 300] [--fast-cpu-loops]
+
+``--fast-cpu-loops`` sets XLA:CPU's small-loop option (selfref_ghn.xla_cpu), as the command
+line's option of that name does; the JSON records ``XLA_FLAGS``.
 """
 
 from __future__ import annotations
@@ -25,6 +28,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from selfref_ghn.envs import lunar_lander as ll
+
+from selfref_ghn.xla_cpu import fuse_small_cpu_loops
 
 
 def _git_hash() -> str:
@@ -117,7 +122,15 @@ def main() -> None:
         help="untimed steps before timing (random-action episodes last about 100 steps)",
     )
     parser.add_argument("--no-toi", action="store_true", help="also time the env without TOI")
+    parser.add_argument(
+        "--fast-cpu-loops",
+        action="store_true",
+        help="set XLA:CPU's small-loop option, as the CLI's --fast-cpu-loops does",
+    )
     args = parser.parse_args()
+    if args.fast_cpu_loops:
+        fuse_small_cpu_loops()
+    jnp.zeros(())  # initialise the backend before timing
     os.makedirs(args.out, exist_ok=True)
 
     results = {"jax": [], "gymnasium": []}
@@ -146,6 +159,7 @@ def main() -> None:
         "git_hash": _git_hash(),
         "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform()},
         "device": str(jax.devices()[0]),
+        "xla_flags": os.environ.get("XLA_FLAGS", ""),
         "results": results,
         "speedup_vs_gymnasium": speedup,
     }
@@ -157,5 +171,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    jnp.zeros(())  # initialise the backend before timing
     main()

@@ -8,6 +8,9 @@ the traceback instead.
 (continue DIR from its latest checkpoint; the preset may then be omitted). Exit status: 0 done,
 2 user error, 3 the runaway monitor stopped the run (checkpoint written), 130 interrupted
 (docs/reliability.md).
+
+Commands that take a preset also take ``--fast-cpu-loops``: XLA:CPU compiles each small loop
+as one function (:mod:`selfref_ghn.xla_cpu`; faster on CPU, float rounding may differ).
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from pathlib import Path
 
 from selfref_ghn import presets
 from selfref_ghn.config import ConfigError
+from selfref_ghn.xla_cpu import fuse_small_cpu_loops
 
 # Modules adding subcommands: each has ``register(subparsers)``, which adds its parser and sets
 # ``func`` (``args -> exit code``) with ``parser.set_defaults``.
@@ -56,6 +60,12 @@ def add_run_options(p: argparse.ArgumentParser, preset_optional: bool = False) -
         "--set", action="append", default=[], metavar="KEY=VALUE", help="override a config field"
     )
     p.add_argument("--debug", action="store_true", help="show tracebacks for errors")
+    p.add_argument(
+        "--fast-cpu-loops",
+        action="store_true",
+        help="XLA:CPU compiles each small loop as one function: faster physics on CPU; results "
+        "may differ from the default's in float rounding (selfref_ghn.xla_cpu)",
+    )
 
 
 def add_device_options(p: argparse.ArgumentParser) -> None:
@@ -191,6 +201,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     debug = getattr(args, "debug", False)
+    if getattr(args, "fast_cpu_loops", False):
+        fuse_small_cpu_loops()  # before anything compiles
     try:
         if args.command == "presets":
             for name in presets.names():

@@ -88,6 +88,8 @@ def run_info() -> dict[str, Any]:
         "backend": jax.default_backend(),
         "devices": [str(d) for d in jax.devices()],
         "python": sys.version.split()[0],
+        # compiler flags change float rounding (e.g. --fast-cpu-loops, selfref_ghn.xla_cpu)
+        "xla_flags": os.environ.get("XLA_FLAGS", ""),
     }
 
 

@@ -1,0 +1,84 @@
+"""XLA:CPU option for loop-heavy programs: each small ``while`` loop compiled as one function.
+
+XLA:CPU runs a compiled program as a sequence of kernels, dispatched one at a time; a
+``while`` loop dispatches its body's kernels again on every trip. A physics step with 180
+sequential-impulse sweeps of a few dozen small kernels each (the LunarLander solver) spends
+much of its time on that dispatch. XLA can instead compile a loop whose buffers are small
+(by its cost model's bytes accessed) into one function that runs every trip itself: the
+option ``xla_cpu_small_while_loop_byte_threshold`` (an ``xla_backend_extra_options`` entry)
+sets how small. On GPU and TPU the option does nothing.
+
+It is opt-in (``selfref-ghn ... --fast-cpu-loops``, or :func:`fuse_small_cpu_loops` in a
+script) because float rounding then depends on how a loop was compiled: a program is as
+deterministic as before, but two different programs that compute the same thing agree only to
+rounding where without it they agree bit for bit (the early-stopping rollout and the
+fixed-horizon scan of ``selfref_ghn.rollout``, on CartPole: tests/test_rollout.py). Measured
+figures: docs/envs/lunar_lander.md.
+
+XLA reads ``XLA_FLAGS`` once, when JAX creates its first backend, so :func:`fuse_small_cpu_loops`
+must run before the first computation. A ``XLA_FLAGS`` that already sets the option is left
+alone.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import warnings
+
+OPTION = "xla_cpu_small_while_loop_byte_threshold"
+DEFAULT_MAX_BYTES = 10_000_000
+_EXTRA = "--xla_backend_extra_options="
+
+
+def _backends_initialized() -> bool:
+    try:
+        from jax._src import xla_bridge
+    except ImportError:  # pragma: no cover - JAX moved it; assume the early case
+        return False
+    probe = getattr(xla_bridge, "backends_are_initialized", None)
+    return bool(probe()) if probe is not None else False
+
+
+def with_small_loop_option(flags: str, max_bytes: int) -> str:
+    """``flags`` (an ``XLA_FLAGS`` value) with the option set to ``max_bytes``, merged into an
+    existing ``--xla_backend_extra_options`` entry if there is one."""
+    entry = f"{OPTION}={max_bytes}"
+    match = re.search(r"--xla_backend_extra_options=(\S*)", flags)
+    if match is None:
+        return f"{flags} {_EXTRA}{entry}".strip()
+    merged = ",".join(x for x in (match.group(1), entry) if x)
+    return flags[: match.start()] + _EXTRA + merged + flags[match.end() :]
+
+
+def fuse_small_cpu_loops(max_bytes: int = DEFAULT_MAX_BYTES) -> bool:
+    """Set the XLA:CPU small-loop option in ``XLA_FLAGS`` for this process.
+
+    Args:
+        max_bytes: loops whose bytes accessed (XLA's estimate) stay under this are compiled as
+            one function each.
+
+    Returns:
+        True if the option was set; False if ``XLA_FLAGS`` already names it (left as it is) or
+        JAX has already created a backend (too late: a warning says so).
+
+    Raises:
+        ValueError: ``max_bytes`` is not a positive integer.
+    """
+    if isinstance(max_bytes, bool) or not isinstance(max_bytes, int) or max_bytes <= 0:
+        raise ValueError(f"max_bytes must be a positive integer, got {max_bytes!r}")
+    flags = os.environ.get("XLA_FLAGS", "")
+    if OPTION in flags:
+        return False
+    if _backends_initialized():
+        warnings.warn(
+            f"fuse_small_cpu_loops: JAX has already created its backends, so {OPTION} cannot "
+            "take effect in this process; call it before the first JAX computation",
+            stacklevel=2,
+        )
+        return False
+    os.environ["XLA_FLAGS"] = with_small_loop_option(flags, max_bytes)
+    return True
+
+
+__all__ = ["DEFAULT_MAX_BYTES", "OPTION", "fuse_small_cpu_loops", "with_small_loop_option"]

@@ -1,0 +1,91 @@
+"""The XLA:CPU small-loop option: flag merging, the late-call guard, and its effect on a loop."""
+
+import json
+import os
+import subprocess
+import sys
+
+import jax.numpy as jnp
+import pytest
+
+from selfref_ghn import xla_cpu
+
+OPT = xla_cpu.OPTION
+
+
+def test_option_is_added_or_merged_into_existing_flags():
+    assert xla_cpu.with_small_loop_option("", 5) == f"--xla_backend_extra_options={OPT}=5"
+    assert (
+        xla_cpu.with_small_loop_option("--xla_backend_optimization_level=0", 5)
+        == f"--xla_backend_optimization_level=0 --xla_backend_extra_options={OPT}=5"
+    )
+    merged = xla_cpu.with_small_loop_option("--a=1 --xla_backend_extra_options=k=v --b=2", 7)
+    assert merged == f"--a=1 --xla_backend_extra_options=k=v,{OPT}=7 --b=2"
+
+
+@pytest.mark.parametrize("bad", [0, -1, 1.5, True, "10"])
+def test_bad_threshold_is_refused(bad):
+    with pytest.raises(ValueError, match="max_bytes"):
+        xla_cpu.fuse_small_cpu_loops(bad)
+
+
+def test_existing_setting_is_left_alone(monkeypatch):
+    monkeypatch.setenv("XLA_FLAGS", f"--xla_backend_extra_options={OPT}=0")
+    assert not xla_cpu.fuse_small_cpu_loops()
+    assert os.environ["XLA_FLAGS"] == f"--xla_backend_extra_options={OPT}=0"
+
+
+def test_too_late_call_warns_and_changes_nothing(monkeypatch):
+    jnp.zeros(()).block_until_ready()  # the backend exists now
+    monkeypatch.setenv("XLA_FLAGS", "--xla_backend_optimization_level=0")
+    with pytest.warns(UserWarning, match="before the first JAX computation"):
+        assert not xla_cpu.fuse_small_cpu_loops()
+    assert os.environ["XLA_FLAGS"] == "--xla_backend_optimization_level=0"
+
+
+_PROGRAM = """
+import json, sys
+from selfref_ghn import xla_cpu
+set_ = sys.argv[1] == "1" and xla_cpu.fuse_small_cpu_loops()
+import jax, jax.numpy as jnp
+def body(i, x):
+    y = jnp.sin(x) * 0.5 + jnp.cos(x[::-1])
+    return jnp.concatenate([y[1:], y[:1]]) + i
+f = jax.jit(lambda x: jax.lax.fori_loop(0, 50, body, x)).lower(jnp.ones(4096)).compile()
+out = f(jnp.linspace(0.0, 1.0, 4096))
+print(json.dumps({"set": bool(set_), "small_calls": f.as_text().count("xla_cpu_small_call"),
+                  "out": [float(v) for v in out[:: 512]]}))
+"""
+
+
+def _run(flag: str) -> dict:
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    res = subprocess.run(
+        [sys.executable, "-c", _PROGRAM, flag],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert res.returncode == 0, res.stderr
+    return json.loads(res.stdout.strip().splitlines()[-1])
+
+
+def test_option_compiles_the_loop_as_one_call_with_the_same_result():
+    plain, fused = _run("0"), _run("1")
+    assert not plain["set"] and fused["set"]
+    assert plain["small_calls"] == 0
+    assert fused["small_calls"] >= 1
+    assert fused["out"] == pytest.approx(plain["out"], rel=1e-5)
+
+
+def test_cli_sets_the_option_only_when_asked(monkeypatch):
+    from selfref_ghn import cli
+
+    calls = []
+    monkeypatch.setattr(cli, "fuse_small_cpu_loops", lambda: calls.append(1) or True)
+    # an unknown config key ends the command with status 2 before anything compiles
+    assert cli.main(["run", "quick", "--set", "no_such_field=1"]) == 2
+    assert calls == []
+    assert cli.main(["run", "quick", "--fast-cpu-loops", "--set", "no_such_field=1"]) == 2
+    assert calls == [1]
