@@ -27,7 +27,6 @@ import gymnasium as gym
 import jax
 import jax.numpy as jnp
 import numpy as np
-from selfref_ghn.envs import lunar_lander as ll
 
 from selfref_ghn.xla_cpu import fuse_small_cpu_loops
 
@@ -52,6 +51,10 @@ def bench_jax(batch: int, steps: int, toi: bool, warmup: int = 0) -> dict:
     Returns:
         A dict of measurements.
     """
+    # imported here: the module builds arrays, which starts JAX's backend (after main() has
+    # had the chance to set XLA_FLAGS)
+    from selfref_ghn.envs import lunar_lander as ll
+
     env, params = ll.make_lunar_lander(toi=toi)
     keys = jax.random.split(jax.random.key(0), batch)
     t0 = time.perf_counter()

@@ -16,8 +16,9 @@ fixed-horizon scan of ``selfref_ghn.rollout``, on CartPole: tests/test_rollout.p
 figures: docs/envs/lunar_lander.md.
 
 XLA reads ``XLA_FLAGS`` once, when JAX creates its first backend, so :func:`fuse_small_cpu_loops`
-must run before the first computation. A ``XLA_FLAGS`` that already sets the option is left
-alone.
+must run before the first computation, and before importing a module that builds arrays when
+imported (``selfref_ghn.envs.lunar_lander`` does; ``selfref_ghn`` and ``selfref_ghn.envs`` do
+not). A ``XLA_FLAGS`` that already sets the option is left alone.
 """
 
 from __future__ import annotations

@@ -89,3 +89,14 @@ def test_cli_sets_the_option_only_when_asked(monkeypatch):
     assert calls == []
     assert cli.main(["run", "quick", "--fast-cpu-loops", "--set", "no_such_field=1"]) == 2
     assert calls == [1]
+
+
+def test_importing_the_library_leaves_time_to_set_the_option():
+    code = (
+        "import selfref_ghn, selfref_ghn.cli, selfref_ghn.envs\n"
+        "from selfref_ghn import xla_cpu\n"
+        "print(xla_cpu._backends_initialized())"
+    )
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip().splitlines()[-1] == "False"
