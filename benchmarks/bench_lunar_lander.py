@@ -8,10 +8,12 @@ library versions, git hash and metrics) to ``--out``.
 
 Usage:
     python benchmarks/bench_lunar_lander.py --out DIR [--batches 1 64 1024] [--steps 50]
-        [--warmup 300] [--fast-cpu-loops]
+        [--warmup 300] [--fast-cpu-loops] [--cpu-devices N]
 
-``--fast-cpu-loops`` sets XLA:CPU's small-loop option (selfref_ghn.xla_cpu), as the command
-line's option of that name does; the JSON records ``XLA_FLAGS``.
+``--fast-cpu-loops`` sets XLA:CPU's small-loop option and ``--cpu-devices N`` presents the CPU as
+N devices, each stepping its share of the batch on its own thread (selfref_ghn.xla_cpu), as the
+command line's options of those names do; the JSON records ``XLA_FLAGS`` and the devices.
+Gymnasium's ``SyncVectorEnv`` steps its environments one after another on one core.
 """
 
 from __future__ import annotations
@@ -27,8 +29,10 @@ import gymnasium as gym
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import Mesh
 
-from selfref_ghn.xla_cpu import fuse_small_cpu_loops
+from selfref_ghn.sharding import AXIS, per_member
+from selfref_ghn.xla_cpu import fuse_small_cpu_loops, use_cpu_devices
 
 
 def _git_hash() -> str:
@@ -38,7 +42,7 @@ def _git_hash() -> str:
         return "unknown"
 
 
-def bench_jax(batch: int, steps: int, toi: bool, warmup: int = 0) -> dict:
+def bench_jax(batch: int, steps: int, toi: bool, warmup: int = 0, devices: int = 1) -> dict:
     """Compile time and steps/s of ``steps`` vmapped steps at ``batch``.
 
     Args:
@@ -47,45 +51,58 @@ def bench_jax(batch: int, steps: int, toi: bool, warmup: int = 0) -> dict:
         toi: emulate Box2D's time-of-impact pass.
         warmup: steps run before timing, so that the batch holds episodes of every age
             (flying, touching down, resting, just reset) as in a long run.
+        devices: split the batch over the first ``devices`` devices, each device stepping its
+            own landers (``selfref_ghn.sharding.per_member``, as the library's runs do).
 
     Returns:
         A dict of measurements.
     """
     # imported here: the module builds arrays, which starts JAX's backend (after main() has
-    # had the chance to set XLA_FLAGS)
+    # had the chance to set XLA_FLAGS and the CPU device count)
     from selfref_ghn.envs import lunar_lander as ll
 
+    if batch % devices:
+        raise ValueError(f"batch {batch} does not split over {devices} devices")
+    mesh = None if devices == 1 else Mesh(np.array(jax.devices()[:devices]), (AXIS,))
     env, params = ll.make_lunar_lander(toi=toi)
     keys = jax.random.split(jax.random.key(0), batch)
     t0 = time.perf_counter()
-    _, state = jax.block_until_ready(jax.jit(jax.vmap(env.reset, in_axes=(0, None)))(keys, params))
+    reset = jax.vmap(env.reset, in_axes=(0, None))
+    _, state = jax.block_until_ready(
+        jax.jit(lambda k, p: per_member(reset, mesh, (k,), (p,)))(keys, params)
+    )
     reset_s = time.perf_counter() - t0
 
-    def run(state, key):
+    def run_block(state, keys, params):  # one device's landers; keys: (landers, steps)
         def body(state, k):
-            k_act, k_step = jax.random.split(k)
-            acts = jax.random.randint(k_act, (batch,), 0, 4)
-            out = jax.vmap(env.step, in_axes=(0, 0, 0, None))(
-                jax.random.split(k_step, batch), state, acts, params
-            )
+            ka = jax.vmap(jax.random.split)(k)
+            acts = jax.vmap(lambda kk: jax.random.randint(kk, (), 0, 4))(ka[:, 0])
+            out = jax.vmap(env.step, in_axes=(0, 0, 0, None))(ka[:, 1], state, acts, params)
             return out[1], out[2]
 
-        return jax.lax.scan(body, state, jax.random.split(key, steps))
+        state, rewards = jax.lax.scan(body, state, jnp.swapaxes(keys, 0, 1))
+        return state, jnp.swapaxes(rewards, 0, 1)
 
-    f = jax.jit(run)
+    f = jax.jit(lambda s, k: per_member(run_block, mesh, (s, k), (params,)))
+
+    def step_keys(i):
+        return jax.random.split(jax.random.key(i), (batch, steps))
+
     t0 = time.perf_counter()
-    compiled = f.lower(state, jax.random.key(1)).compile()
+    compiled = f.lower(state, step_keys(1)).compile()
     compile_s = time.perf_counter() - t0
     for i in range(max(1, -(-warmup // steps))):  # warm-up
-        state, _ = jax.block_until_ready(compiled(state, jax.random.key(100 + i)))
+        state, _ = jax.block_until_ready(compiled(state, step_keys(100 + i)))
+    timed_keys = jax.block_until_ready(step_keys(3))
     t0 = time.perf_counter()
-    state, r = jax.block_until_ready(compiled(state, jax.random.key(3)))
+    state, r = jax.block_until_ready(compiled(state, timed_keys))
     run_s = time.perf_counter() - t0
     return {
         "batch": batch,
         "steps": steps,
         "toi": toi,
         "warmup": warmup,
+        "devices": devices,
         "reset_compile_and_run_s": reset_s,
         "compile_s": compile_s,
         "run_s": run_s,
@@ -130,20 +147,34 @@ def main() -> None:
         action="store_true",
         help="set XLA:CPU's small-loop option, as the CLI's --fast-cpu-loops does",
     )
+    parser.add_argument(
+        "--cpu-devices",
+        type=int,
+        default=1,
+        metavar="N",
+        help="present the CPU as N devices (one thread each) and split each batch over them, "
+        "as the CLI's --cpu-devices does (0: one per core)",
+    )
     args = parser.parse_args()
     if args.fast_cpu_loops:
         fuse_small_cpu_loops()
+    if args.cpu_devices != 1:
+        use_cpu_devices(args.cpu_devices or None)
     jnp.zeros(())  # initialise the backend before timing
     os.makedirs(args.out, exist_ok=True)
 
     results = {"jax": [], "gymnasium": []}
+    n_dev = len(jax.devices())
     for b in args.batches:
         results["gymnasium"].append(bench_gymnasium(b, args.gym_seconds, args.warmup))
         print("gymnasium", results["gymnasium"][-1], flush=True)
-        results["jax"].append(bench_jax(b, args.steps, toi=True, warmup=args.warmup))
+        d = n_dev if b % n_dev == 0 else 1  # batch 1 runs on one device
+        results["jax"].append(bench_jax(b, args.steps, toi=True, warmup=args.warmup, devices=d))
         print("jax", results["jax"][-1], flush=True)
         if args.no_toi:
-            results["jax"].append(bench_jax(b, args.steps, toi=False, warmup=args.warmup))
+            results["jax"].append(
+                bench_jax(b, args.steps, toi=False, warmup=args.warmup, devices=d)
+            )
             print("jax", results["jax"][-1], flush=True)
     gym_by_batch = {r["batch"]: r["env_steps_per_s"] for r in results["gymnasium"]}
     speedup = {
@@ -162,6 +193,7 @@ def main() -> None:
         "git_hash": _git_hash(),
         "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform()},
         "device": str(jax.devices()[0]),
+        "devices": [str(x) for x in jax.devices()],
         "xla_flags": os.environ.get("XLA_FLAGS", ""),
         "results": results,
         "speedup_vs_gymnasium": speedup,

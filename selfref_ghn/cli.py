@@ -10,7 +10,9 @@ the traceback instead.
 (docs/reliability.md).
 
 Commands that take a preset also take ``--fast-cpu-loops``: XLA:CPU compiles each small loop
-as one function (:mod:`selfref_ghn.xla_cpu`; faster on CPU, float rounding may differ).
+as one function (:mod:`selfref_ghn.xla_cpu`; faster on CPU, float rounding may differ), and
+``--cpu-devices N``: the CPU seen as N devices on their own threads, the population split over
+them (every core busy; N must divide the population).
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from pathlib import Path
 
 from selfref_ghn import presets
 from selfref_ghn.config import ConfigError
-from selfref_ghn.xla_cpu import fuse_small_cpu_loops
+from selfref_ghn.xla_cpu import fuse_small_cpu_loops, use_cpu_devices
 
 # Modules adding subcommands: each has ``register(subparsers)``, which adds its parser and sets
 # ``func`` (``args -> exit code``) with ``parser.set_defaults``.
@@ -66,6 +68,24 @@ def add_run_options(p: argparse.ArgumentParser, preset_optional: bool = False) -
         help="XLA:CPU compiles each small loop as one function: faster physics on CPU; results "
         "may differ from the default's in float rounding (selfref_ghn.xla_cpu)",
     )
+    p.add_argument(
+        "--cpu-devices",
+        type=_device_count,
+        default=None,
+        metavar="N",
+        help="run on N CPU devices, each on its own thread, and split the population over them "
+        "(0: one per core; N must divide the population; selfref_ghn.xla_cpu)",
+    )
+
+
+def _device_count(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if n < 0:
+        raise argparse.ArgumentTypeError(f"expected 0 (one per core) or more, got {n}")
+    return n
 
 
 def add_device_options(p: argparse.ArgumentParser) -> None:
@@ -203,6 +223,9 @@ def main(argv: list[str] | None = None) -> int:
     debug = getattr(args, "debug", False)
     if getattr(args, "fast_cpu_loops", False):
         fuse_small_cpu_loops()  # before anything compiles
+    cpu_devices = getattr(args, "cpu_devices", None)
+    if cpu_devices is not None:
+        use_cpu_devices(cpu_devices or None)
     try:
         if args.command == "presets":
             for name in presets.names():

@@ -241,20 +241,28 @@ class Evolution:
         env_params = self.schedule.apply(self.env_params, state.generation)
         obs_stats = state.obs_stats if cfg.obs_norm else None
 
-        def one(m: Array, flat: Array):
-            return evaluate(
-                member_key(eval_key, m, cfg.shared_episodes),
-                self.env,
-                env_params,
-                self.policy_fn,
-                self.ghn.policy_graph.unravel(flat),
-                cfg.horizon,
-                cfg.episodes,
-                obs_stats,
-            )
+        def block(members: Array, flats: Array, eval_key, env_params, obs_stats):
+            def one(m: Array, flat: Array):
+                return evaluate(
+                    member_key(eval_key, m, cfg.shared_episodes),
+                    self.env,
+                    env_params,
+                    self.policy_fn,
+                    self.ghn.policy_graph.unravel(flat),
+                    cfg.horizon,
+                    cfg.episodes,
+                    obs_stats,
+                )
 
-        ev = jax.vmap(one)(jnp.arange(policies.shape[0]), policies)
-        return jax.tree.map(lambda x: sharding_lib.constrain(x, self.mesh), ev)
+            return jax.vmap(one)(members, flats)
+
+        # with a mesh, each device plays its own members' episodes (sharding.per_member)
+        return sharding_lib.per_member(
+            block,
+            self.mesh,
+            (jnp.arange(policies.shape[0]), policies),
+            (eval_key, env_params, obs_stats),
+        )
 
     def step(self, state: EvoState) -> tuple[EvoState, Metrics]:
         """One generation: mutate, generate policies, evaluate, select.

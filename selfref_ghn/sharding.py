@@ -8,8 +8,13 @@ first ``N`` devices of ``jax.devices()`` (every process's devices in a multi-hos
 the generation step, is split over that axis; everything else (keys, hyperparameters, the basis,
 observation statistics, the monitor, the metrics) is replicated. GSPMD partitions the step from
 these annotations: the (mu + lambda) selection (``lax.top_k`` over the ``P(1+C)`` fitness values
-and the gathers of the survivors) needs no hand-written collective, so ``jax.shard_map`` is not
-used.
+and the gathers of the survivors) needs no hand-written collective.
+
+The episodes are the exception (:func:`per_member`): each device plays its own block of members
+under ``jax.shard_map``. An environment may gather or sort across the whole batch of episodes
+it is stepped on (LunarLander's solver packs the episodes that are in contact into dense
+chunks), and GSPMD would partition such a step with collectives between devices on every
+physics iteration; episodes are independent per member, so no device needs another's.
 
 Random keys are folded per member (generation, member index), so a member's children, policy
 and episodes are the same whichever device computes them: the same seed gives the same metrics
@@ -118,6 +123,35 @@ def constrain(x: Array, mesh: Mesh | None) -> Array:
     if mesh is None:
         return x
     return jax.lax.with_sharding_constraint(x, population_sharding(mesh))
+
+
+def per_member(fn: Any, mesh: Mesh | None, members: tuple, shared: tuple) -> Any:
+    """``fn(*members, *shared)`` with each device computing only its own block of members.
+
+    Args:
+        fn: a function of per-member arrays (leading axis: the members) and shared pytrees,
+            returning a pytree whose every leaf has the members as its leading axis; it must
+            treat members independently (it sees one device's block).
+        mesh: the run's mesh; ``None`` calls ``fn`` directly.
+        members: arrays split over the mesh along their leading axis.
+        shared: pytrees every device receives whole (keys, environment parameters, statistics).
+
+    Returns:
+        ``fn``'s result, split over the mesh along the leading axis.
+    """
+    if mesh is None:
+        return fn(*members, *shared)
+    split, whole = PartitionSpec(AXIS), PartitionSpec()
+    mapped = jax.shard_map(
+        fn,
+        mesh=mesh,
+        in_specs=(split,) * len(members) + (whole,) * len(shared),
+        out_specs=split,
+        # environments' loops carry values that do not vary over the mesh next to values that
+        # do; the check would reject such (correct) per-device code
+        check_vma=False,
+    )
+    return mapped(*members, *shared)
 
 
 def state_shardings(state: Any, mesh: Mesh) -> Any:

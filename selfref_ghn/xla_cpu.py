@@ -1,4 +1,21 @@
-"""XLA:CPU option for loop-heavy programs: each small ``while`` loop compiled as one function.
+"""XLA:CPU options: every core used (:func:`use_cpu_devices`), and each small ``while`` loop
+compiled as one function (:func:`fuse_small_cpu_loops`).
+
+Every core
+----------
+XLA:CPU runs one program on one device with one thread for its sequence of kernels; only large
+kernels are split over more cores. A physics step of many small kernels (the LunarLander
+solver) therefore keeps a single core busy whatever the batch size. :func:`use_cpu_devices`
+makes JAX present the CPU as ``n`` devices (``jax_num_cpu_devices``); each device runs its part
+of a program on its own thread, and the library's runs split the population over all devices by
+default (:mod:`selfref_ghn.sharding`, each device playing its own members' episodes). Results
+are those of one device, up to float rounding in reductions over members (the same seed selects
+the same survivors: tests/test_sharding.py). Opt-in (``selfref-ghn ... --cpu-devices N``)
+because the population must then divide over ``n`` devices. On GPU and TPU machines it changes
+only the (unused) CPU backend.
+
+Small loops
+-----------
 
 XLA:CPU runs a compiled program as a sequence of kernels, dispatched one at a time; a
 ``while`` loop dispatches its body's kernels again on every trip. A physics step with 180
@@ -15,10 +32,10 @@ rounding where without it they agree bit for bit (the early-stopping rollout and
 fixed-horizon scan of ``selfref_ghn.rollout``, on CartPole: tests/test_rollout.py). Measured
 figures: docs/envs/lunar_lander.md.
 
-XLA reads ``XLA_FLAGS`` once, when JAX creates its first backend, so :func:`fuse_small_cpu_loops`
-must run before the first computation, and before importing a module that builds arrays when
-imported (``selfref_ghn.envs.lunar_lander`` does; ``selfref_ghn`` and ``selfref_ghn.envs`` do
-not). A ``XLA_FLAGS`` that already sets the option is left alone.
+Both must run before JAX creates its backends: before the first computation, and before
+importing a module that builds arrays when imported (``selfref_ghn.envs.lunar_lander`` does;
+``selfref_ghn`` and ``selfref_ghn.envs`` do not). XLA reads ``XLA_FLAGS`` once, when JAX creates
+its first backend. A ``XLA_FLAGS`` that already sets the small-loop option is left alone.
 """
 
 from __future__ import annotations
@@ -82,4 +99,48 @@ def fuse_small_cpu_loops(max_bytes: int = DEFAULT_MAX_BYTES) -> bool:
     return True
 
 
-__all__ = ["DEFAULT_MAX_BYTES", "OPTION", "fuse_small_cpu_loops", "with_small_loop_option"]
+def default_cpu_devices() -> int:
+    """The cores this process may run on (its CPU affinity where the platform reports it)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
+def use_cpu_devices(n: int | None = None) -> bool:
+    """Make JAX present this machine's CPU as ``n`` devices, each running on its own thread.
+
+    Args:
+        n: the number of CPU devices; ``None``: one per core (:func:`default_cpu_devices`).
+
+    Returns:
+        True if set; False if JAX has already created its backends (too late: a warning says
+        so and nothing changes).
+
+    Raises:
+        ValueError: ``n`` is not a positive integer.
+    """
+    n = default_cpu_devices() if n is None else n
+    if isinstance(n, bool) or not isinstance(n, int) or n <= 0:
+        raise ValueError(f"the number of CPU devices must be a positive integer, got {n!r}")
+    if _backends_initialized():
+        warnings.warn(
+            f"use_cpu_devices: JAX has already created its backends, so {n} CPU devices cannot "
+            "take effect in this process; call it before the first JAX computation",
+            stacklevel=2,
+        )
+        return False
+    import jax
+
+    jax.config.update("jax_num_cpu_devices", n)
+    return True
+
+
+__all__ = [
+    "DEFAULT_MAX_BYTES",
+    "OPTION",
+    "default_cpu_devices",
+    "fuse_small_cpu_loops",
+    "use_cpu_devices",
+    "with_small_loop_option",
+]

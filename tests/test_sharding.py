@@ -94,3 +94,30 @@ def test_same_metrics_on_1_2_4_8_devices():
     assert res["error"] is not None
     assert "population_size" in res["error"] and "4 devices" in res["error"]
     assert "[1, 2, 3, 6]" in res["error"]  # the device counts that would work
+
+
+def test_per_member_gives_each_device_only_its_block():
+    """``per_member`` runs the function once per device on that device's members: a function
+    that sees the whole batch (its size, a sum across it) tells the blocks apart."""
+    res = run_with_devices(
+        """
+        import json, jax, jax.numpy as jnp, numpy as np
+        from jax.sharding import Mesh
+        from selfref_ghn.sharding import AXIS, per_member
+        def fn(members, offset):
+            size = jnp.full(members.shape, members.shape[0])
+            return {"size": size, "block_sum": jnp.full(members.shape, members.sum()) + offset}
+        x = jnp.arange(24)
+        out = {}
+        for n in (1, 4):
+            mesh = None if n == 1 else Mesh(np.array(jax.devices()[:n]), (AXIS,))
+            r = jax.jit(lambda x: per_member(fn, mesh, (x,), (jnp.int32(100),)))(x)
+            out[n] = {k: np.asarray(v).tolist() for k, v in r.items()}
+            out[n]["shards"] = len(r["size"].addressable_shards)
+        print(json.dumps(out))
+        """
+    )
+    assert res["1"]["size"] == [24] * 24 and res["1"]["block_sum"] == [376] * 24
+    assert res["4"]["size"] == [6] * 24 and res["4"]["shards"] == 4
+    sums = [sum(range(6 * b, 6 * b + 6)) + 100 for b in range(4)]
+    assert res["4"]["block_sum"] == [s for s in sums for _ in range(6)]

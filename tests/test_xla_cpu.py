@@ -100,3 +100,63 @@ def test_importing_the_library_leaves_time_to_set_the_option():
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr
     assert res.stdout.strip().splitlines()[-1] == "False"
+
+
+@pytest.mark.parametrize("bad", [0, -1, 1.5, True, "2"])
+def test_bad_cpu_device_count_is_refused(bad):
+    with pytest.raises(ValueError, match="CPU devices"):
+        xla_cpu.use_cpu_devices(bad)
+
+
+def test_too_late_cpu_devices_warns_and_changes_nothing():
+    import jax
+
+    before = len(jax.devices())
+    with pytest.warns(UserWarning, match="before the first JAX computation"):
+        assert not xla_cpu.use_cpu_devices(2)
+    assert len(jax.devices()) == before
+
+
+_DEVICES_PROGRAM = """
+import json, sys
+from selfref_ghn import xla_cpu
+n = int(sys.argv[1])
+set_ = xla_cpu.use_cpu_devices(n if n else None)
+import jax
+print(json.dumps({"set": set_, "devices": len(jax.devices()),
+                  "default": xla_cpu.default_cpu_devices()}))
+"""
+
+
+@pytest.mark.parametrize("n", [0, 3])
+def test_cpu_devices_are_presented(n):
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    res = subprocess.run(
+        [sys.executable, "-c", _DEVICES_PROGRAM, str(n)],
+        env={**env, "JAX_PLATFORMS": "cpu"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert res.returncode == 0, res.stderr
+    out = json.loads(res.stdout.strip().splitlines()[-1])
+    assert out["set"]
+    assert out["devices"] == (n or out["default"])
+
+
+def test_cli_sets_cpu_devices_only_when_asked(monkeypatch, capsys):
+    from selfref_ghn import cli
+
+    calls = []
+    monkeypatch.setattr(cli, "use_cpu_devices", lambda n=None: calls.append(n) or True)
+    bad = ["--set", "no_such_field=1"]  # ends with status 2 before anything compiles
+    assert cli.main(["run", "quick", *bad]) == 2
+    assert calls == []
+    assert cli.main(["run", "quick", "--cpu-devices", "2", *bad]) == 2
+    assert cli.main(["run", "quick", "--cpu-devices", "0", *bad]) == 2
+    assert calls == [2, None]  # 0: one per core
+    for wrong in ("-1", "two"):
+        with pytest.raises(SystemExit) as e:
+            cli.main(["run", "quick", "--cpu-devices", wrong])
+        assert e.value.code == 2
+    assert "--cpu-devices" in capsys.readouterr().err
