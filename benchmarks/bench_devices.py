@@ -1,9 +1,9 @@
 """Generations/s against device count (DESIGN §4: the population axis over a device mesh).
 
 Each device count runs in its own subprocess with
-``XLA_FLAGS=--xla_force_host_platform_device_count=8`` (simulated CPU devices: they share the
-machine's cores, so on a small CPU more devices cannot be faster; on GPUs/TPUs each device adds
-its own compute). Same seed everywhere; the script also checks that every count selects the
+``XLA_FLAGS=--xla_force_host_platform_device_count=8`` (simulated CPU devices: each runs on its
+own thread, so on a small CPU more devices than cores cannot be faster; on GPUs/TPUs each device
+adds its own compute). Same seed everywhere; the script also checks that every count selects the
 same survivors.
 
     python benchmarks/bench_devices.py [--counts 1,2,4,8] [--population 16] [--generations 20]
