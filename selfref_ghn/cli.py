@@ -162,6 +162,27 @@ def config_from_args(args):
     return cfg.with_overrides(sets) if sets else cfg
 
 
+def _cpu_devices_hint(cfg, args) -> str | None:
+    """A line suggesting ``--cpu-devices`` for a one-device CPU run on a machine with more
+    cores, or None."""
+    import jax
+
+    from selfref_ghn.sharding import divisors_up_to
+    from selfref_ghn.xla_cpu import default_cpu_devices
+
+    if args.cpu_devices is not None or cfg.method != "srghn" or jax.process_count() > 1:
+        return None
+    if jax.default_backend() != "cpu" or len(jax.devices()) != 1:
+        return None
+    n = max(divisors_up_to(cfg.population_size, default_cpu_devices()))
+    if n == 1:
+        return None
+    return (
+        f"note: this run uses one of {default_cpu_devices()} CPU cores; "
+        f"--cpu-devices {n} splits the population over {n} (docs/scaling.md)"
+    )
+
+
 def cmd_run(args) -> int:
     cfg = config_from_args(args)
     from selfref_ghn.evolution import Evolution
@@ -187,6 +208,9 @@ def cmd_run(args) -> int:
                 "--devices", str(args.devices), f"1 (method {cfg.method!r} runs on one device)"
             )
         evo = BaselineEvolution.create(cfg)
+    hint = _cpu_devices_hint(cfg, args)
+    if hint and not args.quiet:
+        print(hint, file=sys.stderr)
     out = (
         args.resume
         or args.out

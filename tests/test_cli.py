@@ -108,3 +108,19 @@ def test_baseline_method_refuses_several_devices(capsys):
     argv = ["run", "quick", "--set", "method=open_es", "--devices", "2"]
     assert cli.main(argv) == 2
     assert "--devices" in capsys.readouterr().err
+
+
+def test_one_device_cpu_run_suggests_cpu_devices(monkeypatch):
+    import argparse
+
+    from selfref_ghn import cli, xla_cpu
+    from selfref_ghn.config import Config
+
+    monkeypatch.setattr(xla_cpu, "default_cpu_devices", lambda: 4)
+    args = argparse.Namespace(cpu_devices=None)
+    hint = cli._cpu_devices_hint(Config(population_size=30), args)
+    assert hint is not None and "--cpu-devices 3" in hint and "of 4 CPU cores" in hint
+    assert cli._cpu_devices_hint(Config(population_size=7), args) is None  # no divisor > 1
+    assert cli._cpu_devices_hint(Config(population_size=30, method="simple_ga"), args) is None
+    args.cpu_devices = 2
+    assert cli._cpu_devices_hint(Config(population_size=30), args) is None
