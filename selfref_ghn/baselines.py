@@ -48,7 +48,7 @@ from selfref_ghn import monitor as monitor_lib
 from selfref_ghn.config import Config, ConfigError, Hyperparams
 from selfref_ghn.evolution import scan_generations
 from selfref_ghn.normalize import RunningStats
-from selfref_ghn.rollout import evaluate, member_key
+from selfref_ghn.rollout import evaluate_flat
 from selfref_ghn.schedule import SwitchSchedule
 from selfref_ghn.task import make_task
 from selfref_ghn.types import Array, Metrics, Params
@@ -290,19 +290,11 @@ class BaselineEvolution:
         env_params = self.schedule.apply(self.env_params, state.generation)
         obs_stats = state.obs_stats if cfg.obs_norm else None
 
-        def one(m: Array, flat: Array):
-            return evaluate(
-                member_key(eval_key, m, cfg.shared_episodes),
-                self.env,
-                env_params,
-                self.policy_fn,
-                self.unravel(flat),
-                cfg.horizon,
-                cfg.episodes,
-                obs_stats,
-            )
-
-        return jax.vmap(one)(jnp.arange(members.shape[0]), members)
+        idx = jnp.arange(members.shape[0])
+        return evaluate_flat(
+            eval_key, idx, members, self.env, env_params, self.policy_fn, self.unravel, cfg,
+            obs_stats,
+        )  # fmt: skip
 
     def step(self, state: BaselineState) -> tuple[BaselineState, Metrics]:
         """One generation: ask, evaluate, tell (with the sign flipped).

@@ -31,7 +31,7 @@ from selfref_ghn.model import SRGHN
 from selfref_ghn.mutation import mutate, mutation_params
 from selfref_ghn.normalize import RunningStats
 from selfref_ghn.policy import policy_template
-from selfref_ghn.rollout import evaluate, member_key
+from selfref_ghn.rollout import evaluate_flat
 from selfref_ghn.schedule import SwitchSchedule
 from selfref_ghn.task import make_task
 from selfref_ghn.types import Array, Metrics, Params
@@ -242,19 +242,11 @@ class Evolution:
         obs_stats = state.obs_stats if cfg.obs_norm else None
 
         def block(members: Array, flats: Array, eval_key, env_params, obs_stats):
-            def one(m: Array, flat: Array):
-                return evaluate(
-                    member_key(eval_key, m, cfg.shared_episodes),
-                    self.env,
-                    env_params,
-                    self.policy_fn,
-                    self.ghn.policy_graph.unravel(flat),
-                    cfg.horizon,
-                    cfg.episodes,
-                    obs_stats,
-                )
-
-            return jax.vmap(one)(members, flats)
+            unravel = self.ghn.policy_graph.unravel
+            return evaluate_flat(
+                eval_key, members, flats, self.env, env_params, self.policy_fn, unravel, cfg,
+                obs_stats,
+            )  # fmt: skip
 
         # with a mesh, each device plays its own members' episodes (sharding.per_member)
         return sharding_lib.per_member(

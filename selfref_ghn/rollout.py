@@ -132,3 +132,33 @@ def evaluate(
         obs_sq_sum=ss.sum(0),
         obs_count=n.sum(),
     )
+
+
+def evaluate_flat(
+    eval_key: Array,
+    members: Array,
+    flats: Array,
+    env: Any,
+    env_params: Any,
+    policy_fn: PolicyFn,
+    unravel: Callable[[Array], Params],
+    config: Any,
+    obs_stats: RunningStats | None = None,
+) -> Evaluation:
+    """:func:`evaluate` of every member's flat policy (vmapped): member ``members[i]`` plays
+    its own episodes (:func:`member_key`) with ``unravel(flats[i])``, ``config.episodes`` of
+    ``config.horizon`` steps."""
+
+    def one(m: Array, flat: Array) -> Evaluation:
+        return evaluate(
+            member_key(eval_key, m, config.shared_episodes),
+            env,
+            env_params,
+            policy_fn,
+            unravel(flat),
+            config.horizon,
+            config.episodes,
+            obs_stats,
+        )
+
+    return jax.vmap(one)(members, flats)
