@@ -10,7 +10,8 @@ Usage:
     python benchmarks/bench_lunar_lander.py --out DIR [--batches 1 64 1024] [--steps 50]
         [--warmup 300] [--fast-cpu-loops] [--cpu-devices N]
 
-``--fast-cpu-loops`` sets XLA:CPU's small-loop option and ``--cpu-devices N`` presents the CPU as
+``--fast-cpu-loops`` sets XLA:CPU's small-loop option and turns off its YNNPACK fusions, and
+``--cpu-devices N`` presents the CPU as
 N devices, each stepping its share of the batch on its own thread (selfref_ghn.xla_cpu), as the
 command line's options of those names do; the JSON records ``XLA_FLAGS`` and the devices.
 Gymnasium's ``SyncVectorEnv`` steps its environments one after another on one core.
@@ -32,7 +33,7 @@ import numpy as np
 from jax.sharding import Mesh
 
 from selfref_ghn.sharding import AXIS, per_member
-from selfref_ghn.xla_cpu import fuse_small_cpu_loops, use_cpu_devices
+from selfref_ghn.xla_cpu import fuse_small_cpu_loops, skip_ynn_fusions, use_cpu_devices
 
 
 def _git_hash() -> str:
@@ -145,7 +146,8 @@ def main() -> None:
     parser.add_argument(
         "--fast-cpu-loops",
         action="store_true",
-        help="set XLA:CPU's small-loop option, as the CLI's --fast-cpu-loops does",
+        help="set XLA:CPU's small-loop option and skip YNNPACK fusions, as the CLI's "
+        "--fast-cpu-loops does",
     )
     parser.add_argument(
         "--cpu-devices",
@@ -158,6 +160,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.fast_cpu_loops:
         fuse_small_cpu_loops()
+        skip_ynn_fusions()
     if args.cpu_devices != 1:
         use_cpu_devices(args.cpu_devices or None)
     jnp.zeros(())  # initialise the backend before timing

@@ -10,7 +10,8 @@ the traceback instead.
 (docs/reliability.md).
 
 Commands that take a preset also take ``--fast-cpu-loops``: XLA:CPU compiles each small loop
-as one function (:mod:`selfref_ghn.xla_cpu`; faster on CPU, float rounding may differ), and
+as one function and uses its own kernels instead of YNNPACK fusions (:mod:`selfref_ghn.xla_cpu`;
+faster on CPU, float rounding may differ), and
 ``--cpu-devices N``: the CPU seen as N devices on their own threads, the population split over
 them (every core busy; N must divide the population).
 """
@@ -25,7 +26,7 @@ from pathlib import Path
 
 from selfref_ghn import presets
 from selfref_ghn.config import ConfigError
-from selfref_ghn.xla_cpu import fuse_small_cpu_loops, use_cpu_devices
+from selfref_ghn.xla_cpu import fuse_small_cpu_loops, skip_ynn_fusions, use_cpu_devices
 
 # Modules adding subcommands: each has ``register(subparsers)``, which adds its parser and sets
 # ``func`` (``args -> exit code``) with ``parser.set_defaults``.
@@ -65,8 +66,9 @@ def add_run_options(p: argparse.ArgumentParser, preset_optional: bool = False) -
     p.add_argument(
         "--fast-cpu-loops",
         action="store_true",
-        help="XLA:CPU compiles each small loop as one function: faster physics on CPU; results "
-        "may differ from the default's in float rounding (selfref_ghn.xla_cpu)",
+        help="XLA:CPU compiles each small loop as one function and uses its own kernels instead "
+        "of YNNPACK fusions: faster physics on CPU; results may differ from the default's in "
+        "float rounding (selfref_ghn.xla_cpu)",
     )
     p.add_argument(
         "--cpu-devices",
@@ -247,6 +249,7 @@ def main(argv: list[str] | None = None) -> int:
     debug = getattr(args, "debug", False)
     if getattr(args, "fast_cpu_loops", False):
         fuse_small_cpu_loops()  # before anything compiles
+        skip_ynn_fusions()
     cpu_devices = getattr(args, "cpu_devices", None)
     if cpu_devices is not None:
         use_cpu_devices(cpu_devices or None)

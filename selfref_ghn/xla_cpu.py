@@ -1,5 +1,6 @@
-"""XLA:CPU options: every core used (:func:`use_cpu_devices`), and each small ``while`` loop
-compiled as one function (:func:`fuse_small_cpu_loops`).
+"""XLA:CPU options: every core used (:func:`use_cpu_devices`), each small ``while`` loop
+compiled as one function (:func:`fuse_small_cpu_loops`), and XLA's own kernels instead of
+YNNPACK fusions (:func:`skip_ynn_fusions`).
 
 Every core
 ----------
@@ -32,7 +33,17 @@ rounding where without it they agree bit for bit (the early-stopping rollout and
 fixed-horizon scan of ``selfref_ghn.rollout``, on CartPole: tests/test_rollout.py). Measured
 figures: docs/envs/lunar_lander.md.
 
-Both must run before JAX creates its backends: before the first computation, and before
+No YNNPACK fusions
+------------------
+
+XLA:CPU hands some fused operations (here: small reductions, such as a sum over a lander's
+three bodies) to the YNNPACK library. For arrays this small each such call costs far more
+than XLA's own kernel: on the LunarLander step at batch 512 the 30 YNNPACK fusions took about
+a sixth of the kernel time. :func:`skip_ynn_fusions` sets ``xla_cpu_experimental_ynn_fusion_type``
+to nothing, so XLA emits its own kernels for them. Results change only in float rounding (the
+order of a few sums). ``--fast-cpu-loops`` sets this option as well.
+
+All of these must run before JAX creates its backends: before the first computation, and before
 importing a module that builds arrays when imported (``selfref_ghn.envs.lunar_lander`` does;
 ``selfref_ghn`` and ``selfref_ghn.envs`` do not). XLA reads ``XLA_FLAGS`` once, when JAX creates
 its first backend. A ``XLA_FLAGS`` that already sets the small-loop option is left alone.
@@ -45,6 +56,7 @@ import re
 import warnings
 
 OPTION = "xla_cpu_small_while_loop_byte_threshold"
+YNN_OPTION = "xla_cpu_experimental_ynn_fusion_type"
 DEFAULT_MAX_BYTES = 10_000_000
 _EXTRA = "--xla_backend_extra_options="
 
@@ -99,6 +111,28 @@ def fuse_small_cpu_loops(max_bytes: int = DEFAULT_MAX_BYTES) -> bool:
     return True
 
 
+def skip_ynn_fusions() -> bool:
+    """Make XLA:CPU emit its own kernels where it would call YNNPACK fusions (set
+    ``xla_cpu_experimental_ynn_fusion_type`` to no type in ``XLA_FLAGS``).
+
+    Returns:
+        True if set; False if ``XLA_FLAGS`` already names the option (left as it is) or JAX
+        has already created a backend (too late: a warning says so).
+    """
+    flags = os.environ.get("XLA_FLAGS", "")
+    if YNN_OPTION in flags:
+        return False
+    if _backends_initialized():
+        warnings.warn(
+            f"skip_ynn_fusions: JAX has already created its backends, so {YNN_OPTION} cannot "
+            "take effect in this process; call it before the first JAX computation",
+            stacklevel=2,
+        )
+        return False
+    os.environ["XLA_FLAGS"] = f"{flags} --{YNN_OPTION}=".strip()
+    return True
+
+
 def default_cpu_devices() -> int:
     """The cores this process may run on (its CPU affinity where the platform reports it)."""
     try:
@@ -139,8 +173,10 @@ def use_cpu_devices(n: int | None = None) -> bool:
 __all__ = [
     "DEFAULT_MAX_BYTES",
     "OPTION",
+    "YNN_OPTION",
     "default_cpu_devices",
     "fuse_small_cpu_loops",
+    "skip_ynn_fusions",
     "use_cpu_devices",
     "with_small_loop_option",
 ]

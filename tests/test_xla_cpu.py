@@ -1,4 +1,5 @@
-"""The XLA:CPU small-loop option: flag merging, the late-call guard, and its effect on a loop."""
+"""The XLA:CPU options: flag merging, the late-call guards, and their effects on a loop and on
+a YNNPACK-fused reduction."""
 
 import json
 import os
@@ -79,16 +80,68 @@ def test_option_compiles_the_loop_as_one_call_with_the_same_result():
     assert fused["out"] == pytest.approx(plain["out"], rel=1e-5)
 
 
-def test_cli_sets_the_option_only_when_asked(monkeypatch):
+def test_cli_sets_the_options_only_when_asked(monkeypatch):
     from selfref_ghn import cli
 
     calls = []
-    monkeypatch.setattr(cli, "fuse_small_cpu_loops", lambda: calls.append(1) or True)
+    monkeypatch.setattr(cli, "fuse_small_cpu_loops", lambda: calls.append("loops") or True)
+    monkeypatch.setattr(cli, "skip_ynn_fusions", lambda: calls.append("ynn") or True)
     # an unknown config key ends the command with status 2 before anything compiles
     assert cli.main(["run", "quick", "--set", "no_such_field=1"]) == 2
     assert calls == []
     assert cli.main(["run", "quick", "--fast-cpu-loops", "--set", "no_such_field=1"]) == 2
-    assert calls == [1]
+    assert calls == ["loops", "ynn"]
+
+
+def test_ynn_option_is_added_once(monkeypatch):
+    monkeypatch.setenv("XLA_FLAGS", "--xla_backend_optimization_level=1")
+    monkeypatch.setattr(xla_cpu, "_backends_initialized", lambda: False)
+    assert xla_cpu.skip_ynn_fusions()
+    assert os.environ["XLA_FLAGS"] == (
+        f"--xla_backend_optimization_level=1 --{xla_cpu.YNN_OPTION}="
+    )
+    assert not xla_cpu.skip_ynn_fusions()  # already named: left as it is
+    assert os.environ["XLA_FLAGS"].count(xla_cpu.YNN_OPTION) == 1
+
+
+def test_too_late_ynn_call_warns_and_changes_nothing(monkeypatch):
+    monkeypatch.setenv("XLA_FLAGS", "")
+    jnp.zeros(())  # backends exist from here on
+    with pytest.warns(UserWarning, match="before the first JAX computation"):
+        assert not xla_cpu.skip_ynn_fusions()
+    assert os.environ["XLA_FLAGS"] == ""
+
+
+_REDUCE_PROGRAM = """
+import json, sys
+from selfref_ghn import xla_cpu
+set_ = sys.argv[1] == "1" and xla_cpu.skip_ynn_fusions()
+import jax, jax.numpy as jnp
+f = jax.jit(lambda x: jnp.sum(jnp.sin(x), axis=1)).lower(jnp.ones((512, 4, 3))).compile()
+out = f(jnp.linspace(0.0, 1.0, 6144).reshape(512, 4, 3)).ravel()
+print(json.dumps({"set": bool(set_), "ynn": f.as_text().count("__ynn_fusion"),
+                  "out": [float(v) for v in out[:: 64]]}))
+"""
+
+
+def test_skipping_ynn_fusions_removes_them_with_the_same_result():
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    runs = []
+    for flag in ("0", "1"):
+        res = subprocess.run(
+            [sys.executable, "-c", _REDUCE_PROGRAM, flag],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert res.returncode == 0, res.stderr
+        runs.append(json.loads(res.stdout.strip().splitlines()[-1]))
+    plain, skipped = runs
+    assert not plain["set"] and skipped["set"]
+    assert plain["ynn"] >= 1  # this jaxlib fuses the reduction into YNNPACK by default
+    assert skipped["ynn"] == 0
+    assert skipped["out"] == pytest.approx(plain["out"], rel=1e-6)
 
 
 def test_importing_the_library_leaves_time_to_set_the_option():
