@@ -27,8 +27,13 @@ from jax.custom_batching import custom_vmap
 
 
 def chunk_size(batch: int) -> int:
-    """Lanes per chunk of the costly branch: an eighth of the batch, at least 8."""
-    return int(min(batch, max(8, -(-batch // 8))))
+    """Lanes per chunk of the costly branch: a sixteenth of the batch, at least 8.
+
+    Smaller chunks waste less on padding (the last chunk's unused lanes) and cost one more
+    trip of the loop each; on XLA:CPU a sixteenth stepped the LunarLander batch 6-21% faster
+    than an eighth at 256-1024 landers (docs/envs/lunar_lander.md).
+    """
+    return int(min(batch, max(8, -(-batch // 16))))
 
 
 def true_indices(pred: jax.Array, size: int, fill: int) -> jax.Array:
