@@ -36,6 +36,7 @@ from jax.flatten_util import ravel_pytree
 from selfref_ghn.config import Config, Hyperparams
 from selfref_ghn.model import SRGHN
 from selfref_ghn.mutation import mutate, mutation_params
+from selfref_ghn.selection import survivors
 from selfref_ghn.types import Array, Params
 
 # Fold-in tags of the init key (matching selfref_ghn.evolution's _INIT).
@@ -208,7 +209,9 @@ class SelfReferentialGHN:
             (1.0 - params.child_factor) * ret[:P] + params.child_factor * kid_mean,
             -jnp.inf,
         )
-        top, selected = jax.lax.top_k(jnp.concatenate([parent, ret[P:]]), P)
+        top, selected = survivors(
+            jnp.concatenate([parent, ret[P:]]), P, self.config.selection_ties
+        )
 
         flat = jax.vmap(lambda p: ravel_pytree(p)[0])(population)
         i_best = jnp.argmax(ret)

@@ -25,6 +25,7 @@ import jax.numpy as jnp
 from flax import struct
 
 MUTATION_MODES = ("self", "fixed_rate", "frozen_head", "external")
+SELECTION_TIES = ("parents", "children")
 MONITOR_POLICIES = ("off", "warn", "stop")
 
 
@@ -64,6 +65,10 @@ class Config:
     population_size: int = 30
     num_children: int = 2
     child_factor: float = 0.0
+    # which members survive a tie in the (mu + lambda) selection: "parents" (the paper's code:
+    # a child must beat a parent) or "children" (a child as good as a parent replaces it, so a
+    # population whose members all score the same keeps drifting instead of freezing)
+    selection_ties: str = "parents"
     generations: int = 250
     seed: int = 0
     # SR-GHN architecture
@@ -189,6 +194,8 @@ class Config:
             raise ConfigError("noise_rng", self.noise_rng, "one of ('fast', 'threefry')")
         if not 0.0 <= self.fixed_rate <= 1.0:
             raise ConfigError("fixed_rate", self.fixed_rate, "must lie in [0, 1]")
+        if self.selection_ties not in SELECTION_TIES:
+            raise ConfigError("selection_ties", self.selection_ties, f"one of {SELECTION_TIES}")
         if self.mutation_mode not in MUTATION_MODES:
             raise ConfigError("mutation_mode", self.mutation_mode, f"one of {MUTATION_MODES}")
         if self.method != "srghn":

@@ -33,6 +33,7 @@ from selfref_ghn.normalize import RunningStats
 from selfref_ghn.policy import policy_template
 from selfref_ghn.rollout import evaluate_flat
 from selfref_ghn.schedule import SwitchSchedule
+from selfref_ghn.selection import survivors
 from selfref_ghn.task import make_task
 from selfref_ghn.types import Array, Metrics, Params
 
@@ -294,7 +295,7 @@ class Evolution:
             -jnp.inf,
         )
         sel_fitness = jnp.concatenate([parent_fit, fitness[P:]])
-        top_fit, selected = jax.lax.top_k(sel_fitness, P)
+        top_fit, selected = survivors(sel_fitness, P, cfg.selection_ties)
         from_parent = (selected < P)[:, None]
         new_params = jnp.where(
             from_parent,

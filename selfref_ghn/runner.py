@@ -57,10 +57,13 @@ from selfref_ghn.schedule import inverted_host
 # metrics.csv columns: the step's, then the runaway monitor's flags.
 COLUMNS = CSV_COLUMNS + monitor_lib.COLUMNS
 CHECKPOINT_DIR = "checkpoints"
-# Fields a resumed run may change: they steer the host and the monitor, not the evolution.
+# Fields a resumed run may change: they steer the host and the monitor, not the evolution;
+# and the selection's tie rule, which holds no state (a branch of a run may continue under the
+# other rule: config.json's _run.resumed_from says from which generation).
 RESUME_MAY_CHANGE = (
     "generations", "checkpoint_every", "keep_checkpoints", "monitor", "monitor_patience",
     "monitor_rate_margin", "monitor_diversity_min", "monitor_diversity_max", "monitor_collapse",
+    "selection_ties",
 )  # fmt: skip
 
 

@@ -36,6 +36,7 @@ BAD = [
     (["quick", "--set", "rate_max=1.5"], "'rate_max' = 1.5: must lie in [rate_min (0.0), 1]"),
     (["quick", "--set", "rate_min=0.6", "--set", "rate_max=0.4"], "'rate_max' = 0.4"),
     (["quick", "--set", "rate_min=-0.1"], "'rate_min' = -0.1: must lie in [0, 1]"),
+    (["quick", "--set", "selection_ties=random"], "'selection_ties' = 'random': one of"),
     (["quick", "--set", "monitor_collapse=0"], "'monitor_collapse' = 0.0: must lie in (0, 1]"),
     (["quick", "--set", "monitor_diversity_max=0.0001"], "'monitor_diversity_max' = 0.0001"),
     (["quick", "--set", "noise_std=NaN"], "'noise_std' = nan: must be a finite number"),

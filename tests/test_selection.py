@@ -1,0 +1,36 @@
+"""The (mu + lambda) selection's tie rule (``Config.selection_ties``)."""
+
+import jax.numpy as jnp
+import numpy as np
+
+from selfref_ghn.config import Config
+from selfref_ghn.runner import check_resumable
+from selfref_ghn.selection import survivors
+
+# P = 3 parents (indices 0..2), C = 2 children each (indices 3..8)
+FIT = jnp.array([5.0, 1.0, 1.0, 1.0, 9.0, 1.0, 5.0, 0.0, 1.0])
+
+
+def test_parents_win_ties_by_default():
+    top, sel = survivors(FIT, 3)
+    np.testing.assert_array_equal(top, [9.0, 5.0, 5.0])
+    # the child scoring 9 beats everyone; of the two 5s the parent (index 0) ranks first
+    np.testing.assert_array_equal(sel, [4, 0, 6])
+    _, sel = survivors(jnp.zeros(9), 3)
+    np.testing.assert_array_equal(sel, [0, 1, 2])  # all equal: the parents stay
+
+
+def test_children_win_ties_when_asked():
+    top, sel = survivors(FIT, 3, "children")
+    np.testing.assert_array_equal(top, [9.0, 5.0, 5.0])
+    np.testing.assert_array_equal(sel, [4, 6, 0])  # the child's 5 now ranks first
+    _, sel = survivors(jnp.zeros(9), 3, "children")
+    np.testing.assert_array_equal(sel, [3, 4, 5])  # all equal: children replace the parents
+    # a strictly better parent still survives over worse children
+    fit = jnp.array([7.0, 6.0, 5.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0])
+    np.testing.assert_array_equal(survivors(fit, 3, "children")[1], [0, 1, 2])
+
+
+def test_tie_rule_may_change_on_resume():
+    a = Config(population_size=4, generations=10)
+    check_resumable(a, Config(population_size=4, generations=10, selection_ties="children"))
