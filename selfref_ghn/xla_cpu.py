@@ -54,6 +54,7 @@ from __future__ import annotations
 import os
 import re
 import warnings
+from collections.abc import Callable
 
 OPTION = "xla_cpu_small_while_loop_byte_threshold"
 YNN_OPTION = "xla_cpu_experimental_ynn_fusion_type"
@@ -81,6 +82,23 @@ def with_small_loop_option(flags: str, max_bytes: int) -> str:
     return flags[: match.start()] + _EXTRA + merged + flags[match.end() :]
 
 
+def _set_flag(caller: str, option: str, edit: Callable[[str], str]) -> bool:
+    """Set ``XLA_FLAGS`` to ``edit(XLA_FLAGS)`` unless it already names ``option`` or JAX has
+    already created its backends (then warn on behalf of ``caller``)."""
+    flags = os.environ.get("XLA_FLAGS", "")
+    if option in flags:
+        return False
+    if _backends_initialized():
+        warnings.warn(
+            f"{caller}: JAX has already created its backends, so {option} cannot take effect "
+            "in this process; call it before the first JAX computation",
+            stacklevel=3,
+        )
+        return False
+    os.environ["XLA_FLAGS"] = edit(flags)
+    return True
+
+
 def fuse_small_cpu_loops(max_bytes: int = DEFAULT_MAX_BYTES) -> bool:
     """Set the XLA:CPU small-loop option in ``XLA_FLAGS`` for this process.
 
@@ -97,18 +115,9 @@ def fuse_small_cpu_loops(max_bytes: int = DEFAULT_MAX_BYTES) -> bool:
     """
     if isinstance(max_bytes, bool) or not isinstance(max_bytes, int) or max_bytes <= 0:
         raise ValueError(f"max_bytes must be a positive integer, got {max_bytes!r}")
-    flags = os.environ.get("XLA_FLAGS", "")
-    if OPTION in flags:
-        return False
-    if _backends_initialized():
-        warnings.warn(
-            f"fuse_small_cpu_loops: JAX has already created its backends, so {OPTION} cannot "
-            "take effect in this process; call it before the first JAX computation",
-            stacklevel=2,
-        )
-        return False
-    os.environ["XLA_FLAGS"] = with_small_loop_option(flags, max_bytes)
-    return True
+    return _set_flag(
+        "fuse_small_cpu_loops", OPTION, lambda flags: with_small_loop_option(flags, max_bytes)
+    )
 
 
 def skip_ynn_fusions() -> bool:
@@ -119,18 +128,9 @@ def skip_ynn_fusions() -> bool:
         True if set; False if ``XLA_FLAGS`` already names the option (left as it is) or JAX
         has already created a backend (too late: a warning says so).
     """
-    flags = os.environ.get("XLA_FLAGS", "")
-    if YNN_OPTION in flags:
-        return False
-    if _backends_initialized():
-        warnings.warn(
-            f"skip_ynn_fusions: JAX has already created its backends, so {YNN_OPTION} cannot "
-            "take effect in this process; call it before the first JAX computation",
-            stacklevel=2,
-        )
-        return False
-    os.environ["XLA_FLAGS"] = f"{flags} --{YNN_OPTION}=".strip()
-    return True
+    return _set_flag(
+        "skip_ynn_fusions", YNN_OPTION, lambda flags: f"{flags} --{YNN_OPTION}=".strip()
+    )
 
 
 def default_cpu_devices() -> int:

@@ -59,10 +59,10 @@ print(json.dumps({"set": bool(set_), "small_calls": f.as_text().count("xla_cpu_s
 """
 
 
-def _run(flag: str) -> dict:
+def _run(flag: str, program: str = _PROGRAM) -> dict:
     env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
     res = subprocess.run(
-        [sys.executable, "-c", _PROGRAM, flag],
+        [sys.executable, "-c", program, flag],
         env=env,
         capture_output=True,
         text=True,
@@ -125,19 +125,7 @@ print(json.dumps({"set": bool(set_), "ynn": f.as_text().count("__ynn_fusion"),
 
 
 def test_skipping_ynn_fusions_removes_them_with_the_same_result():
-    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
-    runs = []
-    for flag in ("0", "1"):
-        res = subprocess.run(
-            [sys.executable, "-c", _REDUCE_PROGRAM, flag],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
-        assert res.returncode == 0, res.stderr
-        runs.append(json.loads(res.stdout.strip().splitlines()[-1]))
-    plain, skipped = runs
+    plain, skipped = _run("0", _REDUCE_PROGRAM), _run("1", _REDUCE_PROGRAM)
     assert not plain["set"] and skipped["set"]
     assert plain["ynn"] >= 1  # this jaxlib fuses the reduction into YNNPACK by default
     assert skipped["ynn"] == 0
