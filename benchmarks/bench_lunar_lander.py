@@ -3,17 +3,20 @@
 Measures, on this machine's CPU: the compile time of the batched JAX step, and env-steps per
 second at several batch sizes for (a) the JAX env (``vmap`` + ``lax.scan`` of gymnax ``step``
 with auto-reset, random discrete actions) and (b) Gymnasium's ``SyncVectorEnv`` of
-``LunarLander-v3`` (random actions, auto-reset). Writes ``lunar_lander_bench.json`` (config,
-library versions, git hash and metrics) to ``--out``.
+``LunarLander-v3`` (random actions, auto-reset). The two are timed in alternating rounds
+(``--rounds``, sharing ``--gym-seconds`` each), so that both meet the machine in the same state;
+the figures are medians over the rounds, and the ratio is the median of the rounds' ratios.
+Writes ``lunar_lander_bench.json`` (config, library versions, git hash, per-round figures) to
+``--out``.
 
 Usage:
     python benchmarks/bench_lunar_lander.py --out DIR [--batches 1 64 1024] [--steps 50]
-        [--warmup 300] [--fast-cpu-loops] [--cpu-devices N]
+        [--warmup 300] [--gym-seconds 5] [--rounds 5] [--fast-cpu-loops] [--cpu-devices N]
 
 ``--fast-cpu-loops`` sets XLA:CPU's small-loop option and turns off its YNNPACK fusions, and
-``--cpu-devices N`` presents the CPU as
-N devices, each stepping its share of the batch on its own thread (selfref_ghn.xla_cpu), as the
-command line's options of those names do; the JSON records ``XLA_FLAGS`` and the devices.
+``--cpu-devices N`` presents the CPU as N devices, each stepping its share of the batch on its
+own thread (selfref_ghn.xla_cpu), as the command line's options of those names do; the JSON
+records ``XLA_FLAGS`` and the devices.
 Gymnasium's ``SyncVectorEnv`` steps its environments one after another on one core.
 """
 
@@ -25,6 +28,8 @@ import os
 import platform
 import subprocess
 import time
+from collections.abc import Callable
+from typing import Any
 
 import gymnasium as gym
 import jax
@@ -43,12 +48,14 @@ def _git_hash() -> str:
         return "unknown"
 
 
-def bench_jax(batch: int, steps: int, toi: bool, warmup: int = 0, devices: int = 1) -> dict:
-    """Compile time and steps/s of ``steps`` vmapped steps at ``batch``.
+def jax_stepper(
+    batch: int, steps: int, toi: bool, warmup: int = 0, devices: int = 1
+) -> tuple[dict, Callable[[float], float]]:
+    """The batched JAX step, compiled and warmed up, and a timer for it.
 
     Args:
         batch: number of parallel environments.
-        steps: scan length of one timed call.
+        steps: scan length of one call.
         toi: emulate Box2D's time-of-impact pass.
         warmup: steps run before timing, so that the batch holds episodes of every age
             (flying, touching down, resting, just reset) as in a long run.
@@ -56,7 +63,8 @@ def bench_jax(batch: int, steps: int, toi: bool, warmup: int = 0, devices: int =
             own landers (``selfref_ghn.sharding.per_member``, as the library's runs do).
 
     Returns:
-        A dict of measurements.
+        ``(info, timed)``: compile and reset times, and ``timed(seconds)``, which runs whole
+        calls for at least ``seconds`` (at least one) and returns the env steps/s.
     """
     # imported here: the module builds arrays, which starts JAX's backend (after main() has
     # had the chance to set XLA_FLAGS and the CPU device count)
@@ -94,11 +102,19 @@ def bench_jax(batch: int, steps: int, toi: bool, warmup: int = 0, devices: int =
     compile_s = time.perf_counter() - t0
     for i in range(max(1, -(-warmup // steps))):  # warm-up
         state, _ = jax.block_until_ready(compiled(state, step_keys(100 + i)))
-    timed_keys = jax.block_until_ready(step_keys(3))
-    t0 = time.perf_counter()
-    state, r = jax.block_until_ready(compiled(state, timed_keys))
-    run_s = time.perf_counter() - t0
-    return {
+    key_sets = [jax.block_until_ready(step_keys(1000 + i)) for i in range(4)]
+    box = {"state": state, "calls": 0}
+
+    def timed(seconds: float) -> float:
+        n, t0 = 0, time.perf_counter()
+        while n == 0 or time.perf_counter() - t0 < seconds:
+            k = key_sets[box["calls"] % len(key_sets)]
+            box["state"], _ = jax.block_until_ready(compiled(box["state"], k))
+            box["calls"] += 1
+            n += 1
+        return batch * steps * n / (time.perf_counter() - t0)
+
+    info = {
         "batch": batch,
         "steps": steps,
         "toi": toi,
@@ -106,27 +122,60 @@ def bench_jax(batch: int, steps: int, toi: bool, warmup: int = 0, devices: int =
         "devices": devices,
         "reset_compile_and_run_s": reset_s,
         "compile_s": compile_s,
-        "run_s": run_s,
-        "env_steps_per_s": batch * steps / run_s,
     }
+    return info, timed
 
 
-def bench_gymnasium(batch: int, seconds: float, warmup: int = 0) -> dict:
-    """Steps/s of Gymnasium's ``SyncVectorEnv`` at ``batch`` with random actions, timed after
-    ``warmup`` untimed steps."""
+def gymnasium_stepper(batch: int, warmup: int = 0) -> tuple[Any, Callable[[float], float]]:
+    """Gymnasium's ``SyncVectorEnv`` at ``batch`` with random actions after ``warmup``
+    untimed steps, and ``timed(seconds)``: steps for ``seconds``, returns env steps/s."""
     env = gym.make_vec("LunarLander-v3", num_envs=batch, vectorization_mode="sync")
     env.reset(seed=0)
     rng = np.random.default_rng(0)
     for _ in range(warmup):
         env.step(rng.integers(0, 4, size=batch))
-    n = 0
-    t0 = time.perf_counter()
-    while time.perf_counter() - t0 < seconds:
-        env.step(rng.integers(0, 4, size=batch))
-        n += 1
-    dt = time.perf_counter() - t0
+
+    def timed(seconds: float) -> float:
+        n, t0 = 0, time.perf_counter()
+        while n == 0 or time.perf_counter() - t0 < seconds:
+            env.step(rng.integers(0, 4, size=batch))
+            n += 1
+        return batch * n / (time.perf_counter() - t0)
+
+    return env, timed
+
+
+def interleaved(
+    batch: int, args: argparse.Namespace, devices: int, toi: bool = True
+) -> tuple[dict, dict]:
+    """Both envs at ``batch``, timed in ``args.rounds`` alternating rounds of
+    ``args.gym_seconds / args.rounds`` seconds each, so that both see the machine in the same
+    state (a shared machine's speed drifts over minutes); the figures are the medians over
+    the rounds, and the ratio the median of the rounds' ratios."""
+    env, gym_timed = gymnasium_stepper(batch, args.warmup)
+    info, jax_timed = jax_stepper(batch, args.steps, toi, args.warmup, devices)
+    share = args.gym_seconds / args.rounds
+    gym_sps, jax_sps = [], []
+    for _ in range(args.rounds):
+        gym_sps.append(gym_timed(share))
+        jax_sps.append(jax_timed(share))
     env.close()
-    return {"batch": batch, "env_steps_per_s": batch * n / dt, "seconds": dt, "warmup": warmup}
+    ratios = [j / g for j, g in zip(jax_sps, gym_sps, strict=True)]
+    jax_rec = {
+        **info,
+        "rounds_env_steps_per_s": jax_sps,
+        "env_steps_per_s": float(np.median(jax_sps)),
+        "ratio_per_round": ratios,
+        "ratio_median": float(np.median(ratios)),
+    }
+    gym_rec = {
+        "batch": batch,
+        "warmup": args.warmup,
+        "rounds_env_steps_per_s": gym_sps,
+        "env_steps_per_s": float(np.median(gym_sps)),
+        "seconds": args.gym_seconds,
+    }
+    return jax_rec, gym_rec
 
 
 def main() -> None:
@@ -135,7 +184,18 @@ def main() -> None:
     parser.add_argument("--out", required=True)
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 64, 1024])
     parser.add_argument("--steps", type=int, default=50)
-    parser.add_argument("--gym-seconds", type=float, default=5.0)
+    parser.add_argument(
+        "--gym-seconds",
+        type=float,
+        default=5.0,
+        help="seconds of stepping for each env, split over the rounds",
+    )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=5,
+        help="alternating rounds of Gymnasium and JAX timing (figures: medians over rounds)",
+    )
     parser.add_argument(
         "--warmup",
         type=int,
@@ -169,22 +229,21 @@ def main() -> None:
     results = {"jax": [], "gymnasium": []}
     n_dev = len(jax.devices())
     for b in args.batches:
-        results["gymnasium"].append(bench_gymnasium(b, args.gym_seconds, args.warmup))
-        print("gymnasium", results["gymnasium"][-1], flush=True)
         d = n_dev if b % n_dev == 0 else 1  # batch 1 runs on one device
-        results["jax"].append(bench_jax(b, args.steps, toi=True, warmup=args.warmup, devices=d))
-        print("jax", results["jax"][-1], flush=True)
-        if args.no_toi:
-            results["jax"].append(
-                bench_jax(b, args.steps, toi=False, warmup=args.warmup, devices=d)
+        for toi in (True, False) if args.no_toi else (True,):
+            jax_rec, gym_rec = interleaved(b, args, d, toi)
+            results["jax"].append(jax_rec)
+            if toi:
+                results["gymnasium"].append(gym_rec)
+            print(
+                f"batch {b} (toi={toi}): JAX {jax_rec['env_steps_per_s']:,.0f} steps/s, "
+                f"Gymnasium {gym_rec['env_steps_per_s']:,.0f}, "
+                f"ratio {jax_rec['ratio_median']:.2f}x "
+                f"(rounds {', '.join(f'{r:.2f}' for r in jax_rec['ratio_per_round'])}), "
+                f"compile {jax_rec['compile_s']:.1f} s",
+                flush=True,
             )
-            print("jax", results["jax"][-1], flush=True)
-    gym_by_batch = {r["batch"]: r["env_steps_per_s"] for r in results["gymnasium"]}
-    speedup = {
-        str(r["batch"]): r["env_steps_per_s"] / gym_by_batch[r["batch"]]
-        for r in results["jax"]
-        if r["toi"]
-    }
+    speedup = {str(r["batch"]): r["ratio_median"] for r in results["jax"] if r["toi"]}
     record = {
         "config": vars(args),
         "versions": {
