@@ -22,6 +22,12 @@ def survivors(fitness: Array, num_parents: int, ties: str = "parents") -> tuple[
     Returns:
         ``(top_fitness, selected)``: the survivors' fitness, best first, and their indices
         into ``fitness``.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> fit = jnp.array([1.0, 0.0, 1.0, 2.0])  # P = 2 parents, then 2 children
+        >>> survivors(fit, 2)[1].tolist(), survivors(fit, 2, "children")[1].tolist()
+        ([3, 0], [3, 2])
     """
     if ties == "parents":
         return jax.lax.top_k(fitness, num_parents)
