@@ -37,6 +37,7 @@ _COMMAND_MODULES: tuple[str, ...] = (
     "selfref_ghn.sweep",
     "selfref_ghn.render",
     "selfref_ghn.assess",
+    "selfref_ghn.plotting",
 )
 
 

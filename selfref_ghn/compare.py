@@ -33,7 +33,7 @@ from typing import Any, TextIO
 import numpy as np
 
 from selfref_ghn.config import Config, ConfigError
-from selfref_ghn.metrics import CSV_COLUMNS, recovery_curves
+from selfref_ghn.metrics import read_csv, recovery_curves
 
 ABLATIONS = ("fixed_rate", "frozen_head", "external")
 DEFAULT_METHODS = ("srghn", "open_es", "cma_es", "simple_ga", "gesmr_ga", "samr_ga")
@@ -95,12 +95,6 @@ def parse_methods(text: str) -> list[str]:
     return list(dict.fromkeys(methods))
 
 
-def _read_metrics(path: Path) -> dict[str, np.ndarray]:
-    with path.open() as f:
-        rows = list(csv.DictReader(f))
-    return {k: np.array([float(r[k]) for r in rows]) for k in CSV_COLUMNS if rows and k in rows[0]}
-
-
 def run_comparison(
     config: Config,
     methods: Sequence[str],
@@ -155,7 +149,7 @@ def run_comparison(
             cfg = configs[m].replace(seed=seed)
             run_dir = out / m / f"seed{seed}"
             if (run_dir / "summary.json").exists() and (run_dir / "metrics.csv").exists():
-                metrics = _read_metrics(run_dir / "metrics.csv")
+                metrics = read_csv(run_dir / "metrics.csv")
                 if len(metrics.get("generation", ())) == cfg.generations:
                     curves[m][seed] = metrics
                     if stream:

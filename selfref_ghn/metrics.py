@@ -11,7 +11,9 @@ same seed (compare ``checksum``).
 
 from __future__ import annotations
 
+import csv
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 
 import numpy as np
 
@@ -21,6 +23,20 @@ CSV_COLUMNS = (
     "survivor_mean_fitness", "mutation_rate_mean", "mutation_rate_min", "mutation_rate_max",
     "diversity", "nonfinite_fitness", "nonfinite_params", "env_steps", "checksum", "wall_time",
 )  # fmt: skip
+
+
+def read_csv(path: str | Path) -> dict[str, np.ndarray]:
+    """The columns of a run's ``metrics.csv`` as float arrays (those of :data:`CSV_COLUMNS` it
+    has; empty if it has no rows).
+
+    Raises:
+        OSError: if the file cannot be read.
+    """
+    with Path(path).open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    if not rows:
+        return {}
+    return {k: np.array([float(r[k]) for r in rows]) for k in CSV_COLUMNS if k in rows[0]}
 
 
 def recovery(
