@@ -27,16 +27,24 @@ CSV_COLUMNS = (
 
 def read_csv(path: str | Path) -> dict[str, np.ndarray]:
     """The columns of a run's ``metrics.csv`` as float arrays (those of :data:`CSV_COLUMNS` it
-    has; empty if it has no rows).
+    has; empty if it has no rows). Reading stops at a row cut short (a run being written, or
+    one killed mid-write): the rows before it are returned.
 
     Raises:
         OSError: if the file cannot be read.
     """
     with Path(path).open(newline="") as f:
-        rows = list(csv.DictReader(f))
+        reader = csv.DictReader(f)
+        names = [k for k in CSV_COLUMNS if k in (reader.fieldnames or ())]
+        rows = []
+        for raw in reader:
+            try:
+                rows.append([float(raw[k]) for k in names])
+            except (TypeError, ValueError):
+                break
     if not rows:
         return {}
-    return {k: np.array([float(r[k]) for r in rows]) for k in CSV_COLUMNS if k in rows[0]}
+    return dict(zip(names, np.array(rows, dtype=np.float64).T, strict=True))
 
 
 def recovery(

@@ -60,6 +60,15 @@ def test_plot_command_says_when_a_switch_has_no_positive_level(tmp_path, capsys)
     assert "switch at 20: best before -5.00 (not positive" in capsys.readouterr().out
 
 
+def test_read_csv_stops_at_a_row_cut_short(tmp_path):
+    run = _run_folder(tmp_path, [1.0, 2.0, 3.0], [])
+    text = (run / "metrics.csv").read_text()
+    (run / "metrics.csv").write_text(text[: text.rindex("\n", 0, -1) + 8])  # third row: 7 chars
+    m = read_csv(run / "metrics.csv")
+    assert m["best_fitness"].tolist() == [1.0, 2.0]
+    assert set(m) == set(CSV_COLUMNS)
+
+
 @pytest.mark.parametrize("case", ["no folder", "no rows", "smooth 0"])
 def test_plot_command_refuses_what_it_cannot_draw(tmp_path, capsys, case):
     run = _run_folder(tmp_path, [1.0, 2.0], [])
