@@ -100,7 +100,9 @@ def trailing_mean(y: Sequence[float], n: int) -> np.ndarray:
 def summary_lines(metrics: Mapping[str, np.ndarray], switch_intervals: Sequence[Sequence[int]]):
     """Lines describing a run's metrics so far: generations, wall time, the latest returns and
     rates, and for each switch already played the recovery of the best return
-    (:func:`selfref_ghn.metrics.recovery_curves`, 10-generation level, held 10 generations)."""
+    (:func:`selfref_ghn.metrics.recovery_curves`, 10-generation level): the generations until
+    it first reached 50/90/100% of its level (as in ``summary.json``), and until it held them
+    for 10 generations (as in ``selfref-ghn compare``). "-": not yet."""
     from selfref_ghn.metrics import recovery_curves
 
     g = metrics["generation"]
@@ -118,16 +120,22 @@ def summary_lines(metrics: Mapping[str, np.ndarray], switch_intervals: Sequence[
         f"rate {metrics['mutation_rate_mean'][last].mean():.3f}"
     )
     points = sorted({int(p) for iv in switch_intervals for p in iv if 0 < int(p) < n})
-    for r in recovery_curves(metrics, points, curves=("best_fitness",)):
+    keys = ("gens_to_50", "gens_to_90", "gens_to_100")
+    first = recovery_curves(metrics, points, curves=("best_fitness",), hold=1)
+    held = recovery_curves(metrics, points, curves=("best_fitness",))
+    for r1, r in zip(first, held, strict=True):
         head = f"switch at {r['switch']}: best before {r['level']:.2f}"
         if r["level"] <= 0:
             lines.append(f"{head} (not positive: recovery is measured against a positive level)")
             continue
-        back = ", ".join(
-            f"{k[8:]}% after {'-' if np.isnan(r[k]) else int(r[k])}"
-            for k in ("gens_to_50", "gens_to_90", "gens_to_100")
+
+        def gens(row) -> str:
+            return "/".join("-" if np.isnan(row[k]) else str(int(row[k])) for k in keys)
+
+        lines.append(
+            f"{head}; generations until back to 50/90/100% of it: first reached "
+            f"{gens(r1)}, held 10 generations {gens(r)}"
         )
-        lines.append(f"{head}; back to (10 generations held) {back}")
     return lines
 
 

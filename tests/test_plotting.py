@@ -47,11 +47,20 @@ def test_plot_command_summarises_an_unfinished_run_and_draws_it(tmp_path, capsys
     out = capsys.readouterr().out
     assert "generations 0-39 (40 rows), wall time 20 s, 0.0 M environment steps" in out
     assert "best 10.00 (max 10.00), mean 5.00, rate 0.100" in out
-    assert "switch at 20: best before 10.00; back to (10 generations held) " in out
-    assert "50% after 5, 90% after 5, 100% after 5" in out
+    assert "switch at 20: best before 10.00; generations until back to 50/90/100% of it: " in out
+    assert "first reached 5/5/5, held 10 generations 5/5/5" in out
     assert (run / "fitness.png").stat().st_size > 0
     assert cli.main(["plot", str(run), "--out", str(tmp_path / "f.png")]) == 0
     assert (tmp_path / "f.png").stat().st_size > 0
+
+
+def test_plot_command_tells_a_first_return_from_a_held_one(tmp_path, capsys):
+    # Level 10; after the switch at 20: 4 generations at 0, one at 9.5 (first back to 50% and
+    # 90% after 4), 5 at 0, then 10 at 10 (held from 10): 100% is first reached there too.
+    best = [10.0] * 20 + [0.0] * 4 + [9.5] + [0.0] * 5 + [10.0] * 10
+    run = _run_folder(tmp_path, best, [[20, 60]])
+    assert cli.main(["plot", str(run)]) == 0
+    assert "first reached 4/4/10, held 10 generations 10/10/10" in capsys.readouterr().out
 
 
 def test_plot_command_says_when_a_switch_has_no_positive_level(tmp_path, capsys):
