@@ -13,6 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
+from selfref_ghn.metrics import read_csv, recovery_curves
+
 
 def _shade(ax, intervals: Sequence[Sequence[int]]) -> None:
     for i, (start, end) in enumerate(intervals):
@@ -103,8 +105,6 @@ def summary_lines(metrics: Mapping[str, np.ndarray], switch_intervals: Sequence[
     (:func:`selfref_ghn.metrics.recovery_curves`, 10-generation level): the generations until
     it first reached 50/90/100% of its level (as in ``summary.json``), and until it held them
     for 10 generations (as in ``selfref-ghn compare``). "-": not yet."""
-    from selfref_ghn.metrics import recovery_curves
-
     g = metrics["generation"]
     n = len(g)
     last = slice(max(0, n - 10), n)
@@ -121,6 +121,10 @@ def summary_lines(metrics: Mapping[str, np.ndarray], switch_intervals: Sequence[
     )
     points = sorted({int(p) for iv in switch_intervals for p in iv if 0 < int(p) < n})
     keys = ("gens_to_50", "gens_to_90", "gens_to_100")
+
+    def gens(row) -> str:
+        return "/".join("-" if np.isnan(row[k]) else str(int(row[k])) for k in keys)
+
     first = recovery_curves(metrics, points, curves=("best_fitness",), hold=1)
     held = recovery_curves(metrics, points, curves=("best_fitness",))
     for r1, r in zip(first, held, strict=True):
@@ -128,10 +132,6 @@ def summary_lines(metrics: Mapping[str, np.ndarray], switch_intervals: Sequence[
         if r["level"] <= 0:
             lines.append(f"{head} (not positive: recovery is measured against a positive level)")
             continue
-
-        def gens(row) -> str:
-            return "/".join("-" if np.isnan(row[k]) else str(int(row[k])) for k in keys)
-
         lines.append(
             f"{head}; generations until back to 50/90/100% of it: first reached "
             f"{gens(r1)}, held 10 generations {gens(r)}"
@@ -142,7 +142,6 @@ def summary_lines(metrics: Mapping[str, np.ndarray], switch_intervals: Sequence[
 def cmd_plot(args: argparse.Namespace) -> int:
     """``selfref-ghn plot DIR``: draw a run's figure from its metrics.csv and print a summary."""
     from selfref_ghn.config import ConfigError
-    from selfref_ghn.metrics import read_csv
     from selfref_ghn.runner import load_run_config, method_label
 
     run = Path(args.dir)
