@@ -190,10 +190,11 @@ def summarize(
 
     ``mean`` and ``ci95`` (the t-interval half-width) are over the seeds where the value is
     defined; ``n_ok`` of ``n`` seeds have it (a ``gens_to_*`` is undefined when the curve never
-    got back to that fraction of its level, for ``hold`` generations, before the next switch).
+    got back to that fraction of its level, for ``hold`` generations, before the next switch,
+    and, with ``auc``, when the level is not positive); ``n_level`` seeds had a positive level.
 
     Returns:
-        Rows with keys ``method, switch, curve, stat, mean, ci95, n_ok, n``.
+        Rows with keys ``method, switch, curve, stat, mean, ci95, n_ok, n, n_level``.
     """
     points = sorted({int(p) for iv in switch_intervals for p in iv})
     rows: list[dict[str, Any]] = []
@@ -204,6 +205,7 @@ def summarize(
         if not per_seed or not per_seed[0]:
             continue
         for i, template in enumerate(per_seed[0]):
+            n_level = sum(float(rs[i]["level"]) > 0 for rs in per_seed)
             for stat in _STATS:
                 vals = np.array([float(rs[i][stat]) for rs in per_seed], np.float64)
                 ok = vals[np.isfinite(vals)]
@@ -223,6 +225,7 @@ def summarize(
                         "ci95": ci,
                         "n_ok": int(ok.size),
                         "n": int(vals.size),
+                        "n_level": int(n_level),
                     }
                 )
     return rows
@@ -230,7 +233,8 @@ def summarize(
 
 def _cell(row: Mapping[str, Any]) -> str:
     if row["n_ok"] == 0:
-        return "never"
+        # recovery is measured against a positive level: with none, there is nothing to reach
+        return "n/a" if row["stat"] not in ("level", "drop") and row["n_level"] == 0 else "never"
     digits = 2 if row["stat"] == "auc" else 1
     text = f"{row['mean']:.{digits}f}"
     if math.isfinite(row["ci95"]):
@@ -276,7 +280,7 @@ def write_report(
     csv_path = out / "recovery.csv"
     with csv_path.open("w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=["method", "switch", "curve", "stat", "mean", "ci95",
-                                          "n_ok", "n"])  # fmt: skip
+                                          "n_ok", "n", "n_level"])  # fmt: skip
         w.writeheader()
         w.writerows(rows)
     seeds = sorted({s for runs in curves.values() for s in runs})
@@ -285,7 +289,8 @@ def write_report(
         f"number of generations until the curve is back to X% of its pre-switch level (mean "
         f"of the 10 generations before) and stays there for {hold} generations; (k/n): only k "
         f"of n seeds got there before the next switch or the end; AUC: mean of curve/level "
-        f"after the switch.\n\n" + markdown_tables(rows)
+        f"after the switch; n/a: no seed had a positive level to get back to.\n\n"
+        + markdown_tables(rows)
     )
     md_path = out / "recovery.md"
     md_path.write_text(md)

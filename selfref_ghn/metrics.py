@@ -61,7 +61,9 @@ def recovery(
     fraction ``f``, ``gens_to_{f}`` is the number of generations after ``s`` until the curve is
     at least ``f * level`` and stays there for ``hold`` generations (0: never fell below; NaN:
     never recovered before the run or the next switch ended). ``auc`` is the mean of
-    ``curve / level`` from ``s`` to the next switch.
+    ``curve / level`` from ``s`` to the next switch. Both need a positive level: for a level
+    of 0 or below (LunarLander's returns often are), a fraction of it is not a target above
+    it (50% of -180 is -90), so ``gens_to_*`` and ``auc`` are NaN.
 
     Args:
         curve: one value per generation (e.g. best return).
@@ -93,7 +95,7 @@ def recovery(
         for f in fractions:
             ok = seg >= f * level - 1e-9
             gens = float("nan")
-            for t in range(len(seg) - hold + 1):
+            for t in range(len(seg) - hold + 1 if level > 0 else 0):
                 if ok[t : t + hold].all():
                     gens = t
                     break

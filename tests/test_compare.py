@@ -64,6 +64,26 @@ def test_summary_is_mean_and_t_interval_over_seeds():
     assert "| never | 10.0 ± 0.0 | 10.0 ± 0.0 | 3.0 (1/2) |" in md
 
 
+def test_recovery_needs_a_positive_level():
+    # LunarLander-like: a level of -180 drops to -500 and climbs to -90 (which is "50% of the
+    # level" if taken literally, though still worse than before the switch)
+    y = np.full(40, -180.0)
+    y[10:15], y[15:] = -500.0, -90.0
+    m = {"best_fitness": y, "mean_fitness": _curve(10, 3)}
+    best, mean = recovery_curves(m, [10], hold=10)
+    assert best["level"] == -180.0 and best["drop"] == 320.0
+    for stat in ("gens_to_50", "gens_to_90", "gens_to_100", "auc"):
+        assert np.isnan(best[stat]), stat
+    assert mean["gens_to_90"] == 3  # a positive level is measured as before
+    rows = summarize({"srghn": {0: m, 1: m}}, [(10, 40)])
+    get = {(r["curve"], r["stat"]): r for r in rows}
+    assert get[("best_fitness", "gens_to_90")]["n_level"] == 0
+    assert get[("mean_fitness", "gens_to_90")]["n_level"] == 2
+    md = markdown_tables(rows)
+    assert "| srghn | -180.0 ± 0.0 | 320.0 ± 0.0 | n/a | n/a | n/a | n/a |" in md
+    assert "| srghn | 10.0 ± 0.0 | 10.0 ± 0.0 | 3.0 ± 0.0 |" in md
+
+
 def test_methods_seeds_and_configs():
     assert parse_seeds("0-4") == [0, 1, 2, 3, 4]
     assert parse_seeds("3,0-1") == [3, 0, 1]
