@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import math
 import sys
 import time
 from pathlib import Path
@@ -186,6 +187,22 @@ def _cpu_devices_hint(cfg, args) -> str | None:
     )
 
 
+def recovery_line(r: dict) -> str:
+    """The end-of-run line for one switch of ``summary.json``'s ``recovery_best``.
+
+    Example:
+        >>> recovery_line({"switch": 50, "level": 500.0, "drop": 490.0, "gens_to_90": 7})
+        'switch at 50: level 500.0, drop 490.0, back to 90% in 7 generations'
+    """
+    if not r["level"] > 0:
+        back = "recovery not measured (the level is not positive)"
+    elif math.isnan(r["gens_to_90"]):
+        back = "not back to 90% before the next switch or the end"
+    else:
+        back = f"back to 90% in {r['gens_to_90']} generations"
+    return f"switch at {r['switch']}: level {r['level']:.1f}, drop {r['drop']:.1f}, {back}"
+
+
 def cmd_run(args) -> int:
     cfg = config_from_args(args)
     from selfref_ghn.evolution import Evolution
@@ -229,10 +246,7 @@ def cmd_run(args) -> int:
         f"final best {summary['best_fitness_final']:.1f}"
     )
     for r in summary["recovery_best"]:
-        print(
-            f"switch at {r['switch']}: level {r['level']:.1f}, drop {r['drop']:.1f}, "
-            f"back to 90% in {r['gens_to_90']} generations"
-        )
+        print(recovery_line(r))
     if summary["monitor_stop"]:
         from selfref_ghn.monitor import EXIT_MONITOR_STOP
 

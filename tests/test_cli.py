@@ -124,3 +124,12 @@ def test_one_device_cpu_run_suggests_cpu_devices(monkeypatch):
     assert cli._cpu_devices_hint(Config(population_size=30, method="simple_ga"), args) is None
     args.cpu_devices = 2
     assert cli._cpu_devices_hint(Config(population_size=30), args) is None
+
+
+def test_end_of_run_recovery_line_says_why_there_is_no_count():
+    r = {"switch": 1000, "level": 192.4, "drop": 332.8, "gens_to_90": 999}
+    assert cli.recovery_line(r).endswith("back to 90% in 999 generations")
+    r["gens_to_90"] = float("nan")
+    assert cli.recovery_line(r).endswith("not back to 90% before the next switch or the end")
+    r["level"] = -34.4  # recovery is measured against a positive level (metrics.recovery)
+    assert cli.recovery_line(r).endswith("recovery not measured (the level is not positive)")
