@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import math
+import os
 import sys
 import time
 from pathlib import Path
@@ -285,6 +286,11 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("selfref-ghn: interrupted; finished generations are in metrics.csv", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # whatever read the output has gone (`selfref-ghn plot DIR | head`): stop without a
+        # traceback, and point stdout at nothing so that the flush at exit does not fail again
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
     return 1
 
 

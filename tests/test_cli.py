@@ -133,3 +133,17 @@ def test_end_of_run_recovery_line_says_why_there_is_no_count():
     assert cli.recovery_line(r).endswith("not back to 90% before the next switch or the end")
     r["level"] = -34.4  # recovery is measured against a positive level (metrics.recovery)
     assert cli.recovery_line(r).endswith("recovery not measured (the level is not positive)")
+
+
+def test_output_into_a_closed_pipe_ends_quietly():
+    # as `selfref-ghn presets | head -n 0`: the reader is gone before the first line is written
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "selfref_ghn.cli", "presets"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    proc.stdout.close()  # long before the interpreter has imported the package
+    err = proc.stderr.read()
+    assert proc.wait(timeout=120) == 1
+    assert "Traceback" not in err and "BrokenPipeError" not in err, err
