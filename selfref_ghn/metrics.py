@@ -93,12 +93,13 @@ def recovery(
             "drop": float(level - np.min(y[s : min(end, s + window)])),
         }
         for f in fractions:
-            ok = seg >= f * level - 1e-9
             gens = float("nan")
-            for t in range(len(seg) - hold + 1 if level > 0 else 0):
-                if ok[t : t + hold].all():
-                    gens = t
-                    break
+            if level > 0:  # a fraction of a level <= 0 is no target (see above)
+                ok = seg >= f * level - 1e-9
+                for t in range(len(seg) - hold + 1):
+                    if ok[t : t + hold].all():
+                        gens = t
+                        break
             row[f"gens_to_{round(100 * f)}"] = gens
         row["auc"] = float(np.mean(seg / level)) if level > 0 and len(seg) else float("nan")
         out.append(row)
