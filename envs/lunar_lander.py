@@ -174,6 +174,31 @@ def _wind(idx: jax.Array, power: jax.Array) -> jax.Array:
     return jnp.tanh(jnp.sin(0.02 * idx) + jnp.sin(math.pi * 0.01 * idx)) * power
 
 
+def mirror_observation(obs: jax.Array) -> jax.Array:
+    """The observation of the lander seen in a mirror at ``x = 0`` (the helipad's centre).
+
+    Horizontal position and velocity, angle and angular velocity change sign, and the two leg
+    contacts trade places; height and vertical velocity stay as they are. The scene is mirror
+    symmetric: the hull, the legs and their joints, the engines, and the terrain's
+    distribution. With the side engines swapped (``inverted``), the best controller is
+    therefore the old one looking at the mirror image, ``policy(mirror_observation(obs))``.
+
+    Args:
+        obs: [..., 8] observations.
+
+    Returns:
+        The mirrored observations, same shape.
+
+    Example:
+        >>> o = jnp.array([0.1, 1.0, 0.2, -0.3, 0.05, -0.01, 1.0, 0.0])
+        >>> [round(v, 3) for v in mirror_observation(o).tolist()]
+        [-0.1, 1.0, -0.2, -0.3, -0.05, 0.01, 0.0, 1.0]
+    """
+    obs = jnp.asarray(obs)
+    sign = jnp.array([-1.0, 1.0, -1.0, 1.0, -1.0, -1.0, 1.0, 1.0], obs.dtype)
+    return (obs * sign)[..., jnp.array([0, 1, 2, 3, 4, 5, 7, 6])]
+
+
 def heuristic_action(obs: jax.Array, continuous: bool = False) -> jax.Array:
     """Gymnasium's ``heuristic(env, s)`` lander controller, in JAX.
 

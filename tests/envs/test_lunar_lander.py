@@ -162,6 +162,47 @@ def test_heuristic_port_matches_gymnasium():
         )
 
 
+def test_heuristic_sees_the_swapped_task_in_a_mirror():
+    """Gymnasium's heuristic is mirror-equivariant: on the mirrored observation it fires the
+    other side engine (discrete) or negates the lateral command (continuous)."""
+    rng = np.random.default_rng(1)
+    for _ in range(200):
+        s = jnp.asarray(rng.normal(size=8).astype(np.float32) * 0.5)
+        s = s.at[6:].set(rng.integers(0, 2, size=2).astype(np.float32))
+        m = ll.mirror_observation(s)
+        np.testing.assert_array_equal(np.asarray(ll.mirror_observation(m)), np.asarray(s))
+        assert int(ll.heuristic_action(m)) == [0, 3, 2, 1][int(ll.heuristic_action(s))]
+        c, cm = ll.heuristic_action(s, True), ll.heuristic_action(m, True)
+        np.testing.assert_allclose(np.asarray(cm), np.asarray(c) * np.array([1.0, -1.0]))
+
+
+def test_free_fall_is_mirror_symmetric(env_discrete):
+    """A mirrored start (terrain reversed, push negated sideways) falls as the mirror image."""
+    env, params, reset_from = env_discrete
+    heights = np.random.default_rng(4).uniform(0, ll.H / 2, size=ll.CHUNKS + 1)
+    mirrored = np.concatenate([heights[: ll.CHUNKS][::-1], heights[ll.CHUNKS :]])
+    seg_a, seg_b = ll.terrain_segments(heights)
+    mseg_a, mseg_b = ll.terrain_segments(mirrored)
+    np.testing.assert_allclose(
+        np.asarray(mseg_b)[1:, 1], np.asarray(seg_a)[1:, 1][::-1], atol=1e-6
+    )
+    force = np.array([613.0, -271.0])
+    o, s = reset_from(jax.random.key(0), params, heights, force)
+    om, sm = reset_from(jax.random.key(0), params, mirrored, force * np.array([-1.0, 1.0]))
+    step = jax.jit(lambda k, s: env._physics_step(k, s, 0, params, jnp.zeros(2), False))
+    for t in range(40):
+        np.testing.assert_allclose(
+            np.asarray(ll.mirror_observation(om)),
+            np.asarray(o),
+            rtol=RTOL,
+            atol=ATOL,
+            err_msg=f"{t}",
+        )
+        o, s, *_ = step(jax.random.key(t), s)
+        om, sm, *_ = step(jax.random.key(t), sm)
+    assert float(o[1]) < 1.0  # it has fallen
+
+
 def test_spaces_and_factories():
     from selfref_ghn import envs
 
@@ -290,8 +331,9 @@ def _heuristic_stats_gym(seeds):
     return np.array(out, float)
 
 
-def _heuristic_stats_jax(n, seed=123):
-    env, params = ll.make_lunar_lander()
+def _heuristic_stats_jax(n, seed=123, inverted=False, mirrored=False):
+    env, params = ll.make_lunar_lander(inverted=inverted)
+    see = ll.mirror_observation if mirrored else (lambda o: o)
 
     def episode(key):
         k_steps, k_reset = jax.random.split(key)
@@ -299,7 +341,7 @@ def _heuristic_stats_jax(n, seed=123):
 
         def body(carry, k):
             obs, st, done, total, landed = carry
-            o2, st2, r, term, _ = env.step_env(k, st, ll.heuristic_action(obs), params)
+            o2, st2, r, term, _ = env.step_env(k, st, ll.heuristic_action(see(obs)), params)
             total = total + jnp.where(done, 0.0, r)
             landed = landed | (~done & term & st2.asleep)
             done = done | term | (st2.time >= params.max_steps_in_episode)
@@ -325,6 +367,24 @@ def test_heuristic_statistics_match(n):
     tol = 0.10 if n >= 100 else 0.25  # 10 episodes: a looser check on a noisy mean
     assert abs(j[:, 0].mean() - g[:, 0].mean()) <= tol * abs(g[:, 0].mean())
     assert abs(j[:, 1].mean() - g[:, 1].mean()) <= (0.10 if n >= 100 else 0.3)
+
+
+@pytest.mark.slow
+def test_swapped_engines_are_the_task_in_a_mirror():
+    """With the side engines swapped, the heuristic looking at the mirrored observation flies
+    as well as the plain heuristic on the original task (100 episodes each: same tolerances as
+    against Gymnasium); the plain heuristic on the swapped task crashes."""
+    plain = _heuristic_stats_jax(100)
+    mirror = _heuristic_stats_jax(100, inverted=True, mirrored=True)
+    fooled = _heuristic_stats_jax(100, inverted=True)
+    print(
+        f"heuristic: original {plain[:, 0].mean():.1f} landed {plain[:, 1].mean():.2f}; "
+        f"swapped+mirrored {mirror[:, 0].mean():.1f} landed {mirror[:, 1].mean():.2f}; "
+        f"swapped {fooled[:, 0].mean():.1f} landed {fooled[:, 1].mean():.2f}"
+    )
+    assert abs(mirror[:, 0].mean() - plain[:, 0].mean()) <= 0.10 * abs(plain[:, 0].mean())
+    assert abs(mirror[:, 1].mean() - plain[:, 1].mean()) <= 0.10
+    assert fooled[:, 0].mean() < 0.0 and fooled[:, 1].mean() < 0.1
 
 
 def test_candidate_edges_hold_every_contact():
