@@ -9,7 +9,8 @@ velocity, the angle and the angular velocity change sign, and the two leg rows t
 This script walks the straight line between a champion (``alpha = 1``) and its mirror image
 (``alpha = -1``): the lateral rows scaled by ``alpha``, the leg rows mixed. Along it, it assesses
 the policy on the original and on the swapped task (the same episodes for every ``alpha``), and
-writes ``PREFIX.json`` and ``PREFIX.png``.
+the champion with its side engines switched off (the same on both tasks), and writes
+``PREFIX.json`` and ``PREFIX.png``.
 
 It answers the question a run that does not recover raises: is the swapped task's optimum
 close to the population, and is the way there downhill? The champion is picked as
@@ -70,6 +71,26 @@ def toward_mirror(params: Any, alpha: float) -> Any:
     return jax.tree_util.tree_map_with_path(move, params)
 
 
+def side_engines_off(params: Any, num_actions: int = 4) -> Any:
+    """A discrete policy that never fires a side engine: the output bias of actions 1 and 3
+    lowered by 1e4 (the last 1-D leaf with ``num_actions`` entries), so it scores the same
+    with the engines swapped or not. Its return is the plateau a population can fall back to
+    after a switch while it learns the side engines again."""
+    paths = [
+        p
+        for p, leaf in jax.tree_util.tree_leaves_with_path(params)
+        if leaf.ndim == 1 and leaf.shape[0] == num_actions
+    ]
+    if not paths:
+        raise ValueError(f"no output bias with {num_actions} entries among the policy's leaves")
+    sides = jnp.asarray([0.0, 1e4, 0.0, 1e4][:num_actions])
+
+    def move(p, leaf):
+        return leaf - sides if p == paths[-1] else leaf
+
+    return jax.tree_util.tree_map_with_path(move, params)
+
+
 def mirror_path(
     run_dir: str | Path,
     checkpoint: int | None = None,
@@ -105,7 +126,11 @@ def mirror_path(
     graph = evo.ghn.policy_graph
     flat = jnp.asarray(state.policy)[member]
     params = graph.unravel(flat)
-    flats = jnp.stack([graph.ravel(toward_mirror(params, a)) for a in alphas])
+    line = [toward_mirror(params, a) for a in alphas]
+    discrete = evo.env.num_actions == 4 and not getattr(evo.env, "continuous", False)
+    if discrete:
+        line.append(side_engines_off(params))
+    flats = jnp.stack([graph.ravel(p) for p in line])
     run = _runner(evo, episodes, cfg.horizon)
     obs_stats = state.obs_stats if cfg.obs_norm else None
     out: dict[str, Any] = {
@@ -119,6 +144,12 @@ def mirror_path(
         env_params = evo.env_params.replace(inverted=inverted)
         ret, _ = jax.device_get(run(flats, jax.random.PRNGKey(seed + 1), env_params, obs_stats))
         ret = np.asarray(ret, np.float64)
+        if discrete:
+            off, ret = ret[-1], ret[:-1]
+            out[task + "_side_engines_off"] = {
+                "mean": round(float(off.mean()), 2),
+                "std": round(float(off.std()), 2),
+            }
         out[task] = {
             "mean": [round(float(r.mean()), 2) for r in ret],
             "std": [round(float(r.std()), 2) for r in ret],
@@ -127,7 +158,7 @@ def mirror_path(
     policies = np.asarray(state.policy, np.float64)
     others = np.delete(policies, member, axis=0) - policies[member]
     out["distance"] = {
-        "to_mirror": float(np.linalg.norm(np.asarray(flats[-1]) - np.asarray(flat))),
+        "to_mirror": float(np.linalg.norm(np.asarray(flats[len(alphas) - 1]) - np.asarray(flat))),
         "champion_norm": float(np.linalg.norm(np.asarray(flat))),
         "to_other_survivors_mean": float(np.linalg.norm(others, axis=1).mean()),
     }
@@ -147,6 +178,9 @@ def plot(result: dict[str, Any], path: str | Path) -> None:
         m, s = np.asarray(result[task]["mean"]), np.asarray(result[task]["std"])
         ax.plot(a, m, "o-", color=colour, label=f"{task} engines")
         ax.fill_between(a, m - s, m + s, color=colour, alpha=0.15)
+    if "original_side_engines_off" in result:
+        off = result["original_side_engines_off"]["mean"]
+        ax.axhline(off, color="tab:green", lw=1.2, label="side engines off (either task)")
     ax.axhline(200, color="grey", lw=0.8, ls="--")
     ax.set_xlim(a.max() + 0.05, a.min() - 0.05)  # from the champion (1) to its mirror (-1)
     ax.set_xlabel("alpha: lateral input weights scaled (1 = champion, -1 = its mirror image)")
@@ -178,6 +212,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         pairs = zip(result["alphas"], result[task]["mean"], strict=True)
         cells = " ".join(f"{a:+.2f}:{m:7.1f}" for a, m in pairs)
         print(f"{task:>8} {cells}")
+    if "original_side_engines_off" in result:
+        off = result["original_side_engines_off"]
+        print(f"side engines off (either task): {off['mean']:.1f} ± {off['std']:.1f}")
     d = result["distance"]
     print(
         f"distance to the mirror image {d['to_mirror']:.2f} (champion norm "

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from selfref_ghn.envs.lunar_lander import mirror_observation
 
-from experiments.lunar_mirror import first_kernel_path, toward_mirror
+from experiments.lunar_mirror import first_kernel_path, side_engines_off, toward_mirror
 from selfref_ghn.policy import MLPPolicy
 
 
@@ -49,3 +49,11 @@ def test_only_the_first_kernel_moves(policy):
             np.testing.assert_array_equal(a, b)
     with pytest.raises(ValueError, match="first-layer kernel"):
         first_kernel_path({"w": jnp.zeros((4, 3))})
+
+
+def test_side_engines_off_never_fires_them(policy):
+    pol, params = policy
+    obs = jax.random.normal(jax.random.key(2), (256, 8)) * 3
+    acts = jnp.argmax(pol.apply({"params": side_engines_off(params)}, obs), -1)
+    assert set(np.unique(np.asarray(acts)).tolist()) <= {0, 2}
+    assert set(np.unique(np.asarray(jnp.argmax(pol.apply({"params": params}, obs), -1)))) & {1, 3}
