@@ -180,7 +180,7 @@ def test_free_fall_is_mirror_symmetric(env_discrete):
     """A mirrored start (terrain reversed, push negated sideways) falls as the mirror image."""
     env, params, reset_from = env_discrete
     heights = np.random.default_rng(4).uniform(0, ll.H / 2, size=ll.CHUNKS + 1)
-    mirrored = np.concatenate([heights[: ll.CHUNKS][::-1], heights[ll.CHUNKS :]])
+    mirrored = np.asarray(_mirror_heights(jnp.asarray(heights)))
     seg_a, seg_b = ll.terrain_segments(heights)
     mseg_a, mseg_b = ll.terrain_segments(mirrored)
     np.testing.assert_allclose(
@@ -331,13 +331,29 @@ def _heuristic_stats_gym(seeds):
     return np.array(out, float)
 
 
-def _heuristic_stats_jax(n, seed=123, inverted=False, mirrored=False):
+def _mirror_heights(heights):
+    """Gymnasium's raw chunk heights of the mirrored terrain (the last one feeds the first
+    chunk's smoothing and stays)."""
+    return jnp.concatenate([heights[: ll.CHUNKS][::-1], heights[ll.CHUNKS :]])
+
+
+def _heuristic_stats_jax(n, seed=123, inverted=False, mirrored=False, aim=0.0):
+    """Return and landing of Gymnasium's heuristic (steering for a pad at ``x = aim``) over
+    ``n`` episodes. ``mirrored``: every episode starts as the mirror image of the plain one
+    (terrain reversed, sideways push negated) and the heuristic sees the mirrored
+    observation, so the run is the plain run seen in a mirror if the physics is symmetric."""
     env, params = ll.make_lunar_lander(inverted=inverted)
-    see = ll.mirror_observation if mirrored else (lambda o: o)
+    shift = jnp.zeros(8).at[0].set(aim)
+    see = (lambda o: ll.mirror_observation(o) - shift) if mirrored else (lambda o: o - shift)
 
     def episode(key):
         k_steps, k_reset = jax.random.split(key)
-        obs, st = env.reset(k_reset, params)
+        k_terrain, k_force, _, k_step = jax.random.split(k_reset, 4)
+        heights = jax.random.uniform(k_terrain, (ll.CHUNKS + 1,), jnp.float32, 0.0, ll.H / 2)
+        force = jax.random.uniform(k_force, (2,), jnp.float32, -1000.0, 1000.0)
+        if mirrored:
+            heights, force = _mirror_heights(heights), force * jnp.array([-1.0, 1.0])
+        obs, st = env.reset_from(k_step, params, heights, force)
 
         def body(carry, k):
             obs, st, done, total, landed = carry
@@ -371,16 +387,20 @@ def test_heuristic_statistics_match(n):
 
 @pytest.mark.slow
 def test_swapped_engines_are_the_task_in_a_mirror():
-    """With the side engines swapped, the heuristic looking at the mirrored observation flies
-    as well as the plain heuristic on the original task (100 episodes each: same tolerances as
-    against Gymnasium); the plain heuristic on the swapped task crashes."""
-    plain = _heuristic_stats_jax(100)
-    mirror = _heuristic_stats_jax(100, inverted=True, mirrored=True)
+    """The physics is mirror symmetric, engines and contacts included: a heuristic steering
+    for x = 0.2 flies as well (100 episodes, same tolerances as against Gymnasium) as its
+    mirror image does with the side engines swapped, from mirrored starts. (The engines'
+    dispersion noise is not mirrored, so the check is on the statistics, not step by step.)
+    The unmirrored heuristic on swapped engines crashes."""
+    plain = _heuristic_stats_jax(100, aim=0.2)
+    mirror = _heuristic_stats_jax(100, aim=0.2, inverted=True, mirrored=True)
     fooled = _heuristic_stats_jax(100, inverted=True)
     print(
-        f"heuristic: original {plain[:, 0].mean():.1f} landed {plain[:, 1].mean():.2f}; "
-        f"swapped+mirrored {mirror[:, 0].mean():.1f} landed {mirror[:, 1].mean():.2f}; "
-        f"swapped {fooled[:, 0].mean():.1f} landed {fooled[:, 1].mean():.2f}"
+        f"heuristic for x=0.2: original {plain[:, 0].mean():.1f} landed {plain[:, 1].mean():.2f}; "
+        f"its mirror image on swapped engines {mirror[:, 0].mean():.1f} landed "
+        f"{mirror[:, 1].mean():.2f}; per-episode correlation "
+        f"{np.corrcoef(plain[:, 0], mirror[:, 0])[0, 1]:.2f}; unmirrored heuristic on swapped "
+        f"engines {fooled[:, 0].mean():.1f} landed {fooled[:, 1].mean():.2f}"
     )
     assert abs(mirror[:, 0].mean() - plain[:, 0].mean()) <= 0.10 * abs(plain[:, 0].mean())
     assert abs(mirror[:, 1].mean() - plain[:, 1].mean()) <= 0.10
