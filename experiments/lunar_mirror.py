@@ -186,7 +186,7 @@ def plot(result: dict[str, Any], path: str | Path) -> None:
     ax.set_xlabel("alpha: lateral input weights scaled (1 = champion, -1 = its mirror image)")
     ax.set_ylabel(f"return over {result['episodes']} episodes")
     ax.set_title(f"{Path(result['run']).name}, {result['state']}, member {result['member']}")
-    ax.legend(loc="lower center")
+    ax.legend(loc="center left", fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
