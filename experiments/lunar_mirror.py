@@ -33,8 +33,6 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # `experiments` importable when run as a script
 
-LATERAL_ROWS = (0, 2, 4, 5)  # x, vx, angle, angular velocity
-LEG_ROWS = (6, 7)
 ALPHAS = (1.0, 0.75, 0.5, 0.25, 0.0, -0.25, -0.5, -0.75, -1.0)
 
 
@@ -49,24 +47,20 @@ def first_kernel_path(params: Any, obs_dim: int = 8):
 def toward_mirror(params: Any, alpha: float) -> Any:
     """The policy ``alpha`` of the way along the line to its mirror image.
 
-    ``alpha = 1`` is the policy itself; ``alpha = -1`` is its mirror image, which acts on an
-    observation as the original acts on ``mirror_observation(obs)``; ``alpha = 0`` ignores the
-    lateral inputs and sees both legs alike.
+    ``alpha = 1`` is the policy itself; ``alpha = -1`` is its mirror image, whose first-layer
+    kernel is the old one with :func:`mirror_observation` applied to its rows, so that it acts
+    on an observation as the original acts on ``mirror_observation(obs)``; ``alpha = 0``
+    ignores the lateral inputs and sees both legs alike.
     """
+    from selfref_ghn.envs.lunar_lander import mirror_observation
+
     path = first_kernel_path(params)
-    mix = (1.0 - alpha) / 2.0  # 0: legs as they are; 1: legs traded
 
     def move(p, leaf):
         if p != path:
             return leaf
-        leaf = leaf.at[jnp.asarray(LATERAL_ROWS)].multiply(alpha)
-        a, b = leaf[LEG_ROWS[0]], leaf[LEG_ROWS[1]]
-        return (
-            leaf.at[LEG_ROWS[0]]
-            .set((1 - mix) * a + mix * b)
-            .at[LEG_ROWS[1]]
-            .set((1 - mix) * b + mix * a)
-        )
+        mirrored = mirror_observation(leaf.T).T  # a signed permutation of the input rows
+        return (1.0 + alpha) / 2.0 * leaf + (1.0 - alpha) / 2.0 * mirrored
 
     return jax.tree_util.tree_map_with_path(move, params)
 
@@ -158,7 +152,7 @@ def mirror_path(
     policies = np.asarray(state.policy, np.float64)
     others = np.delete(policies, member, axis=0) - policies[member]
     out["distance"] = {
-        "to_mirror": float(np.linalg.norm(np.asarray(flats[len(alphas) - 1]) - np.asarray(flat))),
+        "to_mirror": float(np.linalg.norm(graph.ravel(toward_mirror(params, -1.0)) - flat)),
         "champion_norm": float(np.linalg.norm(np.asarray(flat))),
         "to_other_survivors_mean": float(np.linalg.norm(others, axis=1).mean()),
     }
