@@ -50,9 +50,11 @@ class Checkpoints:
     Args:
         directory: the checkpoint folder (created).
         keep: how many of the latest checkpoints to keep.
+        read_only: only to list and restore: leftover temporary folders are left alone (their
+            cleanup runs in the background, which a short-lived reader would cut off).
     """
 
-    def __init__(self, directory: str | Path, keep: int = 3):
+    def __init__(self, directory: str | Path, keep: int = 3, read_only: bool = False):
         self.directory = Path(directory).absolute()
         self.manager = ocp.CheckpointManager(
             self.directory,
@@ -60,10 +62,16 @@ class Checkpoints:
                 max_to_keep=keep,
                 create=True,
                 enable_async_checkpointing=False,
-                cleanup_tmp_directories=True,
+                cleanup_tmp_directories=not read_only,
             ),
             handler_registry=_registry(),
         )
+
+    def __enter__(self) -> Checkpoints:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def steps(self) -> list[int]:
         """Generations with a finalised checkpoint, ascending."""

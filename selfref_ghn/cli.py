@@ -5,7 +5,9 @@ value and what is allowed, and exit with status 2 before anything compiles; ``--
 the traceback instead.
 
 ``run`` also takes ``--checkpoint-every N``, ``--keep-checkpoints K`` and ``--resume DIR``
-(continue DIR from its latest checkpoint; the preset may then be omitted). Exit status: 0 done,
+(continue DIR from its latest checkpoint; the preset may then be omitted) or ``--fork DIR
+[--fork-at G] --out NEW`` (a new run from DIR's checkpoint G, under a config that may change
+the traced hyperparameters: :func:`selfref_ghn.runner.fork`). Exit status: 0 done,
 2 user error, 3 the runaway monitor stopped the run (checkpoint written), 130 interrupted
 (docs/reliability.md).
 
@@ -138,6 +140,21 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="DIR",
         help="continue the run in DIR from its latest checkpoint (preset optional)",
     )
+    run.add_argument(
+        "--fork",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="start the new run --out from a checkpoint of the run in DIR, under DIR's config "
+        "changed by --set (the rate bounds, clips and noise may change too; preset optional)",
+    )
+    run.add_argument(
+        "--fork-at",
+        type=int,
+        default=None,
+        metavar="G",
+        help="the checkpoint --fork starts from (default DIR's latest)",
+    )
     add_device_options(run)
 
     sub.add_parser("presets", help="list presets")
@@ -149,11 +166,12 @@ def build_parser() -> argparse.ArgumentParser:
 def config_from_args(args):
     """The preset's config with ``--seed``, ``--generations`` and ``--set`` applied."""
     if args.preset is None:
-        if getattr(args, "resume", None) is None:
+        resume, fork = getattr(args, "resume", None), getattr(args, "fork", None)
+        if resume is None and fork is None:
             raise ConfigError("preset", None, f"one of {presets.names()} (or --resume DIR)")
         from selfref_ghn.runner import load_run_config
 
-        cfg = load_run_config(args.resume)
+        cfg = load_run_config(resume, "--resume") if resume else load_run_config(fork, "--fork")
     else:
         cfg = presets.get(args.preset)
     sets = _parse_sets(args.set)
@@ -205,6 +223,12 @@ def recovery_line(r: dict) -> str:
 
 
 def cmd_run(args) -> int:
+    if args.fork is not None and args.resume is not None:
+        raise ConfigError("--fork", str(args.fork), "not with --resume (a fork is a new run)")
+    if args.fork is None and args.fork_at is not None:
+        raise ConfigError("--fork-at", str(args.fork_at), "only with --fork DIR")
+    if args.fork is not None and args.out is None:
+        raise ConfigError("--out", None, "the new results folder, with --fork")
     cfg = config_from_args(args)
     from selfref_ghn.evolution import Evolution
     from selfref_ghn.runner import evolve
@@ -215,6 +239,10 @@ def cmd_run(args) -> int:
         from selfref_ghn.runner import check_resumable, load_run_config, played_generations
 
         check_resumable(load_run_config(args.resume), cfg, played_generations(args.resume))
+    if args.fork is not None:  # before anything is built
+        from selfref_ghn.runner import fork
+
+        fork(args.fork, args.out, cfg, args.fork_at, check_only=True)
     from selfref_ghn.distributed import initialize
 
     initialize(args.coordinator, args.num_processes, args.process_id)  # before any jax work
@@ -229,6 +257,10 @@ def cmd_run(args) -> int:
                 "--devices", str(args.devices), f"1 (method {cfg.method!r} runs on one device)"
             )
         evo = BaselineEvolution.create(cfg)
+    if args.fork is not None:
+        at = fork(args.fork, args.out, cfg, args.fork_at)
+        if not args.quiet:
+            print(f"forked {args.fork} at generation {at} into {args.out}", file=sys.stderr)
     hint = _cpu_devices_hint(cfg, args)
     if hint and not args.quiet:
         print(hint, file=sys.stderr)
@@ -237,9 +269,8 @@ def cmd_run(args) -> int:
         or args.out
         or Path("results") / f"{args.preset}-seed{cfg.seed}-{time.strftime('%Y%m%d-%H%M%S')}"
     )
-    _, _, summary = evolve(
-        cfg, out, evo=evo, progress=not args.quiet, resume=args.resume is not None
-    )
+    resume = args.resume is not None or args.fork is not None
+    _, _, summary = evolve(cfg, out, evo=evo, progress=not args.quiet, resume=resume)
     print(f"results: {out}")
     print(
         f"compile {summary['compile_time_s']:.1f} s | {summary['steady_generations_per_s']:.1f} "

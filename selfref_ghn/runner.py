@@ -23,15 +23,19 @@ A results folder holds:
 ``evolve(..., resume=True)`` continues a results folder from its latest checkpoint: rows and
 lineage records past the checkpoint's generation (written after it, before a crash) are cut,
 so every generation appears exactly once, and since every random key comes from the state the
-continued run is identical to an uninterrupted one (docs/reliability.md).
+continued run is identical to an uninterrupted one (docs/reliability.md). :func:`fork` starts
+a new folder from any checkpoint of a run, under a config whose traced hyperparameters may
+differ (a rate floor from generation G on, say); the source folder is only read.
 """
 
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import os
 import resource
+import shutil
 import subprocess
 import sys
 import time
@@ -48,7 +52,7 @@ from selfref_ghn import memory
 from selfref_ghn import monitor as monitor_lib
 from selfref_ghn import sharding as sharding_lib
 from selfref_ghn.checkpoint import Checkpoints
-from selfref_ghn.config import Config, ConfigError
+from selfref_ghn.config import Config, ConfigError, Hyperparams
 from selfref_ghn.evolution import Evolution, EvoState
 from selfref_ghn.metrics import CSV_COLUMNS, recovery
 from selfref_ghn.plotting import plot_run
@@ -65,6 +69,9 @@ RESUME_MAY_CHANGE = (
     "monitor_rate_margin", "monitor_diversity_min", "monitor_diversity_max", "monitor_collapse",
     "selection_ties",
 )  # fmt: skip
+# Fields a fork (:func:`fork`) may change besides those: the traced hyperparameters, carried in
+# the state; a forked run takes them from its config from the fork's generation on.
+FORK_MAY_CHANGE = RESUME_MAY_CHANGE + tuple(f.name for f in dataclasses.fields(Hyperparams))
 
 
 def git_hash() -> str:
@@ -127,7 +134,7 @@ def checkpoint_interval(config: Config) -> int:
     return 0 if n <= 0 else -(-n // k) * k
 
 
-def load_run_config(run_dir: str | Path) -> Config:
+def load_run_config(run_dir: str | Path, option: str = "--resume") -> Config:
     """The :class:`Config` a results folder was run with (its ``config.json``).
 
     Raises:
@@ -138,14 +145,28 @@ def load_run_config(run_dir: str | Path) -> Config:
         stored = json.loads(path.read_text())
     except (OSError, ValueError) as e:
         raise ConfigError(
-            "--resume", str(run_dir), f"a results folder with a config.json ({e})"
+            option, str(run_dir), f"a results folder with a config.json ({e})"
         ) from None
     if not isinstance(stored, dict):
-        raise ConfigError("--resume", str(run_dir), "config.json must hold a JSON object")
+        raise ConfigError(option, str(run_dir), "config.json must hold a JSON object")
     return Config.from_dict({k: v for k, v in stored.items() if not k.startswith("_")})
 
 
-def check_resumable(stored: Config, config: Config, played: int | None = None) -> None:
+def _stored_json(run_dir: Path) -> dict[str, Any]:
+    try:
+        stored = json.loads((run_dir / "config.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    return stored if isinstance(stored, dict) else {}
+
+
+def check_resumable(
+    stored: Config,
+    config: Config,
+    played: int | None = None,
+    may_change: tuple[str, ...] = RESUME_MAY_CHANGE,
+    action: str = "resume",
+) -> None:
     """Refuse to continue a run under a different config.
 
     ``switch_intervals`` may change on resume for the generations not played yet: with
@@ -158,13 +179,15 @@ def check_resumable(stored: Config, config: Config, played: int | None = None) -
         config: the config asked for now.
         played: generations the run has already played (its latest checkpoint's generation);
             ``None`` if unknown, in which case the schedule may not change.
+        may_change: the fields that may differ (:data:`FORK_MAY_CHANGE` for a fork).
+        action: what is refused, for the message (``"resume"`` or ``"fork"``).
 
     Raises:
-        ConfigError: naming every field that differs, other than :data:`RESUME_MAY_CHANGE`
-            (and a schedule that changes only after ``played``).
+        ConfigError: naming every field that differs, other than ``may_change`` (and a
+            schedule that changes only after ``played``).
     """
     a, b = stored.to_dict(), config.to_dict()
-    diff = [k for k in a if k not in RESUME_MAY_CHANGE and a[k] != b.get(k)]
+    diff = [k for k in a if k not in may_change and a[k] != b.get(k)]
     if "switch_intervals" in diff and played is not None:
         old, new = stored.switch_intervals, config.switch_intervals
         changed = np.flatnonzero(inverted_host(old, played) != inverted_host(new, played))
@@ -179,12 +202,18 @@ def check_resumable(stored: Config, config: Config, played: int | None = None) -
             )
     if diff:
         what = ", ".join(f"{k} = {b.get(k)!r} (run: {a[k]!r})" for k in diff)
-        allowed = ", ".join(RESUME_MAY_CHANGE)
+        allowed = ", ".join(may_change)
+        being = {"resume": "resumed", "fork": "forked"}.get(action, action)
         raise ConfigError(
             diff[0],
             b.get(diff[0]),
-            f"config mismatch with the run being resumed: {what}; only {allowed} (and "
-            "switch_intervals after the generations already played) may change on resume",
+            f"config mismatch with the run being {being}: {what}; only {allowed} (and "
+            f"switch_intervals after the generations already played) may change on {action}"
+            + (
+                f"; to change {', '.join(forkable)}, fork the run (--fork DIR --out NEW)"
+                if action == "resume" and (forkable := [k for k in diff if k in FORK_MAY_CHANGE])
+                else ""
+            ),
         )
 
 
@@ -193,7 +222,85 @@ def played_generations(run_dir: str | Path) -> int:
     path = Path(run_dir) / CHECKPOINT_DIR
     if not path.exists() or not any(path.iterdir()):
         return 0
-    return Checkpoints(path).latest_step() or 0
+    with Checkpoints(path, read_only=True) as ckpts:
+        return ckpts.latest_step() or 0
+
+
+def fork(
+    source: str | Path,
+    out_dir: str | Path,
+    config: Config,
+    generation: int | None = None,
+    check_only: bool = False,
+) -> int:
+    """Start a new results folder from one checkpoint of another run, under a changed config.
+
+    ``out_dir`` gets the source's checkpoint of ``generation``, its ``metrics.csv`` and
+    ``lineage.bin`` (cut to the generations before it when the fork runs) and ``config`` as its
+    ``config.json``, with ``_fork`` recording the source folder, the generation and each changed
+    field as ``[source value, fork value]``. ``evolve(config, out_dir, resume=True)`` then
+    continues it: the generations before ``generation`` are the source's, those after it are
+    played under ``config``. Besides what a resume may change, a fork may change the traced
+    hyperparameters (:data:`FORK_MAY_CHANGE`: the rate bounds, clips, ``noise_std``...), which
+    the continued state takes from ``config``; the source folder is only read.
+
+    Args:
+        source: the results folder to fork.
+        out_dir: the new results folder (must not exist, or be empty).
+        config: the fork's config: the source's, with fields of :data:`FORK_MAY_CHANGE`
+            changed (and ``switch_intervals`` after ``generation``).
+        generation: the checkpoint to fork at; default the source's latest.
+        check_only: only check all of that, and write nothing.
+
+    Returns:
+        The generation forked at.
+
+    Raises:
+        ConfigError: a source without config or checkpoints, a generation with no checkpoint,
+            a change to any other field, or an ``out_dir`` that is not empty.
+
+    Example:
+        >>> cfg = load_run_config("results/ll").replace(rate_min=0.3)  # doctest: +SKIP
+        >>> fork("results/ll", "results/ll-floor", cfg, generation=5000)  # doctest: +SKIP
+        >>> evolve(cfg, "results/ll-floor", resume=True)  # doctest: +SKIP
+    """
+    source, out = Path(source), Path(out_dir)
+    stored = load_run_config(source, "--fork")
+    ckpt_dir = source / CHECKPOINT_DIR
+    steps: list[int] = []
+    if ckpt_dir.is_dir():
+        with Checkpoints(ckpt_dir, read_only=True) as ckpts:
+            steps = ckpts.steps()
+    if not steps:
+        raise ConfigError("--fork", str(source), "a results folder with a checkpoint")
+    generation = steps[-1] if generation is None else generation
+    if generation not in steps:
+        near = sorted(steps, key=lambda s: abs(s - generation))[:3]
+        raise ConfigError(
+            "--fork-at",
+            generation,
+            f"a generation with a checkpoint in {source} ({len(steps)} from {steps[0]} to "
+            f"{steps[-1]}; nearest: {sorted(near)})",
+        )
+    if generation > config.generations:
+        raise ConfigError(
+            "generations", config.generations, f"must be >= the fork's generation ({generation})"
+        )
+    check_resumable(stored, config, generation, FORK_MAY_CHANGE, "fork")
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise ConfigError("--out", str(out), "a new or empty folder for the fork")
+    if check_only:
+        return generation
+    out.mkdir(parents=True, exist_ok=True)
+    shutil.copytree(ckpt_dir / str(generation), out / CHECKPOINT_DIR / str(generation))
+    for name in ("metrics.csv", lineage_lib.FILE):
+        if (source / name).exists():
+            shutil.copy2(source / name, out / name)
+    a, b = stored.to_dict(), config.to_dict()
+    changed = {k: [a[k], b[k]] for k in a if a[k] != b[k]}
+    meta = {"source": str(source.absolute()), "generation": generation, "changed": changed}
+    (out / "config.json").write_text(json.dumps({**b, "_fork": meta}, indent=2, default=str))
+    return generation
 
 
 def _read_kept_rows(path: Path, generation: int) -> list[dict[str, float]]:
@@ -303,9 +410,14 @@ def evolve(
                 )
             restored = ckpts.restore(evo.init() if state is None else state)
             state = restored.replace(monitor=monitor_lib.release(restored.monitor))
+            if hasattr(state, "hparams"):  # equal to the checkpoint's, except in a fork
+                state = state.replace(hparams=Hyperparams.from_config(config))
+        kept = {}  # a fork's record survives its resumes
+        if resume and (out / "config.json").exists():
+            kept = {k: v for k, v in _stored_json(out).items() if k == "_fork"}
         info = {**run_info(), "resumed_from": resumed_from}
         (out / "config.json").write_text(
-            json.dumps({**config.to_dict(), "_run": info}, indent=2, default=str)
+            json.dumps({**config.to_dict(), **kept, "_run": info}, indent=2, default=str)
         )
     state = evo.init() if state is None else state
     if hasattr(evo, "distribute"):  # the population split over the run's devices

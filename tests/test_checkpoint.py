@@ -2,6 +2,7 @@
 checkpoint write and at a random point) that resumes to exactly the uninterrupted run."""
 
 import csv
+import json
 import os
 import random
 import signal
@@ -17,7 +18,7 @@ from selfref_ghn import lineage
 from selfref_ghn.checkpoint import DELAY_ENV, Checkpoints
 from selfref_ghn.config import Config, ConfigError
 from selfref_ghn.evolution import Evolution
-from selfref_ghn.runner import checkpoint_interval, evolve
+from selfref_ghn.runner import checkpoint_interval, evolve, fork
 from tests.conftest import TINY
 
 TMP = ".orbax-checkpoint-tmp"
@@ -220,3 +221,52 @@ def test_resume_may_move_a_switch_not_played_yet(tmp_path):
     assert _equal_trees((state.params, state.fitness), (fresh.params, fresh.fitness))
     np.testing.assert_array_equal(metrics["best_fitness"], fresh_metrics["best_fitness"])
     assert '"switch_intervals": [\n    [\n      2,' in (out / "config.json").read_text()
+
+
+def test_fork_changes_a_rate_bound_from_its_generation_and_leaves_the_source(tmp_path):
+    """A fork replays nothing: its generations before the fork are the source's rows, those
+    after it are played under the new bound (which the continued state really uses), and an
+    unchanged fork is the source's own continuation."""
+    cfg = Config(**{**TINY, "generations": 4, "log_every": 2, "checkpoint_every": 2})
+    src = tmp_path / "src"
+    src_state, src_metrics, _ = evolve(cfg, src, progress=False)
+    src_rows = (src / "metrics.csv").read_text()
+    assert src_metrics["mutation_rate_max"][2:].max() > 0.3  # so a ceiling of 0.3 binds
+
+    capped = cfg.replace(rate_max=0.3)
+    assert fork(src, tmp_path / "capped", capped, generation=2) == 2
+    state, metrics, summary = evolve(capped, tmp_path / "capped", progress=False, resume=True)
+    assert summary["resumed_from"] == 2 and float(state.hparams.rate_max) == np.float32(0.3)
+    for k in ("best_fitness", "mutation_rate_max", "checksum"):
+        np.testing.assert_array_equal(metrics[k][:2], src_metrics[k][:2], err_msg=k)
+    assert metrics["mutation_rate_max"][2:].max() <= 0.3 + 1e-6  # means of clipped rates
+    stored = json.loads((tmp_path / "capped" / "config.json").read_text())
+    assert stored["rate_max"] == 0.3 and stored["_fork"]["generation"] == 2
+    assert stored["_fork"]["changed"] == {"rate_max": [1.0, 0.3]}
+    # the record survives the fork's own resumes; the source was only read
+    evolve(capped.replace(generations=6), tmp_path / "capped", progress=False, resume=True)
+    stored = json.loads((tmp_path / "capped" / "config.json").read_text())
+    assert stored["_fork"]["changed"] == {"rate_max": [1.0, 0.3]}
+    assert (src / "metrics.csv").read_text() == src_rows
+    assert Checkpoints(src / "checkpoints").steps() == [2, 4]
+
+    fork(src, tmp_path / "same", cfg, generation=2)
+    same, same_metrics, _ = evolve(cfg, tmp_path / "same", progress=False, resume=True)
+    assert _equal_trees((same.params, same.fitness), (src_state.params, src_state.fitness))
+    np.testing.assert_array_equal(same_metrics["best_fitness"], src_metrics["best_fitness"])
+
+
+def test_fork_refuses_a_structural_change_a_missing_checkpoint_and_a_used_folder(tmp_path):
+    cfg = Config(**{**TINY, "generations": 4, "log_every": 2, "checkpoint_every": 2})
+    src = tmp_path / "src"
+    evolve(cfg, src, progress=False)
+    new = tmp_path / "new"
+    with pytest.raises(ConfigError, match=r"being forked: population_size = 5 \(run: 4\)"):
+        fork(src, new, cfg.replace(population_size=5))
+    with pytest.raises(ConfigError, match=r"nearest: \[2, 4\]"):
+        fork(src, new, cfg, generation=3)
+    with pytest.raises(ConfigError, match="differ at generation 1"):
+        fork(src, new, cfg.replace(switch_intervals=((1, 3),)), generation=2)
+    assert not new.exists()  # nothing is written for a refused fork
+    with pytest.raises(ConfigError, match="a new or empty folder"):
+        fork(src, src, cfg)

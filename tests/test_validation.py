@@ -132,3 +132,24 @@ def test_debug_shows_the_traceback():
     )
     assert proc.returncode != 0
     assert "Traceback" in proc.stderr and "keep_checkpoints" in proc.stderr
+
+
+def test_fork_options_are_checked_before_anything_runs(tmp_path, nothing_compiles, capsys):
+    run, _ = _results_dir(tmp_path, population_size=8)
+    new = str(tmp_path / "new")
+    cases = [
+        (["--fork", str(run)], "'--out' = None: the new results folder, with --fork"),
+        (["--fork", str(run), "--resume", str(run), "--out", new], "not with --resume"),
+        (["quick", "--fork-at", "2", "--out", new], "'--fork-at' = '2': only with --fork DIR"),
+        (["--fork", str(tmp_path / "nope"), "--out", new], "'--fork' ="),
+        (["--fork", str(run), "--out", new], "a results folder with a checkpoint"),
+        (
+            ["--resume", str(run), "--set", "rate_min=0.2"],
+            "to change rate_min, fork the run (--fork DIR --out NEW)",
+        ),
+    ]
+    for argv, message in cases:
+        assert cli.main(["run", *argv]) == 2, argv
+        err = capsys.readouterr().err
+        assert message in err and err.count("\n") == 1, (argv, err)
+    assert not (tmp_path / "new").exists()
