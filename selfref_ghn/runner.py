@@ -70,8 +70,11 @@ RESUME_MAY_CHANGE = (
     "selection_ties",
 )  # fmt: skip
 # Fields a fork (:func:`fork`) may change besides those: the traced hyperparameters, carried in
-# the state; a forked run takes them from its config from the fork's generation on.
-FORK_MAY_CHANGE = RESUME_MAY_CHANGE + tuple(f.name for f in dataclasses.fields(Hyperparams))
+# the state, which a forked run takes from its config from the fork's generation on; and the
+# seed: a fork with a new seed draws from ``PRNGKey(seed)`` from that generation on.
+FORK_MAY_CHANGE = (
+    RESUME_MAY_CHANGE + tuple(f.name for f in dataclasses.fields(Hyperparams)) + ("seed",)
+)
 
 
 def git_hash() -> str:
@@ -400,6 +403,9 @@ def evolve(
             )
         if single_process:  # orbax would wait for every process at each save
             ckpts = Checkpoints(out / CHECKPOINT_DIR, config.keep_checkpoints)
+        kept = {}  # a fork's record survives its resumes
+        if resume and (out / "config.json").exists():
+            kept = {k: v for k, v in _stored_json(out).items() if k == "_fork"}
         if resume and ckpts.latest_step() is not None:
             resumed_from = ckpts.latest_step()
             if resumed_from > config.generations:
@@ -412,9 +418,11 @@ def evolve(
             state = restored.replace(monitor=monitor_lib.release(restored.monitor))
             if hasattr(state, "hparams"):  # equal to the checkpoint's, except in a fork
                 state = state.replace(hparams=Hyperparams.from_config(config))
-        kept = {}  # a fork's record survives its resumes
-        if resume and (out / "config.json").exists():
-            kept = {k: v for k, v in _stored_json(out).items() if k == "_fork"}
+            fork_record = kept.get("_fork", {})
+            if "seed" in fork_record.get("changed", {}) and int(state.generation) == (
+                fork_record.get("generation")
+            ):  # a fork with a new seed: its draws from the fork's generation on
+                state = state.replace(key=jax.random.PRNGKey(config.seed))
         info = {**run_info(), "resumed_from": resumed_from}
         (out / "config.json").write_text(
             json.dumps({**config.to_dict(), **kept, "_run": info}, indent=2, default=str)

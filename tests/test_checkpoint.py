@@ -270,3 +270,24 @@ def test_fork_refuses_a_structural_change_a_missing_checkpoint_and_a_used_folder
     assert not new.exists()  # nothing is written for a refused fork
     with pytest.raises(ConfigError, match="a new or empty folder"):
         fork(src, src, cfg)
+
+
+def test_fork_with_a_new_seed_redraws_from_its_generation_and_resumes_exactly(tmp_path):
+    cfg = Config(**{**TINY, "generations": 2, "log_every": 2, "checkpoint_every": 2})
+    src = tmp_path / "src"
+    _, src_metrics, _ = evolve(cfg.replace(generations=4), src, progress=False)
+    reseeded = cfg.replace(seed=7, generations=6)
+    fork(src, tmp_path / "a", reseeded.replace(generations=4), generation=2)
+    evolve(reseeded.replace(generations=4), tmp_path / "a", progress=False, resume=True)
+    a, a_metrics, _ = evolve(reseeded, tmp_path / "a", progress=False, resume=True)  # from 4
+    fork(src, tmp_path / "b", reseeded, generation=2)
+    b, b_metrics, _ = evolve(reseeded, tmp_path / "b", progress=False, resume=True)  # 2 to 6
+    # the source's generations before the fork, other draws (other children) after it
+    np.testing.assert_array_equal(a_metrics["checksum"][:2], src_metrics["checksum"][:2])
+    assert not np.array_equal(a_metrics["checksum"][2:4], src_metrics["checksum"][2:4])
+    # the new key is set once, at the fork's generation: a later resume keeps drawing from it
+    assert _equal_trees((a.params, a.fitness, a.key), (b.params, b.fitness, b.key))
+    np.testing.assert_array_equal(a_metrics["checksum"], b_metrics["checksum"])
+    assert json.loads((tmp_path / "a" / "config.json").read_text())["_fork"]["changed"][
+        "seed"
+    ] == [0, 7]
