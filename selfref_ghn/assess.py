@@ -238,6 +238,8 @@ def cmd_assess(args: argparse.Namespace) -> int:
 
 def register(subparsers) -> None:
     """Add ``assess DIR [--episodes N] [--select-episodes M] [--checkpoint GEN] ...``."""
+    from selfref_ghn.cli import add_fast_cpu_loops_option
+
     p = subparsers.add_parser(
         "assess", help="a run's champion on fresh episodes (mean return, spread, solved rate)"
     )
@@ -260,4 +262,5 @@ def register(subparsers) -> None:
     p.add_argument("--solved", type=float, default=None, help="report the fraction >= this")
     p.add_argument("--out", type=Path, default=None, help="also write the full JSON here")
     p.add_argument("--debug", action="store_true", help="show tracebacks for errors")
+    add_fast_cpu_loops_option(p)  # the run's XLA options: its rounding, so its champions
     p.set_defaults(func=cmd_assess)

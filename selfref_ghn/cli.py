@@ -11,7 +11,8 @@ the traced hyperparameters: :func:`selfref_ghn.runner.fork`). Exit status: 0 don
 2 user error, 3 the runaway monitor stopped the run (checkpoint written), 130 interrupted
 (docs/reliability.md).
 
-Commands that take a preset also take ``--fast-cpu-loops``: XLA:CPU compiles each small loop
+Commands that take a preset (and ``assess``, to replay a run's episodes with the same float
+rounding) also take ``--fast-cpu-loops``: XLA:CPU compiles each small loop
 as one function and uses its own kernels instead of YNNPACK fusions (:mod:`selfref_ghn.xla_cpu`;
 faster on CPU, float rounding may differ), and
 ``--cpu-devices N``: the CPU seen as N devices on their own threads, the population split over
@@ -68,13 +69,7 @@ def add_run_options(p: argparse.ArgumentParser, preset_optional: bool = False) -
         "--set", action="append", default=[], metavar="KEY=VALUE", help="override a config field"
     )
     p.add_argument("--debug", action="store_true", help="show tracebacks for errors")
-    p.add_argument(
-        "--fast-cpu-loops",
-        action="store_true",
-        help="XLA:CPU compiles each small loop as one function and uses its own kernels instead "
-        "of YNNPACK fusions: faster physics on CPU; results may differ from the default's in "
-        "float rounding (selfref_ghn.xla_cpu)",
-    )
+    add_fast_cpu_loops_option(p)
     p.add_argument(
         "--cpu-devices",
         type=_device_count,
@@ -82,6 +77,17 @@ def add_run_options(p: argparse.ArgumentParser, preset_optional: bool = False) -
         metavar="N",
         help="run on N CPU devices, each on its own thread, and split the population over them "
         "(0: one per core; N must divide the population; selfref_ghn.xla_cpu)",
+    )
+
+
+def add_fast_cpu_loops_option(p: argparse.ArgumentParser) -> None:
+    """``--fast-cpu-loops``, applied by :func:`main` before anything compiles."""
+    p.add_argument(
+        "--fast-cpu-loops",
+        action="store_true",
+        help="XLA:CPU compiles each small loop as one function and uses its own kernels instead "
+        "of YNNPACK fusions: faster physics on CPU; results may differ from the default's in "
+        "float rounding (selfref_ghn.xla_cpu)",
     )
 
 

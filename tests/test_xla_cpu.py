@@ -91,6 +91,11 @@ def test_cli_sets_the_options_only_when_asked(monkeypatch):
     assert calls == []
     assert cli.main(["run", "quick", "--fast-cpu-loops", "--set", "no_such_field=1"]) == 2
     assert calls == ["loops", "ynn"]
+    # assess replays a run's episodes: it takes the run's options too (a missing folder is a
+    # user error, after the options are set and before anything compiles)
+    calls.clear()
+    assert cli.main(["assess", "/no/such/run", "--fast-cpu-loops"]) == 2
+    assert calls == ["loops", "ynn"]
 
 
 def test_ynn_option_is_added_once(monkeypatch):
