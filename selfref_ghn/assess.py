@@ -262,5 +262,5 @@ def register(subparsers) -> None:
     p.add_argument("--solved", type=float, default=None, help="report the fraction >= this")
     p.add_argument("--out", type=Path, default=None, help="also write the full JSON here")
     p.add_argument("--debug", action="store_true", help="show tracebacks for errors")
-    add_fast_cpu_loops_option(p)  # the run's XLA options: its rounding, so its champions
+    add_fast_cpu_loops_option(p)  # replay a run made with it under its float rounding
     p.set_defaults(func=cmd_assess)
