@@ -129,7 +129,18 @@ class Graph:
         return jnp.concatenate([jnp.ravel(leaves[i]) for i in self.leaf_perm])
 
     def unravel(self, flat: Array) -> Params:
-        """``(num_params,)`` flat vector -> pytree (static slices, no gathers)."""
+        """``(num_params,)`` flat vector -> pytree (static slices, no gathers).
+
+        Raises:
+            ValueError: ``flat`` is not of shape ``(num_params,)`` (checked at trace time:
+                shapes are static), e.g. another network's flat vector.
+        """
+        if tuple(jnp.shape(flat)) != (self.num_params,):
+            raise ValueError(
+                f"unravel expects a flat vector of shape ({self.num_params},) for this graph "
+                f"({self.num_nodes} leaves: {', '.join(self.names[:3])}"
+                f"{', ...' if self.num_nodes > 3 else ''}), got shape {tuple(jnp.shape(flat))}"
+            )
         leaves: list[Any] = [None] * self.num_nodes
         for node, (start, size, shape) in enumerate(
             zip(self.offsets, self.sizes, self.shapes, strict=True)

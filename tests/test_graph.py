@@ -1,3 +1,4 @@
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -55,3 +56,14 @@ def test_split_rows_truncates_each_row():
 def test_empty_pytree_is_an_error():
     with pytest.raises(ValueError, match="empty"):
         graph_of({})
+
+
+@pytest.mark.parametrize("shape", [(22,), (24,), (2, 23), ()])
+def test_unravel_refuses_a_vector_of_the_wrong_length(shape):
+    g = graph_of(_mlp_params())
+    with pytest.raises(ValueError, match=r"\(23,\)"):
+        g.unravel(jnp.zeros(shape))
+    with pytest.raises(ValueError, match=r"\(23,\)"):  # also while tracing (static shapes)
+        jax.jit(g.unravel)(jnp.zeros(shape))
+    with pytest.raises(ValueError, match=r"\(23,\)"):  # a member's vector inside a vmap
+        jax.vmap(g.unravel)(jnp.zeros((3, *shape)))
