@@ -19,8 +19,9 @@ included: the rollout always simulates the full horizon), peak host memory (``Vm
 before each method; SR-GHN runs first, so its peak is that of a process that ran nothing else)
 and, where the device reports it, device memory.
 
-A **phase profile** jits each part of one generation separately (mutation, policy generation,
-evaluation, selection) and reports their times and fractions: it tells where to optimise.
+A **phase profile** jits each part of one generation separately (mutation, the children's
+policy generation, rollouts, selection), each on the inputs the fused step gives it
+(:func:`generation_phases`), and reports their times and fractions: it tells where to optimise.
 
 Workloads (issue 8): (a) preset ``cartpole-switch-long``; (b) CartPole-Switch at P=1024, C=2;
 (c) a population sweep on CartPole; (d) LunarLander-Switch and Ant where their modules import;
@@ -462,14 +463,85 @@ def _first_leaf(tree: Any) -> Any:
     return jax.tree_util.tree_leaves(tree)[0]
 
 
-def profile_phases(evo: Any, repeats: int = 5, bound_s: float | None = None) -> dict[str, Any]:
-    """Time the phases of one generation, each jitted on its own, interleaved.
+def generation_phases(evo: Any, state: Any) -> dict[str, tuple[Callable, tuple]]:
+    """The four phases of :meth:`Evolution.step`, each with the inputs the step gives it.
 
-    Phases: ``mutation`` (:meth:`Evolution.mutate_population`), ``policy_generation``
-    (the deterministic head vmapped over all members), ``evaluation``
-    (:meth:`Evolution.evaluate_members`, which includes policy generation), ``selection``
-    (top-k of the fitness and the gather of the survivors). ``rollout`` is evaluation minus
-    policy generation (floored at zero).
+    The inputs are computed from ``state`` by the phases themselves, chained as in the step:
+
+    * ``mutation``: :meth:`Evolution.mutate_population` of ``state``: ``(P * C, num_params)``
+      children and the parents' rates;
+    * ``policy_generation``: :meth:`Evolution.policies` of the **children only**
+      (``(P * C, num_policy_params)``); the parents' policies are the ones stored in
+      ``state.policy``, as in the step;
+    * ``rollout``: :meth:`Evolution.evaluate_members` of the ``(P * (1 + C),
+      num_policy_params)`` flat policies, parents' first;
+    * ``selection``: the step's (mu + lambda) selection: finiteness mask, ``child_factor``
+      mixing, :func:`~selfref_ghn.selection.survivors`, and the gather of the survivors'
+      parameters and policies. It returns ``(fitness, params, policy)`` of the next state.
+
+    What the step does besides (its metrics, observation statistics, the runaway monitor, the
+    scan around it) belongs to no phase.
+
+    Args:
+        evo: the :class:`~selfref_ghn.evolution.Evolution`.
+        state: the state the generation starts from.
+
+    Returns:
+        ``{phase: (fn, args)}`` in step order; ``fn(*args)`` runs the phase (not jitted).
+    """
+    import jax
+    import jax.numpy as jnp
+
+    children, _ = jax.jit(evo.mutate_population)(state)
+    policies = jnp.concatenate([state.policy, jax.jit(evo.policies)(children)])
+    fitness = jax.jit(evo.evaluate_members)(state, policies).fitness
+    return {
+        "mutation": (evo.mutate_population, (state,)),
+        "policy_generation": (evo.policies, (children,)),
+        "rollout": (evo.evaluate_members, (state, policies)),
+        "selection": (
+            lambda *args: _selection(evo, *args),
+            (state, children, policies, fitness),
+        ),
+    }
+
+
+def _selection(evo: Any, state: Any, children: Any, policies: Any, fitness: Any) -> tuple:
+    """The selection part of :meth:`Evolution.step`: next ``(fitness, params, policy)``."""
+    import jax.numpy as jnp
+
+    from selfref_ghn import selection
+
+    P, C = evo.config.population_size, evo.config.num_children
+    hp = state.hparams
+    params_finite = jnp.concatenate(
+        [jnp.all(jnp.isfinite(state.params), 1), jnp.all(jnp.isfinite(children), 1)]
+    )
+    fitness = jnp.where(jnp.isfinite(fitness) & params_finite, fitness, -jnp.inf)
+    kid_fit = fitness[P:].reshape(P, C)
+    kid_ok = jnp.isfinite(kid_fit)
+    kid_mean = jnp.sum(jnp.where(kid_ok, kid_fit, 0.0), 1) / jnp.maximum(kid_ok.sum(1), 1)
+    kid_mean = jnp.where(kid_ok.any(1), kid_mean, fitness[:P])
+    parent_fit = jnp.where(
+        jnp.isfinite(fitness[:P]),
+        (1.0 - hp.child_factor) * fitness[:P] + hp.child_factor * kid_mean,
+        -jnp.inf,
+    )
+    sel_fitness = jnp.concatenate([parent_fit, fitness[P:]])
+    top_fit, selected = selection.survivors(sel_fitness, P, evo.config.selection_ties)
+    params = jnp.where(
+        (selected < P)[:, None],
+        state.params[jnp.minimum(selected, P - 1)],
+        children[jnp.maximum(selected - P, 0)],
+    )
+    return top_fit, params, policies[selected]
+
+
+def profile_phases(evo: Any, repeats: int = 5, bound_s: float | None = None) -> dict[str, Any]:
+    """Time the phases of one generation (:func:`generation_phases`), each jitted alone.
+
+    The phases run interleaved, ``repeats`` rounds after a warm-up call each, on the inputs the
+    fused step would give them at the run's first generation.
 
     Args:
         evo: the :class:`~selfref_ghn.evolution.Evolution`.
@@ -477,36 +549,20 @@ def profile_phases(evo: Any, repeats: int = 5, bound_s: float | None = None) -> 
         bound_s: the rollout bound's generation time, reported beside the profile.
 
     Returns:
-        Seconds per phase, the fraction of each phase in their sum, compile seconds, and any
-        phase that failed (an API that changed) under ``errors``.
+        Median seconds per phase, the fraction of each phase in their sum, compile seconds,
+        XLA's FLOP count per phase, and any phase that failed under ``errors``.
     """
     import jax
-    import jax.numpy as jnp
 
     cfg = evo.config
-    state = evo.init(jax.random.PRNGKey(cfg.seed))
-    P = cfg.population_size
-    kids, _ = jax.jit(evo.mutate_population)(state)
-    members = jnp.concatenate([state.params, kids])
-    fitness = jax.random.normal(jax.random.PRNGKey(1), (members.shape[0],))
-
-    def selection(fit: jax.Array, mem: jax.Array) -> tuple[jax.Array, jax.Array]:
-        top, idx = jax.lax.top_k(fit, P)
-        return top, mem[idx]
-
-    phases: dict[str, tuple[Callable, tuple]] = {
-        "mutation": (jax.jit(evo.mutate_population), (state,)),
-        "policy_generation": (jax.jit(jax.vmap(evo.ghn.policy_params)), (members,)),
-        "evaluation": (jax.jit(evo.evaluate_members), (state, members)),
-        "selection": (jax.jit(selection), (fitness, members)),
-    }
+    phases = generation_phases(evo, evo.init(jax.random.PRNGKey(cfg.seed)))
     compiled: dict[str, Callable] = {}
     compile_s: dict[str, float] = {}
     gflop: dict[str, float | None] = {}
     errors: dict[str, str] = {}
     for name, (fn, args) in phases.items():
         try:
-            compiled[name], compile_s[name] = _timed_compile(fn, *args)
+            compiled[name], compile_s[name] = _timed_compile(jax.jit(fn), *args)
             gflop[name] = _gflop(compiled[name])
             jax.block_until_ready(compiled[name](*args))
         except Exception as e:  # noqa: BLE001 - report, keep the rest of the profile
@@ -519,13 +575,10 @@ def profile_phases(evo: Any, repeats: int = 5, bound_s: float | None = None) -> 
             jax.block_until_ready(compiled[name](*args))
             times[name].append(time.perf_counter() - t0)
     sec = {k: _median(v) for k, v in times.items()}
-    if "evaluation" in sec and "policy_generation" in sec:
-        sec["rollout"] = max(sec["evaluation"] - sec["policy_generation"], 0.0)
-    parts = [k for k in ("mutation", "policy_generation", "rollout", "selection") if k in sec]
-    total = sum(sec[k] for k in parts)
+    total = sum(sec.values())
     return {
         "seconds": sec,
-        "fractions": {k: sec[k] / total for k in parts} if total > 0 else {},
+        "fractions": {k: v / total for k, v in sec.items()} if total > 0 else {},
         "sum_of_phases_s": total,
         "compile_s": compile_s,
         "gflop": gflop,
@@ -782,11 +835,12 @@ def markdown(results: dict[str, Any]) -> str:
     if prof:
         lines += [
             "",
-            "### Phase profile of one SR-GHN generation (each phase jitted alone; ms, fraction)",
+            "### Phase profile of one SR-GHN generation (each phase jitted alone on the fused "
+            "step's inputs; ms, fraction)",
             "",
             "| case | mutation | policy generation | rollout | selection | sum of phases "
-            "| fused generation | rollout bound |",
-            "|---|---:|---:|---:|---:|---:|---:|---:|",
+            "| fused generation | fused / sum | rollout bound |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
         ]
         for c in prof:
             p = c["profile"]
@@ -798,10 +852,12 @@ def markdown(results: dict[str, Any]) -> str:
             lines.append(
                 f"| {c['name']} | {cell('mutation')} | {cell('policy_generation')} "
                 f"| {cell('rollout')} | {cell('selection')} | {p['sum_of_phases_s'] * 1e3:.1f} "
-                f"| {p['fused_generation_s'] * 1e3:.1f} | {p['rollout_bound_s'] * 1e3:.1f} |"
+                f"| {p['fused_generation_s'] * 1e3:.1f} "
+                f"| {p['fused_generation_s'] / (p['sum_of_phases_s'] or math.nan):.2f} "
+                f"| {p['rollout_bound_s'] * 1e3:.1f} |"
             )
             if p.get("errors"):
-                lines.append(f"| {c['name']} errors | {p['errors']} | | | | | | |")
+                lines.append(f"| {c['name']} errors | {p['errors']} | | | | | | | |")
         work = [c for c in prof if c["profile"].get("gflop")]
         if work:
             lines += [
@@ -810,14 +866,14 @@ def markdown(results: dict[str, Any]) -> str:
                 "which counts a loop body once, so the scanned GNN rounds and environment steps "
                 "are undercounted: a lower bound):",
                 "",
-                "| case | mutation | policy generation | selection |",
-                "|---|---:|---:|---:|",
+                "| case | mutation | policy generation | rollout | selection |",
+                "|---|---:|---:|---:|---:|",
             ]
             for c in work:
                 g = c["profile"]["gflop"]
                 cells = " | ".join(
                     _fmt(g.get(k), 3) if g.get(k) is not None else "n/a"
-                    for k in ("mutation", "policy_generation", "selection")
+                    for k in ("mutation", "policy_generation", "rollout", "selection")
                 )
                 lines.append(f"| {c['name']} | {cells} |")
     width = [c for c in ok if c["workload"] == "e"]

@@ -4,10 +4,19 @@ Timing relations are not asserted (a loaded machine makes them noise); only the 
 ``bench.json``, that every figure is positive and finite, and that the reports are written.
 """
 
+import functools
 import json
 import math
+from collections import defaultdict
 
-from selfref_ghn import bench, cli
+import jax
+import numpy as np
+import pytest
+
+from selfref_ghn import bench, cli, selection
+from selfref_ghn import evolution as evolution_lib
+from selfref_ghn.config import Config
+from selfref_ghn.evolution import Evolution
 
 from .conftest import TINY
 
@@ -47,7 +56,7 @@ def test_tiny_benchmark_writes_json_and_tables(tmp_path):
 
     prof = case["profile"]
     assert not prof["errors"], prof["errors"]
-    for phase in ("mutation", "policy_generation", "evaluation", "selection"):
+    for phase in ("mutation", "policy_generation", "rollout", "selection"):
         assert _positive(prof["seconds"][phase]), phase
     assert math.isclose(sum(prof["fractions"].values()), 1.0, rel_tol=1e-6)
 
@@ -69,3 +78,64 @@ def test_plan_covers_workloads_and_skips_missing_envs():
 def test_bench_is_a_cli_subcommand():
     args = cli.build_parser().parse_args(["bench", "--quick", "--workloads", "a"])
     assert args.quick and args.workloads == "a" and callable(args.func)
+
+
+# The methods of Evolution.step that the phase profile times on their own.
+_PHASE_METHODS = ("mutate_population", "policies", "evaluate_members")
+
+
+def _spec(args) -> tuple:
+    """Tree structure, and shape and dtype of every array (the value of anything else)."""
+    leaves, treedef = jax.tree_util.tree_flatten(args)
+    return str(treedef), tuple(
+        (tuple(np.shape(x)), str(x.dtype)) if hasattr(x, "dtype") else repr(x) for x in leaves
+    )
+
+
+@pytest.mark.parametrize("overrides", [{}, {"num_children": 3, "selection_ties": "children"}])
+def test_profile_phases_get_the_inputs_the_fused_step_gives_them(monkeypatch, overrides):
+    """Each phase is called with exactly what ``Evolution.step`` passes it (traced shapes)."""
+    evo = Evolution.create(Config(**{**TINY, **overrides}))
+    state = evo.init()
+    seen: dict[str, defaultdict] = {"step": defaultdict(set), "profile": defaultdict(set)}
+    where = ["step"]
+
+    def recorder(name, fn, method):
+        @functools.wraps(fn)
+        def wrapped(*args):
+            seen[where[0]][name].add(_spec(args[1:] if method else args))
+            return fn(*args)
+
+        return wrapped
+
+    for name in _PHASE_METHODS:
+        monkeypatch.setattr(Evolution, name, recorder(name, getattr(Evolution, name), True))
+    survivors = recorder("survivors", selection.survivors, False)
+    monkeypatch.setattr(evolution_lib, "survivors", survivors)
+    monkeypatch.setattr(selection, "survivors", survivors)
+    # the initial population's policies are no phase of a generation: not recorded
+    monkeypatch.setattr(Evolution, "init", lambda self, *a, **k: state)
+
+    jax.eval_shape(evo.step, state)
+    where[0] = "profile"
+    prof = bench.profile_phases(evo, repeats=1)
+
+    assert not prof["errors"], prof["errors"]
+    assert set(seen["step"]) == {*_PHASE_METHODS, "survivors"}
+    for name, specs in seen["step"].items():
+        assert len(specs) == 1, (name, specs)
+        assert seen["profile"][name] == specs, name
+
+
+def test_profile_phases_compute_the_fused_steps_next_state(tiny_config):
+    """Chained, the phases' inputs and outputs are the step's: same members, same parameters."""
+    evo = Evolution.create(tiny_config)
+    state = evo.init()
+    phases = bench.generation_phases(evo, state)
+    assert list(phases) == ["mutation", "policy_generation", "rollout", "selection"]
+    fn, args = phases["selection"]
+    top_fit, params, policy = jax.jit(fn)(*args)
+    nxt, metrics = jax.jit(evo.step)(state)
+    np.testing.assert_allclose(top_fit, nxt.fitness)
+    np.testing.assert_allclose(params, nxt.params, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(policy, nxt.policy, rtol=1e-5, atol=1e-6)
