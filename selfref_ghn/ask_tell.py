@@ -33,14 +33,12 @@ import jax.numpy as jnp
 from flax import struct
 from jax.flatten_util import ravel_pytree
 
+from selfref_ghn import prng
 from selfref_ghn.config import Config, Hyperparams
 from selfref_ghn.model import SRGHN
 from selfref_ghn.mutation import mutate, mutation_params
 from selfref_ghn.selection import survivors
 from selfref_ghn.types import Array, Params
-
-# Fold-in tags of the init key (matching selfref_ghn.evolution's _INIT).
-_INIT = 2
 
 
 @struct.dataclass
@@ -130,8 +128,8 @@ class SelfReferentialGHN:
         """
         del mean, params
         P, N = self.num_parents, self.population_size
-        init_key = jax.random.fold_in(key, _INIT)
-        parents = jax.vmap(lambda i: self.ghn.init(jax.random.fold_in(init_key, i)))(jnp.arange(P))
+        init_key = prng.run_stream(key, "init", self.config.key_version)
+        parents = jax.vmap(lambda i: self.ghn.init(prng.member(init_key, i)))(jnp.arange(P))
         D = ravel_pytree(self.solution)[0].size
         return AskTellState(
             params=parents,
@@ -149,7 +147,8 @@ class SelfReferentialGHN:
         """Children by self-mutation; the policies of parents and children.
 
         Args:
-            key: PRNG key (member ``i``'s ``j``-th child uses ``fold_in(fold_in(key, i), j)``).
+            key: PRNG key (member ``i``'s ``j``-th child uses ``prng.member(prng.member(key,
+                i), j)``).
             state: the current state.
             params: the traced hyperparameters.
 
@@ -162,10 +161,10 @@ class SelfReferentialGHN:
 
         def children_of(i: Array, parent: Array) -> Array:
             std, rate = mutation_params(self.ghn, parent, params)
-            pkey = jax.random.fold_in(key, i)
+            pkey = prng.member(key, i)
             return jax.vmap(
                 lambda j: mutate(
-                    jax.random.fold_in(pkey, j), self.ghn, parent, std, rate, state.basis, params
+                    prng.member(pkey, j), self.ghn, parent, std, rate, state.basis, params
                 )
             )(jnp.arange(C))
 

@@ -11,9 +11,9 @@ Evolution` sees:
   observation normalisation, through the same :func:`selfref_ghn.rollout.evaluate`;
 * the same budget: evosax's population size is ``config.num_members`` = P·(1+C), the episodes
   SR-GHN evaluates per generation;
-* the same keys: member ``m`` of generation ``g`` is evaluated with
-  ``fold_in(fold_in(fold_in(key, g), 1), m)``, as in :class:`Evolution`, so for one seed every
-  method sees the same episode starts;
+* the same keys: member ``m`` of generation ``g`` is evaluated with the generation's
+  ``"evaluate"`` stream (:mod:`selfref_ghn.prng`), as in :class:`Evolution`, so for one seed
+  every method sees the same episode starts;
 * the same interface (``create/init/step/run_chunk/compiled_chunk/describe/config``) and the
   same metric keys, so :func:`selfref_ghn.runner.evolve` writes the same results folder.
 
@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import math
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -45,8 +46,9 @@ from flax import struct
 from jax.flatten_util import ravel_pytree
 
 from selfref_ghn import monitor as monitor_lib
+from selfref_ghn import prng
 from selfref_ghn.config import Config, ConfigError, Hyperparams
-from selfref_ghn.evolution import scan_generations
+from selfref_ghn.evolution import diversity, scan_generations
 from selfref_ghn.normalize import RunningStats
 from selfref_ghn.rollout import evaluate_flat
 from selfref_ghn.schedule import SwitchSchedule
@@ -61,9 +63,6 @@ METHODS: dict[str, str] = {
     "gesmr_ga": "GESMR_GA",
     "samr_ga": "SAMR_GA",
 }
-
-# Fold-in tags of one generation's key; _EVALUATE and _INIT match selfref_ghn.evolution.
-_ASK, _EVALUATE, _INIT, _TELL, _ES_INIT = 0, 1, 2, 3, 4
 
 
 def algorithm_class(method: str) -> type:
@@ -255,15 +254,15 @@ class BaselineEvolution:
         """The algorithm's initial state (generation 0), from ``key`` or ``config.seed``.
 
         Distribution-based algorithms start from a mean drawn by the policy's initialiser
-        (key ``fold_in(key, 2)``); population-based ones from ``num_members`` such draws
-        (keys ``fold_in(fold_in(key, 2), i)``), not yet evaluated (told ``+inf``).
+        (the run's ``"init"`` stream); population-based ones from ``num_members`` such draws
+        (its members ``0..num_members-1``), not yet evaluated (told ``+inf``).
         """
         key = jax.random.PRNGKey(self.config.seed) if key is None else key
-        init_key = jax.random.fold_in(key, _INIT)
-        es_key = jax.random.fold_in(key, _ES_INIT)
+        init_key = prng.run_stream(key, "init", self.config.key_version)
+        es_key = prng.run_stream(key, "es_init", self.config.key_version)
         if _is_population_based(self.es):
             n = self.config.num_members
-            pop = jax.vmap(lambda i: self.initial_solution(jax.random.fold_in(init_key, i)))(
+            pop = jax.vmap(lambda i: self.initial_solution(prng.member(init_key, i)))(
                 jnp.arange(n)
             )
             es_state = self.es.init(es_key, pop, jnp.full((n,), jnp.inf), self.es_params)
@@ -275,7 +274,7 @@ class BaselineEvolution:
                 es_params=self.es_params,
                 generation=jnp.int32(0),
                 key=key,
-                obs_stats=RunningStats.create((int(jnp.prod(jnp.array(self.obs_shape))),)),
+                obs_stats=RunningStats.create((math.prod(self.obs_shape),)),
                 hparams=Hyperparams.from_config(self.config),
                 monitor=monitor_lib.init(),
             )
@@ -285,8 +284,9 @@ class BaselineEvolution:
     def evaluate_members(self, state: BaselineState, members: Array):
         """Return of every flat member on fresh episodes, with the schedule applied."""
         cfg = self.config
-        gen_key = jax.random.fold_in(state.key, state.generation)
-        eval_key = jax.random.fold_in(gen_key, _EVALUATE)
+        eval_key = prng.generation_stream(
+            state.key, state.generation, "evaluate", self.config.key_version
+        )
         env_params = self.schedule.apply(self.env_params, state.generation)
         obs_stats = state.obs_stats if cfg.obs_norm else None
 
@@ -307,17 +307,16 @@ class BaselineEvolution:
             docstring for what the rate, survivor and ``selected`` entries mean here).
         """
         cfg = self.config
-        gen_key = jax.random.fold_in(state.key, state.generation)
-        members, es_state = self.es.ask(
-            jax.random.fold_in(gen_key, _ASK), state.es_state, state.es_params
+        ask_key, tell_key = (
+            prng.generation_stream(state.key, state.generation, name, cfg.key_version)
+            for name in ("ask", "tell")
         )
+        members, es_state = self.es.ask(ask_key, state.es_state, state.es_params)
         ev = self.evaluate_members(state, members)
         params_finite = jnp.all(jnp.isfinite(members), axis=1)
         finite = jnp.isfinite(ev.fitness) & params_finite
         loss = jnp.where(finite, -ev.fitness, jnp.inf)  # evosax minimises
-        new_es_state, _ = self.es.tell(
-            jax.random.fold_in(gen_key, _TELL), members, loss, es_state, state.es_params
-        )
+        new_es_state, _ = self.es.tell(tell_key, members, loss, es_state, state.es_params)
 
         safe_fit = jnp.where(finite, ev.fitness, jnp.nan)
         ranked_fit = jnp.where(finite, ev.fitness, -jnp.inf)
@@ -343,9 +342,7 @@ class BaselineEvolution:
             "mutation_rate_mean": jnp.nanmean(std),
             "mutation_rate_min": jnp.nanmin(std),
             "mutation_rate_max": jnp.nanmax(std),
-            "diversity": jnp.mean(
-                jnp.nanstd(jnp.where(params_finite[:, None], members, jnp.nan), 0)
-            ),
+            "diversity": diversity((members,), params_finite),
             "nonfinite_fitness": jnp.sum(~jnp.isfinite(ev.fitness)).astype(jnp.int32),
             "nonfinite_params": jnp.sum(~params_finite).astype(jnp.int32),
             "live_steps": jnp.sum(ev.live_steps),

@@ -24,6 +24,8 @@ from typing import Any
 import jax.numpy as jnp
 from flax import struct
 
+from selfref_ghn.prng import KEY_VERSION, KEY_VERSIONS
+
 MUTATION_MODES = ("self", "fixed_rate", "frozen_head", "external")
 SELECTION_TIES = ("parents", "children")
 MONITOR_POLICIES = ("off", "warn", "stop")
@@ -71,6 +73,10 @@ class Config:
     selection_ties: str = "parents"
     generations: int = 250
     seed: int = 0
+    # how every random stream is derived from the seed (selfref_ghn.prng); 1: runs recorded
+    # before versions existed (a config.json without this field), whose init and generation-2
+    # streams met
+    key_version: int = KEY_VERSION
     # SR-GHN architecture
     embed_dim: int = 32
     gnn_rounds: int = 10
@@ -190,6 +196,8 @@ class Config:
                 raise ConfigError(name, getattr(self, name), "must be > 0")
         if self.noise_std < 0:
             raise ConfigError("noise_std", self.noise_std, "must be >= 0")
+        if self.key_version not in KEY_VERSIONS:
+            raise ConfigError("key_version", self.key_version, f"one of {KEY_VERSIONS}")
         if self.noise_rng not in ("fast", "threefry"):
             raise ConfigError("noise_rng", self.noise_rng, "one of ('fast', 'threefry')")
         if not 0.0 <= self.fixed_rate <= 1.0:

@@ -107,11 +107,13 @@ def mutate(
     cfg = ghn.config
     mode = cfg.mutation_mode
     if mode == "external":
-        update = hp.external_sigma * normal(k_noise, parent.shape, parent.dtype, cfg.noise_rng)
+        update = hp.external_sigma * normal(
+            k_noise, parent.shape, parent.dtype, cfg.noise_rng, cfg.key_version
+        )
     else:
         eps = jax.random.normal(k_coef, std.shape, std.dtype)
         update = project(ghn, std * eps, rate, basis, hp.update_clip)
-        noise = normal(k_noise, parent.shape, parent.dtype, cfg.noise_rng)
+        noise = normal(k_noise, parent.shape, parent.dtype, cfg.noise_rng, cfg.key_version)
         update = update + hp.noise_std * noise
         if mode == "frozen_head":
             update = jnp.where(jnp.asarray(ghn.leaf_mask("stoch_head")), 0.0, update)

@@ -20,6 +20,7 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
+from selfref_ghn import prng
 from selfref_ghn.normalize import RunningStats
 from selfref_ghn.types import Array, Params
 
@@ -102,9 +103,9 @@ def episode(
 
 
 def member_key(eval_key: Array, member: Array, shared: bool = False) -> Array:
-    """Member ``member``'s evaluation key: ``fold_in(eval_key, member)``, or ``eval_key``
+    """Member ``member``'s evaluation key: ``prng.member(eval_key, member)``, or ``eval_key``
     itself when every member plays the same episodes (``shared``)."""
-    return eval_key if shared else jax.random.fold_in(eval_key, member)
+    return eval_key if shared else prng.member(eval_key, member)
 
 
 def evaluate(

@@ -152,7 +152,9 @@ def load_run_config(run_dir: str | Path, option: str = "--resume") -> Config:
         ) from None
     if not isinstance(stored, dict):
         raise ConfigError(option, str(run_dir), "config.json must hold a JSON object")
-    return Config.from_dict({k: v for k, v in stored.items() if not k.startswith("_")})
+    fields = {k: v for k, v in stored.items() if not k.startswith("_")}
+    fields.setdefault("key_version", 1)  # written before key versions existed
+    return Config.from_dict(fields)
 
 
 def _stored_json(run_dir: Path) -> dict[str, Any]:

@@ -38,7 +38,8 @@ def test_ask_tell_reproduces_evolution_step_for_step():
 
     @jax.jit
     def generation(state, g):
-        gen_key = jax.random.fold_in(run_key, g)
+        # key version 2 (selfref_ghn.prng): generations stream 1, then mutate 0, evaluate 1
+        gen_key = jax.random.fold_in(jax.random.fold_in(run_key, 1), g)
         population, state = es.ask(jax.random.fold_in(gen_key, 0), state, params)
         eval_key = jax.random.fold_in(gen_key, 1)
         returns = jax.vmap(

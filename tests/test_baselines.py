@@ -40,7 +40,8 @@ def test_open_es_matches_a_plain_evosax_loop_over_gymnax_problem():
     ``fold_in(eval_key, m)`` (DESIGN §4). The plain loop below therefore calls evosax's
     ``eval`` once per member with that member's key; everything else (the policy and its
     parameter layout, ask/tell, the rollout of ``episode_length`` steps with rewards masked
-    after the end) is evosax's own.
+    after the end) is evosax's own. The keys follow key version 2's derivation
+    (:mod:`selfref_ghn.prng`), written out here with plain ``fold_in``.
     """
     G, seed = 4, 3
     cfg = Config(**TINY).replace(env_id="CartPole-v1", method="open_es", seed=seed)
@@ -58,8 +59,9 @@ def test_open_es_matches_a_plain_evosax_loop_over_gymnax_problem():
         optimizer=optax.adam(cfg.baseline_lr),
     )
     params = es.default_params
-    mean = MLPPolicy(hidden=(8,), num_outputs=2).init(jax.random.fold_in(key, 2), jnp.zeros(4))
-    es_state = es.init(jax.random.fold_in(key, 4), mean, params)
+    # run streams: init 0, generations 1, es_init 2; a generation's: evaluate 1, ask 2, tell 3
+    mean = MLPPolicy(hidden=(8,), num_outputs=2).init(jax.random.fold_in(key, 0), jnp.zeros(4))
+    es_state = es.init(jax.random.fold_in(key, 2), mean, params)
     p_state = problem.init(jax.random.key(0))
 
     @jax.jit
@@ -71,8 +73,8 @@ def test_open_es_matches_a_plain_evosax_loop_over_gymnax_problem():
 
     best, mean_ret = [], []
     for g in range(G):
-        gen_key = jax.random.fold_in(key, g)
-        population, es_state = es.ask(jax.random.fold_in(gen_key, 0), es_state, params)
+        gen_key = jax.random.fold_in(jax.random.fold_in(key, 1), g)
+        population, es_state = es.ask(jax.random.fold_in(gen_key, 2), es_state, params)
         fitness = evaluate_population(jax.random.fold_in(gen_key, 1), population)
         es_state, _ = es.tell(
             jax.random.fold_in(gen_key, 3), population, -fitness, es_state, params

@@ -16,9 +16,9 @@ import pytest
 from PIL import Image
 from selfref_ghn.envs import ant
 
-from selfref_ghn import cli, render
+from selfref_ghn import cli, prng, render
 from selfref_ghn.config import Config
-from selfref_ghn.evolution import _EVALUATE, Evolution
+from selfref_ghn.evolution import Evolution
 from selfref_ghn.runner import evolve, load_state
 from tests.conftest import TINY
 
@@ -40,8 +40,8 @@ def test_rollout_replays_the_champions_scored_episode(cartpole_run):
     state = load_state(evo, out / "final_state.npz")
     last = cfg.generations - 1
     origin = int(np.load(out / "lineage.npy")[last, 0])  # member index it was evaluated as
-    gen_key = jax.random.fold_in(state.key, last)
-    key = jax.random.split(jax.random.fold_in(jax.random.fold_in(gen_key, _EVALUATE), origin))
+    eval_key = prng.generation_stream(state.key, last, "evaluate", cfg.key_version)
+    key = jax.random.split(prng.member(eval_key, origin))
     traj = render.rollout(key[0], evo, state, member=0)
     np.testing.assert_allclose(float(traj.episode_return), float(state.fitness[0]), rtol=1e-6)
     assert traj.actions.shape == (cfg.horizon,)
