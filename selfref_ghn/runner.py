@@ -44,6 +44,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 import selfref_ghn
@@ -359,8 +360,11 @@ def evolve(
         out_dir: results folder (created); ``None`` writes nothing (and checkpoints nothing).
         evo: a prebuilt :class:`Evolution` (custom env/policy); default from ``config``.
         state: a state to continue from; default ``evo.init()`` (or the latest checkpoint).
+            It is copied: the compiled loop donates (reuses) only its own buffers, so the
+            caller's ``state`` stays valid and unchanged.
         progress: print a progress line per chunk (``True``: to stdout; or a stream).
-        callback: called after each chunk with the state and that chunk's metric rows.
+        callback: called after each chunk with the state and that chunk's metric rows; the
+            state is a copy the run does not touch again, safe to keep.
         resume: continue ``out_dir`` from its latest checkpoint (from generation 0 if it has
             none). Its ``config.json`` must match ``config`` except for
             :data:`RESUME_MAY_CHANGE`.
@@ -429,7 +433,8 @@ def evolve(
         (out / "config.json").write_text(
             json.dumps({**config.to_dict(), **kept, "_run": info}, indent=2, default=str)
         )
-    state = evo.init() if state is None else state
+    # the caller's state is copied: the compiled chunk donates the state it is given
+    state = evo.init() if state is None else jax.tree.map(jnp.copy, state)
     if hasattr(evo, "distribute"):  # the population split over the run's devices
         state = evo.distribute(state)
     start_gen = int(state.generation)
@@ -508,8 +513,8 @@ def evolve(
                     file=stream,
                     flush=True,
                 )
-            if callback:
-                callback(state, new_rows)
+            if callback:  # a copy: the next chunk donates ``state``
+                callback(jax.tree.map(jnp.copy, state), new_rows)
         if ckpts:
             checkpoint()
     finally:
