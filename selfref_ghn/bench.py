@@ -540,27 +540,32 @@ def _selection(evo: Any, state: Any, children: Any, policies: Any, fitness: Any)
 def profile_phases(evo: Any, repeats: int = 5, bound_s: float | None = None) -> dict[str, Any]:
     """Time the phases of one generation (:func:`generation_phases`), each jitted alone.
 
-    The phases run interleaved, ``repeats`` rounds after a warm-up call each, on the inputs the
-    fused step would give them at the run's first generation.
+    The phases and the whole step (:meth:`Evolution.step` jitted alone, the reference for their
+    sum) run interleaved, ``repeats`` rounds after a warm-up call each, on the inputs the fused
+    step gives them at the run's first generation, so that load which changes between rounds
+    changes all of them alike.
 
     Args:
         evo: the :class:`~selfref_ghn.evolution.Evolution`.
-        repeats: timed calls per phase after a warm-up.
+        repeats: timed rounds after a warm-up.
         bound_s: the rollout bound's generation time, reported beside the profile.
 
     Returns:
-        Median seconds per phase, the fraction of each phase in their sum, compile seconds,
-        XLA's FLOP count per phase, and any phase that failed under ``errors``.
+        Median seconds per phase (``seconds``), the fraction of each phase in their sum, the
+        step's median seconds (``step_s``) and the median over rounds of step / sum of phases
+        (``step_over_phases``), compile seconds, XLA's FLOP count per phase, and any phase that
+        failed under ``errors``.
     """
     import jax
 
     cfg = evo.config
-    phases = generation_phases(evo, evo.init(jax.random.PRNGKey(cfg.seed)))
+    state = evo.init(jax.random.PRNGKey(cfg.seed))
+    runs = {**generation_phases(evo, state), "step": (evo.step, (state,))}
     compiled: dict[str, Callable] = {}
     compile_s: dict[str, float] = {}
     gflop: dict[str, float | None] = {}
     errors: dict[str, str] = {}
-    for name, (fn, args) in phases.items():
+    for name, (fn, args) in runs.items():
         try:
             compiled[name], compile_s[name] = _timed_compile(jax.jit(fn), *args)
             gflop[name] = _gflop(compiled[name])
@@ -570,16 +575,24 @@ def profile_phases(evo: Any, repeats: int = 5, bound_s: float | None = None) -> 
     times: dict[str, list[float]] = {k: [] for k in compiled}
     for _ in range(repeats):
         for name in compiled:
-            args = phases[name][1]
+            args = runs[name][1]
             t0 = time.perf_counter()
             jax.block_until_ready(compiled[name](*args))
             times[name].append(time.perf_counter() - t0)
+    step_times = times.pop("step", None)
     sec = {k: _median(v) for k, v in times.items()}
     total = sum(sec.values())
+    rounds = [sum(t) for t in zip(*times.values(), strict=True)] if times else []
     return {
         "seconds": sec,
         "fractions": {k: v / total for k, v in sec.items()} if total > 0 else {},
         "sum_of_phases_s": total,
+        "step_s": _median(step_times) if step_times else None,
+        "step_over_phases": (
+            _median([a / b for a, b in zip(step_times, rounds, strict=True)])
+            if step_times and len(sec) == 4
+            else None
+        ),
         "compile_s": compile_s,
         "gflop": gflop,
         "rollout_bound_s": bound_s,
@@ -839,8 +852,8 @@ def markdown(results: dict[str, Any]) -> str:
             "step's inputs; ms, fraction)",
             "",
             "| case | mutation | policy generation | rollout | selection | sum of phases "
-            "| fused generation | fused / sum | rollout bound |",
-            "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+            "| step alone | step / sum | fused generation | rollout bound |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
         ]
         for c in prof:
             p = c["profile"]
@@ -852,12 +865,18 @@ def markdown(results: dict[str, Any]) -> str:
             lines.append(
                 f"| {c['name']} | {cell('mutation')} | {cell('policy_generation')} "
                 f"| {cell('rollout')} | {cell('selection')} | {p['sum_of_phases_s'] * 1e3:.1f} "
-                f"| {p['fused_generation_s'] * 1e3:.1f} "
-                f"| {p['fused_generation_s'] / (p['sum_of_phases_s'] or math.nan):.2f} "
-                f"| {p['rollout_bound_s'] * 1e3:.1f} |"
+                f"| {_fmt(p['step_s'] and p['step_s'] * 1e3)} "
+                f"| {_fmt(p['step_over_phases'], 2)} "
+                f"| {p['fused_generation_s'] * 1e3:.1f} | {p['rollout_bound_s'] * 1e3:.1f} |"
             )
             if p.get("errors"):
-                lines.append(f"| {c['name']} errors | {p['errors']} | | | | | | | |")
+                lines.append(f"| {c['name']} errors | {p['errors']} | | | | | | | | |")
+        lines += [
+            "",
+            "*step alone*: `Evolution.step` jitted alone, timed in the same rounds as the phases; "
+            "*step / sum*: its median ratio to the phases' sum over those rounds; *fused "
+            "generation*: one generation of `compiled_chunk` (the first table).",
+        ]
         work = [c for c in prof if c["profile"].get("gflop")]
         if work:
             lines += [

@@ -59,6 +59,7 @@ def test_tiny_benchmark_writes_json_and_tables(tmp_path):
     for phase in ("mutation", "policy_generation", "rollout", "selection"):
         assert _positive(prof["seconds"][phase]), phase
     assert math.isclose(sum(prof["fractions"].values()), 1.0, rel_tol=1e-6)
+    assert _positive(prof["step_s"]) and _positive(prof["step_over_phases"])
 
     table = (tmp_path / "bench.md").read_text()
     assert "| a | CartPole-Switch |" in table and "Phase profile" in table
