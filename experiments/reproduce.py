@@ -40,6 +40,7 @@ from selfref_ghn import envs  # noqa: E402
 from selfref_ghn import lineage as lineage_lib  # noqa: E402
 from selfref_ghn.compare import ABLATIONS, enable_compile_cache, run_comparison  # noqa: E402
 from selfref_ghn.config import Config  # noqa: E402
+from selfref_ghn.prng import KEY_VERSION, KEY_VERSIONS  # noqa: E402
 from selfref_ghn.runner import git_hash  # noqa: E402
 
 SRGHN_METHODS = ("srghn",) + ABLATIONS
@@ -165,13 +166,18 @@ def run_experiment(
     methods: Sequence[str] | None,
     quiet: bool,
     report_only: bool = False,
+    key_version: int | None = None,
 ) -> dict | None:
-    """Run one experiment at ``scale`` into ``out/name``; ``None`` if it was skipped."""
+    """Run one experiment at ``scale`` into ``out/name``; ``None`` if it was skipped.
+    ``key_version`` (default: the library's) picks how random streams are derived
+    (:mod:`selfref_ghn.prng`); 1 repeats runs recorded before version 2."""
     exp = EXPERIMENTS[name]
     if exp.env_id not in envs.registered():
         print(f"[{name}] skipped: environment {exp.env_id!r} is not registered in this version")
         return None
     config = exp.config(scale)
+    if key_version is not None:
+        config = config.replace(key_version=key_version).validate()
     methods = list(methods or exp.methods)
     seeds = exp.seeds[scale]
     run_root = out / name
@@ -240,6 +246,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--methods", default=None, help="default: SR-GHN, 5 baselines, 3 ablations")
     p.add_argument("--quiet", action="store_true")
     p.add_argument(
+        "--key-version",
+        type=int,
+        choices=KEY_VERSIONS,
+        default=None,
+        help=f"how random streams are derived (default {KEY_VERSION}; 1: as the runs recorded "
+        "before version 2, e.g. the figures of docs/results.md)",
+    )
+    p.add_argument(
         "--report-only", action="store_true", help="run nothing; report the finished runs"
     )
     args = p.parse_args(argv)
@@ -255,7 +269,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     results = [
         r
         for n in names
-        if (r := run_experiment(n, args.scale, out, methods, args.quiet, args.report_only))
+        if (
+            r := run_experiment(
+                n, args.scale, out, methods, args.quiet, args.report_only, args.key_version
+            )
+        )
     ]
     report = write_report(results, args.scale, out, argv)
     print(f"report: {report} ({math.ceil(time.perf_counter() - t0)} s in all)")
