@@ -1,8 +1,12 @@
 """``evolve`` as a library call: what a caller passes in or is handed stays valid."""
 
+import csv
+import json
+
 import jax
 import numpy as np
 
+from selfref_ghn import cli
 from selfref_ghn.config import Config
 from selfref_ghn.evolution import Evolution
 from selfref_ghn.runner import evolve
@@ -24,3 +28,23 @@ def test_evolve_leaves_the_callers_state_and_the_callbacks_states_valid():
     for s in seen:  # every state handed out is still readable after the later chunks ran
         assert all(np.all(np.isfinite(np.asarray(x))) for x in jax.tree.leaves(s.params))
     np.testing.assert_array_equal(np.asarray(seen[-1].params), np.asarray(final.params))
+
+
+def test_a_run_recorded_before_key_versions_resumes_with_version_1(tmp_path):
+    """A config.json without ``key_version`` (written before versions existed) resumes with
+    version 1: the resumed run equals the same run straight through."""
+    cfg = Config(**{**TINY, "horizon": 10, "key_version": 1, "checkpoint_every": 3})
+    evolve(cfg, tmp_path / "whole", progress=False)
+    part = tmp_path / "part"
+    evolve(cfg.replace(generations=3), part, progress=False)
+    stored = json.loads((part / "config.json").read_text())
+    del stored["key_version"]
+    (part / "config.json").write_text(json.dumps(stored))
+    assert cli.main(["run", "--resume", str(part), "--generations", "6", "--quiet"]) == 0
+    assert json.loads((part / "config.json").read_text())["key_version"] == 1
+
+    def rows(run):
+        with (run / "metrics.csv").open() as f:
+            return [{k: v for k, v in r.items() if k != "wall_time"} for r in csv.DictReader(f)]
+
+    assert rows(part) == rows(tmp_path / "whole")
