@@ -124,7 +124,13 @@ def run_comparison(
         >>> run_comparison(cfg, ["srghn", "open_es"], [0, 1], "results/cmp")  # doctest: +SKIP
     """
     from selfref_ghn.baselines import make_evolution
-    from selfref_ghn.runner import evolve, run_info
+    from selfref_ghn.runner import (
+        RESUME_MAY_CHANGE,
+        check_resumable,
+        evolve,
+        load_run_config,
+        run_info,
+    )
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -149,6 +155,10 @@ def run_comparison(
             cfg = configs[m].replace(seed=seed)
             run_dir = out / m / f"seed{seed}"
             if (run_dir / "summary.json").exists() and (run_dir / "metrics.csv").exists():
+                # a finished run is read back only if it is the run asked for
+                may_change = tuple(k for k in RESUME_MAY_CHANGE if k != "generations")
+                stored = load_run_config(run_dir, "--out")
+                check_resumable(stored, cfg, may_change=may_change, action="read back")
                 metrics = read_csv(run_dir / "metrics.csv")
                 if len(metrics.get("generation", ())) == cfg.generations:
                     curves[m][seed] = metrics

@@ -142,5 +142,9 @@ def test_compare_command_writes_runs_table_and_figure(tmp_path, capsys):
     assert "### Switch at generation 3: best return" in md and "| external |" in md
     assert (out / "returns.png").stat().st_size > 10_000
     assert "recovery" in capsys.readouterr().out.lower()
-    # finished runs are read back, not run again
+    # finished runs are read back, not run again, and only if they are the runs asked for
     assert cli.main([*args, "--report-only"]) == 0
+    capsys.readouterr()
+    assert cli.main([*args, "--report-only", "--set", "key_version=1"]) == 2
+    err = capsys.readouterr().err
+    assert "key_version = 1 (run: 2)" in err and "read back" in err
