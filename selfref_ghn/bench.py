@@ -446,7 +446,11 @@ def measure_case(case: Case, progress: Callable[[str], None] = lambda s: None) -
     out["rollout_s"] = bound
     if case.profile:
         progress(f"{case.name}: phase profile")
-        out["profile"] = profile_phases(evo, repeats=max(3, case.repeats), bound_s=bound)
+        # the state the timed calls ended with: its episodes are as long as theirs
+        out["profile"] = profile_phases(
+            evo, repeats=max(3, case.repeats), bound_s=bound, state=carries["sr_ghn"]
+        )
+        out["profile"]["generation"] = int(carries["sr_ghn"].generation)
         out["profile"]["fused_generation_s"] = sr
     out["process_peak_rss_mb"] = _rss_peak_mb()
     out["device"] = {
@@ -537,18 +541,22 @@ def _selection(evo: Any, state: Any, children: Any, policies: Any, fitness: Any)
     return top_fit, params, policies[selected]
 
 
-def profile_phases(evo: Any, repeats: int = 5, bound_s: float | None = None) -> dict[str, Any]:
+def profile_phases(
+    evo: Any, repeats: int = 5, bound_s: float | None = None, state: Any = None
+) -> dict[str, Any]:
     """Time the phases of one generation (:func:`generation_phases`), each jitted alone.
 
     The phases and the whole step (:meth:`Evolution.step` jitted alone, the reference for their
     sum) run interleaved, ``repeats`` rounds after a warm-up call each, on the inputs the fused
-    step gives them at the run's first generation, so that load which changes between rounds
-    changes all of them alike.
+    step gives them from ``state``, so that load which changes between rounds changes all of
+    them alike. Rollouts stop once every episode of the batch has ended, so their cost depends
+    on the state: profile the generation whose fused time it is compared with.
 
     Args:
         evo: the :class:`~selfref_ghn.evolution.Evolution`.
         repeats: timed rounds after a warm-up.
         bound_s: the rollout bound's generation time, reported beside the profile.
+        state: the state the generation starts from; default the run's initial population.
 
     Returns:
         Median seconds per phase (``seconds``), the fraction of each phase in their sum, the
@@ -558,8 +566,8 @@ def profile_phases(evo: Any, repeats: int = 5, bound_s: float | None = None) -> 
     """
     import jax
 
-    cfg = evo.config
-    state = evo.init(jax.random.PRNGKey(cfg.seed))
+    if state is None:
+        state = evo.init(jax.random.PRNGKey(evo.config.seed))
     runs = {**generation_phases(evo, state), "step": (evo.step, (state,))}
     compiled: dict[str, Callable] = {}
     compile_s: dict[str, float] = {}
@@ -851,9 +859,10 @@ def markdown(results: dict[str, Any]) -> str:
             "### Phase profile of one SR-GHN generation (each phase jitted alone on the fused "
             "step's inputs; ms, fraction)",
             "",
-            "| case | mutation | policy generation | rollout | selection | sum of phases "
+            "| case | generation | mutation | policy generation | rollout | selection "
+            "| sum of phases "
             "| step alone | step / sum | fused generation | rollout bound |",
-            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
         ]
         for c in prof:
             p = c["profile"]
@@ -863,16 +872,18 @@ def markdown(results: dict[str, Any]) -> str:
                 return f"{s[k] * 1e3:.1f} ({f.get(k, 0) * 100:.0f}%)" if k in s else "n/a"
 
             lines.append(
-                f"| {c['name']} | {cell('mutation')} | {cell('policy_generation')} "
+                f"| {c['name']} | {p.get('generation', 'n/a')} | {cell('mutation')} "
+                f"| {cell('policy_generation')} "
                 f"| {cell('rollout')} | {cell('selection')} | {p['sum_of_phases_s'] * 1e3:.1f} "
                 f"| {_fmt(p['step_s'] and p['step_s'] * 1e3)} "
                 f"| {_fmt(p['step_over_phases'], 2)} "
                 f"| {p['fused_generation_s'] * 1e3:.1f} | {p['rollout_bound_s'] * 1e3:.1f} |"
             )
             if p.get("errors"):
-                lines.append(f"| {c['name']} errors | {p['errors']} | | | | | | | | |")
+                lines.append(f"| {c['name']} errors | | {p['errors']} | | | | | | | | |")
         lines += [
             "",
+            "*generation*: the state profiled, the one the timed calls ended with; "
             "*step alone*: `Evolution.step` jitted alone, timed in the same rounds as the phases; "
             "*step / sum*: its median ratio to the phases' sum over those rounds; *fused "
             "generation*: one generation of `compiled_chunk` (the first table).",

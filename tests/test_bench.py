@@ -60,6 +60,7 @@ def test_tiny_benchmark_writes_json_and_tables(tmp_path):
         assert _positive(prof["seconds"][phase]), phase
     assert math.isclose(sum(prof["fractions"].values()), 1.0, rel_tol=1e-6)
     assert _positive(prof["step_s"]) and _positive(prof["step_over_phases"])
+    assert prof["generation"] == 2 * (1 + 2)  # profiled where the timed calls ended
 
     table = (tmp_path / "bench.md").read_text()
     assert "| a | CartPole-Switch |" in table and "Phase profile" in table
