@@ -6,16 +6,18 @@ side in the same process, interleaved, so that a loaded machine slows all three 
 
 * the **rollout bound**: the same environment, horizon, episodes, policy network and batch size
   (``P * (1 + C)`` members x ``episodes``), rolling out *fixed* per-member policy parameters
-  (one distinct copy per member, drawn once and passed in as an argument): no mutation, no
-  hypernetwork, no selection. No generation step can beat it;
+  (one distinct copy per member, drawn once and passed in as an argument) for every step of
+  the horizon: no mutation, no hypernetwork, no selection. The other two methods' rollouts stop
+  once every episode of the batch has ended, which an evolved population's rarely do; only a
+  generation whose episodes all end early can beat the bound;
 * **evosax** ``Open_ES`` evolving the same policy network directly, with population
   ``P * (1 + C)`` (the same episodes per generation), one generation = ask + evaluate + tell.
 
 All three run the same number of generations per call in one ``lax.scan``; SR-GHN through
 :meth:`~selfref_ghn.evolution.Evolution.compiled_chunk`, the path a real run takes. For each
 method: compile time, steady generations/s (median of the timed calls after a warm-up call),
-simulated environment steps/s (members x episodes x horizon per generation, masked steps
-included: the rollout always simulates the full horizon), peak host memory (``VmHWM``, reset
+simulated environment steps/s (members x episodes x horizon per generation: what the bound
+simulates; the others may stop earlier), peak host memory (``VmHWM``, reset
 before each method; SR-GHN runs first, so its peak is that of a process that ran nothing else)
 and, where the device reports it, device memory.
 
@@ -281,7 +283,9 @@ def build_methods(case: Case) -> tuple[dict[str, tuple[Callable, Any, Callable |
     obs_stats = state.obs_stats if cfg.obs_norm else None
     obs = jnp.zeros(evo.obs_shape)
 
-    def eval_all(eval_key: jax.Array, g: jax.Array, member_params: Any) -> jax.Array:
+    def eval_all(
+        eval_key: jax.Array, g: jax.Array, member_params: Any, exact_horizon: bool = False
+    ) -> jax.Array:
         env_params = evo.schedule.apply(evo.env_params, g)
 
         def one(m: jax.Array, p: Any) -> jax.Array:
@@ -294,6 +298,7 @@ def build_methods(case: Case) -> tuple[dict[str, tuple[Callable, Any, Callable |
                 cfg.horizon,
                 cfg.episodes,
                 obs_stats,
+                exact_horizon=exact_horizon,
             )
             return ev.fitness
 
@@ -314,7 +319,9 @@ def build_methods(case: Case) -> tuple[dict[str, tuple[Callable, Any, Callable |
 
         def body(g: jax.Array, _: None) -> tuple[jax.Array, jax.Array]:
             eval_key = jax.random.fold_in(jax.random.fold_in(key, g), 1)
-            return g + 1, jnp.mean(eval_all(eval_key, g, params))
+            # every step of the horizon: these random policies' episodes end early, an
+            # evolved population's do not
+            return g + 1, jnp.mean(eval_all(eval_key, g, params, exact_horizon=True))
 
         g, fit = jax.lax.scan(body, g0, None, length=case.chunk)
         return (g, params), fit

@@ -141,3 +141,24 @@ def test_profile_phases_compute_the_fused_steps_next_state(tiny_config):
     np.testing.assert_allclose(top_fit, nxt.fitness)
     np.testing.assert_allclose(params, nxt.params, rtol=1e-6, atol=1e-6)
     np.testing.assert_allclose(policy, nxt.policy, rtol=1e-5, atol=1e-6)
+
+
+def test_rollout_bound_simulates_the_whole_horizon(monkeypatch):
+    """The bound's fixed policies are random and their episodes end early; the bound must still
+    simulate ``horizon`` steps (what its env-steps/s count), or an evolved population's longer
+    episodes would make SR-GHN look slower than it is."""
+    from selfref_ghn import rollout
+
+    exact = []
+    real = rollout.evaluate
+
+    def spy(*args, exact_horizon=False, **kw):
+        exact.append(exact_horizon)
+        return real(*args, exact_horizon=exact_horizon, **kw)
+
+    monkeypatch.setattr(rollout, "evaluate", spy)
+    case = bench.Case("t", "a", Config(**TINY), chunk=1, repeats=1)
+    methods, _ = bench.build_methods(case)
+    fn, carry, _ = methods["rollout_bound"]
+    jax.eval_shape(fn, carry)
+    assert exact == [True]
