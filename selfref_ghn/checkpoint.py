@@ -93,7 +93,10 @@ class Checkpoints:
         """
         step = int(state.generation)
         if step not in self.manager.all_steps():
-            self.manager.save(step, args=ocp.args.StandardSave(jax.device_get(state)))
+            # arrays split across processes are saved as they are: each process writes its own
+            # shards (every process must call save); anything else is saved from the host
+            tree = state if _spans_processes(state) else jax.device_get(state)
+            self.manager.save(step, args=ocp.args.StandardSave(tree))
             self.manager.wait_until_finished()
         return step
 
@@ -101,7 +104,10 @@ class Checkpoints:
         """Read a checkpoint into ``template``'s structure.
 
         Args:
-            template: a state (or its ``jax.eval_shape``) giving structure, shapes and dtypes.
+            template: a state (or its ``jax.eval_shape``) giving structure, shapes and dtypes;
+                leaves that are :class:`jax.ShapeDtypeStruct` with a sharding are read into it
+                (a multi-process run: :func:`selfref_ghn.distributed.restore_target`), the rest
+                onto this process's first device.
             step: the generation to restore; default the latest.
 
         Returns:
@@ -114,7 +120,7 @@ class Checkpoints:
         if step is None:
             raise FileNotFoundError(f"no checkpoint in {self.directory}")
         abstract = jax.tree.map(
-            lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=_sharding()), template
+            lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=_sharding(x)), template
         )
         return self.manager.restore(step, args=ocp.args.StandardRestore(abstract))
 
@@ -139,5 +145,15 @@ def _registry() -> ocp.handlers.DefaultCheckpointHandlerRegistry:
     return registry
 
 
-def _sharding() -> jax.sharding.Sharding:
-    return jax.sharding.SingleDeviceSharding(jax.devices()[0])
+def _sharding(x: Any) -> jax.sharding.Sharding:
+    """The sharding an abstract leaf names, else this process's first device."""
+    if isinstance(x, jax.ShapeDtypeStruct) and x.sharding is not None:
+        return x.sharding
+    return jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+
+
+def _spans_processes(tree: Any) -> bool:
+    """Whether any leaf is a global array with shards on other processes."""
+    return any(
+        isinstance(x, jax.Array) and not x.is_fully_addressable for x in jax.tree.leaves(tree)
+    )

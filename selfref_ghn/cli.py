@@ -236,6 +236,10 @@ def cmd_run(args) -> int:
     if args.fork is not None and args.out is None:
         raise ConfigError("--out", None, "the new results folder, with --fork")
     cfg = config_from_args(args)
+    from selfref_ghn.distributed import initialize
+
+    # before any jax work (reading a run's checkpoints for --resume starts jax's backend)
+    initialize(args.coordinator, args.num_processes, args.process_id)
     from selfref_ghn.evolution import Evolution
     from selfref_ghn.runner import evolve
 
@@ -249,9 +253,6 @@ def cmd_run(args) -> int:
         from selfref_ghn.runner import fork
 
         fork(args.fork, args.out, cfg, args.fork_at, check_only=True)
-    from selfref_ghn.distributed import initialize
-
-    initialize(args.coordinator, args.num_processes, args.process_id)  # before any jax work
     # validates env/policy compatibility and the split over devices before compiling
     if cfg.method == "srghn":
         evo = Evolution.create(cfg, devices=args.devices)

@@ -18,13 +18,28 @@ Where the coordinator comes from, in order:
 On CPU, cross-process collectives need an implementation: :func:`initialize` selects gloo
 (``jax_cpu_collectives_implementation``), which is how ``tests/test_distributed.py`` runs two
 processes over loopback.
+
+Checkpoints (:mod:`selfref_ghn.checkpoint`) span the processes: every process passes the same
+results folder (a filesystem they all see), every process calls save and restore, and orbax has
+each one write and read only the shards of the population its own devices hold
+(:func:`restore_target` gives the shardings to read into); process 0 finalises each checkpoint.
+The host-side files (``config.json``, ``metrics.csv``, lineage, summary, plot) are process 0's
+alone. ``config.json`` records the process count (``_run.processes``), and a run resumes only
+on that many processes (:func:`check_processes`): the population's split, and with it the float
+rounding of reductions across members, depends on it.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 import jax
+
+from selfref_ghn import sharding as sharding_lib
+from selfref_ghn.config import ConfigError
 
 # Environment variables that announce a multi-task job, with the one giving its task count.
 _CLUSTER_TASKS = ("SLURM_NTASKS", "OMPI_COMM_WORLD_SIZE")
@@ -73,3 +88,74 @@ def initialize(
 def is_main_process() -> bool:
     """Whether this process writes results (process 0)."""
     return jax.process_index() == 0
+
+
+def sync(name: str) -> None:
+    """Wait until every process has reached the point named ``name`` (a no-op in one process)."""
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices(name)
+
+
+def recorded_processes(stored: dict[str, Any]) -> int:
+    """The process count a run folder's ``config.json`` (as a dict) records; 1 for a folder
+    from before the count was recorded (multi-process runs wrote no checkpoints then)."""
+    run = stored.get("_run")
+    try:
+        return int(run.get("processes", 1)) if isinstance(run, dict) else 1
+    except (TypeError, ValueError):
+        return 1
+
+
+def check_processes(run_dir: str | Path, recorded: int) -> None:
+    """Refuse to resume a run on another number of processes than the one it ran on.
+
+    Args:
+        run_dir: the results folder being resumed (for the message).
+        recorded: its process count (:func:`recorded_processes`).
+
+    Raises:
+        ConfigError: when ``jax.process_count()`` differs from ``recorded``, naming both.
+
+    Example:
+        >>> check_processes("results/r", 1)  # a single-process run resumed by one process
+    """
+    now = jax.process_count()
+    if now != recorded:
+        how = (
+            f"{recorded} processes (--coordinator HOST:PORT --num-processes {recorded} "
+            "--process-id I on each, or a cluster job of that many tasks)"
+            if recorded > 1
+            else "1 process (no --coordinator, outside a multi-task job)"
+        )
+        raise ConfigError(
+            "--num-processes",
+            now,
+            f"the run in {run_dir} ran on {recorded} process(es) and resumes only on as many: "
+            f"this run has {now}; resume it on {how}",
+        )
+
+
+def restore_target(init: Callable[[], Any], mesh: jax.sharding.Mesh | None) -> Any:
+    """What a multi-process run reads a checkpoint into: the state's shapes and dtypes (from
+    ``jax.eval_shape(init)``), each with the sharding the run keeps it in.
+
+    Args:
+        init: returns a state of the run's structure (``Evolution.init``); only traced.
+        mesh: the run's mesh (:func:`selfref_ghn.sharding.state_shardings`); ``None``: every
+            leaf on this process's first device.
+
+    Returns:
+        A pytree of :class:`jax.ShapeDtypeStruct` with shardings, for
+        :meth:`selfref_ghn.checkpoint.Checkpoints.restore`.
+    """
+    shapes = jax.eval_shape(init)
+    if mesh is None:
+        local = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+        shardings = jax.tree.map(lambda _: local, shapes)
+    else:
+        shardings = sharding_lib.state_shardings(shapes, mesh)
+    return jax.tree.map(
+        lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh), shapes, shardings
+    )

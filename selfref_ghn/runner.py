@@ -48,8 +48,8 @@ import jax.numpy as jnp
 import numpy as np
 
 import selfref_ghn
+from selfref_ghn import distributed, memory
 from selfref_ghn import lineage as lineage_lib
-from selfref_ghn import memory
 from selfref_ghn import monitor as monitor_lib
 from selfref_ghn import sharding as sharding_lib
 from selfref_ghn.checkpoint import Checkpoints
@@ -101,6 +101,7 @@ def run_info() -> dict[str, Any]:
         "jax_version": jax.__version__,
         "backend": jax.default_backend(),
         "devices": [str(d) for d in jax.devices()],
+        "processes": jax.process_count(),  # a run resumes only on as many (distributed.py)
         "python": sys.version.split()[0],
         # compiler flags change float rounding (e.g. --fast-cpu-loops, selfref_ghn.xla_cpu)
         "xla_flags": os.environ.get("XLA_FLAGS", ""),
@@ -309,9 +310,9 @@ def fork(
     return generation
 
 
-def _read_kept_rows(path: Path, generation: int) -> list[dict[str, float]]:
-    """Rows of generations ``< generation`` from ``metrics.csv``; the file is rewritten with
-    just those (atomically), so appending continues it."""
+def _read_kept_rows(path: Path, generation: int, rewrite: bool = True) -> list[dict[str, float]]:
+    """Rows of generations ``< generation`` from ``metrics.csv``; with ``rewrite``, the file is
+    rewritten with just those (atomically), so appending continues it."""
     rows: list[dict[str, float]] = []
     texts: list[dict[str, str]] = []  # the kept rows exactly as written, rewritten verbatim
     if generation > 0 and path.exists():
@@ -333,6 +334,8 @@ def _read_kept_rows(path: Path, generation: int) -> list[dict[str, float]]:
             f"metrics.csv must hold generations 0..{generation - 1} (the checkpoint's), "
             f"found {len(gens)} rows",
         )
+    if not rewrite:
+        return rows
     tmp = path.with_suffix(".csv.tmp")
     with tmp.open("w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=COLUMNS, extrasaction="ignore")
@@ -385,11 +388,11 @@ def evolve(
     evo = evo or Evolution.create(config)
     config = evo.config
     single_process = jax.process_count() == 1
-    if not single_process:  # multi-host (selfref_ghn.distributed): process 0 writes, no orbax
-        if resume:
-            raise ConfigError("--resume", str(out_dir), "not supported in a multi-host run")
-        if jax.process_index() != 0:
-            out_dir, progress = None, False
+    # multi-host (selfref_ghn.distributed): every process reads the folder and writes its own
+    # shards of each checkpoint; only process 0 writes the host-side files
+    main = distributed.is_main_process()
+    if not main:
+        progress = False
     stream = sys.stdout if progress is True else (progress or None)
     out = Path(out_dir) if out_dir is not None else None
     P = config.population_size
@@ -399,6 +402,7 @@ def evolve(
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
         if resume:
+            distributed.check_processes(out, distributed.recorded_processes(_stored_json(out)))
             check_resumable(load_run_config(out), config, played_generations(out))
         elif (out / CHECKPOINT_DIR).exists() and any((out / CHECKPOINT_DIR).iterdir()):
             raise ConfigError(
@@ -407,8 +411,7 @@ def evolve(
                 "holds checkpoints of an earlier run: resume it (--resume) or choose another "
                 "folder",
             )
-        if single_process:  # orbax would wait for every process at each save
-            ckpts = Checkpoints(out / CHECKPOINT_DIR, config.keep_checkpoints)
+        ckpts = Checkpoints(out / CHECKPOINT_DIR, config.keep_checkpoints)
         kept = {}  # a fork's record survives its resumes
         if resume and (out / "config.json").exists():
             kept = {k: v for k, v in _stored_json(out).items() if k == "_fork"}
@@ -420,7 +423,13 @@ def evolve(
                     config.generations,
                     f"must be >= the latest checkpoint's generation ({resumed_from})",
                 )
-            restored = ckpts.restore(evo.init() if state is None else state)
+            if single_process:
+                template = evo.init() if state is None else state
+            else:  # each process reads its own shards, straight into the run's shardings
+                template = distributed.restore_target(
+                    evo.init if state is None else lambda: state, getattr(evo, "mesh", None)
+                )
+            restored = ckpts.restore(template)
             state = restored.replace(monitor=monitor_lib.release(restored.monitor))
             if hasattr(state, "hparams"):  # equal to the checkpoint's, except in a fork
                 state = state.replace(hparams=Hyperparams.from_config(config))
@@ -429,18 +438,21 @@ def evolve(
                 fork_record.get("generation")
             ):  # a fork with a new seed: its draws from the fork's generation on
                 state = state.replace(key=jax.random.PRNGKey(config.seed))
-        info = {**run_info(), "resumed_from": resumed_from}
-        (out / "config.json").write_text(
-            json.dumps({**config.to_dict(), **kept, "_run": info}, indent=2, default=str)
-        )
+        distributed.sync("selfref_ghn.evolve: folder read")  # before process 0 rewrites it
+        if main:
+            info = {**run_info(), "resumed_from": resumed_from}
+            (out / "config.json").write_text(
+                json.dumps({**config.to_dict(), **kept, "_run": info}, indent=2, default=str)
+            )
     # the caller's state is copied: the compiled chunk donates the state it is given
     state = evo.init() if state is None else jax.tree.map(jnp.copy, state)
     if hasattr(evo, "distribute"):  # the population split over the run's devices
         state = evo.distribute(state)
     start_gen = int(state.generation)
-    if out is not None:
-        rows = _read_kept_rows(out / "metrics.csv", start_gen if resume else 0)
-        lineage_lib.truncate(out / lineage_lib.FILE, P, start_gen if resume else 0)
+    if out is not None:  # every process reads the rows kept; process 0 cuts the files to them
+        rows = _read_kept_rows(out / "metrics.csv", start_gen if resume else 0, rewrite=main)
+        if main:
+            lineage_lib.truncate(out / lineage_lib.FILE, P, start_gen if resume else 0)
     steps_total = int(rows[-1]["env_steps"]) if rows else 0
     wall_offset = rows[-1]["wall_time"] if rows else 0.0
 
@@ -459,7 +471,7 @@ def evolve(
             flush=True,
         )
 
-    csv_file = (out / "metrics.csv").open("a", newline="") if out is not None else None
+    csv_file = (out / "metrics.csv").open("a", newline="") if out is not None and main else None
     writer = csv.DictWriter(csv_file, fieldnames=COLUMNS) if csv_file else None
     every = checkpoint_interval(config)
     last_saved = start_gen
@@ -475,7 +487,7 @@ def evolve(
             csv_file.flush()
             os.fsync(csv_file.fileno())
         t = time.perf_counter()
-        ckpts.save(sharding_lib.gather(state))
+        ckpts.save(sharding_lib.gather(state) if single_process else state)
         ckpt_times.append(time.perf_counter() - t)
 
     try:
@@ -554,7 +566,7 @@ def evolve(
         "monitor_stop": stop,
     }
     final_host = sharding_lib.gather(state)  # every process: a collective in multi-host runs
-    if out is not None:
+    if out is not None and main:
         recs = lineage_lib.read(out / lineage_lib.FILE, P)
         np.save(out / "lineage.npy", recs["selected"] if len(recs) else np.zeros((0, P), np.int32))
         save_state(final_host, out / "final_state.npz")
@@ -566,8 +578,8 @@ def evolve(
                 config.switch_intervals,
                 title=f"{method_label(config)} on {config.env_id} (seed {config.seed})",
             )
-        if ckpts:
-            ckpts.close()
+    if ckpts:
+        ckpts.close()
     if stop and stream:
         print(stop["message"], file=stream, flush=True)
     return state, metrics, summary

@@ -1,36 +1,80 @@
 """Two processes on this machine form one ``jax.distributed`` run over loopback (gloo CPU
-collectives) and give the metrics of a single-process run; only process 0 writes results."""
+collectives) and give the metrics of a single-process run; only process 0 writes the host-side
+files; a two-process run killed after a checkpoint resumes on two processes to the metrics of
+one run straight through, and refuses to resume on another process count."""
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
 
+import jax
 import numpy as np
 import pytest
 
-from selfref_ghn.config import Config
+from selfref_ghn import cli, distributed
+from selfref_ghn.config import Config, ConfigError
 from selfref_ghn.distributed import initialize
 from selfref_ghn.runner import evolve
 from tests.conftest import TINY
 
 ROOT = Path(__file__).resolve().parent.parent
-CFG = dict(TINY, population_size=4, switch_intervals=((2, 4),))
+# checkpoints at generations 4 and 8; a run killed at 6 resumes from 4 (a switched interval)
+CFG = dict(
+    TINY,
+    population_size=4,
+    generations=8,
+    log_every=2,
+    checkpoint_every=4,
+    switch_intervals=((3, 6),),
+)
+KILL_AT = 6
 
+# argv: process id, port, results folder, resume (0/1), generation to SIGKILL itself at (-1:
+# never). A run calls evolve; a resume goes through the command line (`run --resume DIR
+# --coordinator ...`), whose evolve call is recorded. Process 1 may write under the folder only
+# into checkpoints/ (its own shards).
 WORKER = """
-import json, sys
+import builtins, io, json, os, signal, sys
 import numpy as np
 from selfref_ghn import distributed
-pid, port, out = int(sys.argv[1]), sys.argv[2], sys.argv[3]
-assert distributed.initialize(f"127.0.0.1:{port}", 2, pid)
+pid, port, out = int(sys.argv[1]), sys.argv[2], os.path.abspath(sys.argv[3])
+resume, kill_at = sys.argv[4] == "1", int(sys.argv[5])
+if pid != 0:
+    real_open, shards = builtins.open, os.path.join(out, "checkpoints")
+    def _guard(f):
+        def guarded(*args, **kwargs):
+            opened = f is real_open
+            mode = (args[1:2] or [kwargs.get("mode", "r")])[0] if opened else "w"
+            for a in args[: 1 if opened else 2]:
+                p = os.path.abspath(os.fspath(a)) if isinstance(a, (str, os.PathLike)) else ""
+                if any(c in mode for c in "wax+") and p.startswith(out) and (
+                    not p.startswith(shards)
+                ):
+                    raise PermissionError(f"process {pid} wrote {p}")
+            return f(*args, **kwargs)
+        return guarded
+    builtins.open = io.open = _guard(builtins.open)
+    os.replace, os.truncate = _guard(os.replace), _guard(os.truncate)
+from selfref_ghn import cli, runner
+if resume:
+    evolve, got = runner.evolve, []
+    runner.evolve = lambda *a, **k: got.append(evolve(*a, **k)) or got[-1]
+    flags = ["--coordinator", f"127.0.0.1:{port}", "--num-processes", "2", "--process-id"]
+    assert cli.main(["run", "--resume", out, "--quiet", *flags, str(pid)]) == 0
+    _, m, _ = got[0]
+else:
+    assert distributed.initialize(f"127.0.0.1:{port}", 2, pid)
+    from selfref_ghn.config import Config
+    def kill(state, rows):
+        if int(state.generation) == kill_at:
+            os.kill(os.getpid(), signal.SIGKILL)
+    _, m, _ = runner.evolve(Config(**CFG), out, progress=False, callback=kill)
 import jax
-from selfref_ghn.config import Config
-from selfref_ghn.runner import evolve
-cfg = Config(**CFG)
-_, m, _ = evolve(cfg, out, progress=False)
 print(json.dumps({"process": jax.process_index(), "devices": len(jax.devices()),
                   "metrics": {k: np.asarray(v).tolist() for k, v in m.items()}}))
 """
@@ -42,20 +86,25 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_no_cluster_no_initialisation(monkeypatch):
-    for name in ("SLURM_NTASKS", "OMPI_COMM_WORLD_SIZE", "JAX_COORDINATOR_ADDRESS"):
-        monkeypatch.delenv(name, raising=False)
-    assert initialize() is False
+def _two_processes(out: Path, cache: Path, resume: bool = False, kill_at: int = -1) -> list:
+    """Run the worker as processes 0 and 1 into ``out``: their return codes, results, stderr.
 
-
-@pytest.mark.slow  # three compilations: about 100 s on a shared 2-core CPU
-def test_two_processes_match_one(tmp_path):
+    Runs given the same ``cache`` folder share jax's persistent compilation cache: a run after
+    the first loads its compiled programs instead of compiling them again.
+    """
     port = _free_port()
     code = textwrap.dedent(WORKER).replace("CFG", repr(CFG))
-    env = {**os.environ, "JAX_PLATFORMS": "cpu"}  # XLA_FLAGS (opt level 0) from conftest
+    env = {
+        **os.environ,  # XLA_FLAGS (opt level 0) from conftest
+        "JAX_PLATFORMS": "cpu",
+        "JAX_COMPILATION_CACHE_DIR": str(cache),
+        "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
+        "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0",
+    }
+    args = [str(port), str(out), str(int(resume)), str(kill_at)]
     procs = [
         subprocess.Popen(
-            [sys.executable, "-c", code, str(i), str(port), str(tmp_path / f"out{i}")],
+            [sys.executable, "-c", code, str(i), *args],
             cwd=ROOT,
             env=env,
             stdout=subprocess.PIPE,
@@ -68,18 +117,71 @@ def test_two_processes_match_one(tmp_path):
     try:
         for p in procs:
             stdout, stderr = p.communicate(timeout=240)
-            assert p.returncode == 0, stderr[-4000:]
-            results.append(json.loads(stdout.strip().splitlines()[-1]))
+            lines = [line for line in stdout.splitlines() if line.startswith("{")]
+            results.append((p.returncode, json.loads(lines[-1]) if lines else None, stderr))
     finally:
         for p in procs:
             if p.poll() is None:
                 p.kill()
+    return results
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    return tmp_path_factory.mktemp("xla_cache")
+
+
+@pytest.fixture(scope="module")
+def straight(tmp_path_factory, cache):
+    """A two-process run straight through: its folder and each process's result."""
+    out = tmp_path_factory.mktemp("straight") / "run"
+    results = _two_processes(out, cache)
+    for rc, _, stderr in results:
+        assert rc == 0, stderr[-4000:]
+    return out, [r for _, r, _ in results]
+
+
+def _csv(path: Path) -> list[list[str]]:
+    """metrics.csv without its wall_time column."""
+    lines = [line.split(",") for line in path.read_text().splitlines()]
+    col = lines[0].index("wall_time")
+    return [row[:col] + row[col + 1 :] for row in lines]
+
+
+def test_no_cluster_no_initialisation(monkeypatch):
+    for name in ("SLURM_NTASKS", "OMPI_COMM_WORLD_SIZE", "JAX_COORDINATOR_ADDRESS"):
+        monkeypatch.delenv(name, raising=False)
+    assert initialize() is False
+
+
+def test_resume_refuses_another_process_count(tmp_path, capsys, monkeypatch):
+    run = tmp_path / "run"
+    run.mkdir()
+    stored = {**Config(**CFG).to_dict(), "_run": {"processes": 2}}
+    (run / "config.json").write_text(json.dumps(stored, default=str))
+    assert cli.main(["run", "--resume", str(run), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("selfref-ghn: error: ") and len(err.splitlines()) == 1
+    assert "ran on 2 process(es)" in err and "this run has 1" in err
+    assert sorted(p.name for p in run.iterdir()) == ["config.json"]  # nothing written
+
+    # and the other way: a single-process run (or one from before the count was recorded)
+    assert distributed.recorded_processes({"_run": {"devices": []}}) == 1
+    distributed.check_processes(run, 1)
+    monkeypatch.setattr(jax, "process_count", lambda: 2)
+    with pytest.raises(ConfigError, match="ran on 1 process.*this run has 2"):
+        distributed.check_processes(run, 1)
+
+
+@pytest.mark.slow  # two compilations at once, then one: about 100 s on a shared 2-core CPU
+def test_two_processes_match_one(straight):
+    out, results = straight
     assert [r["process"] for r in results] == [0, 1]
     assert all(r["devices"] == 2 for r in results)  # one CPU device per process, one mesh
-    # only process 0 writes the results folder
-    assert (tmp_path / "out0" / "metrics.csv").exists()
-    assert (tmp_path / "out0" / "final_state.npz").exists()
-    assert not (tmp_path / "out1").exists()
+    assert json.loads((out / "config.json").read_text())["_run"]["processes"] == 2
+    for name in ("metrics.csv", "lineage.npy", "final_state.npz", "summary.json"):
+        assert (out / name).exists(), name  # process 0's; process 1 may not write them
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["4", "8"]
 
     _, ref, _ = evolve(Config(**CFG), None, progress=False)  # one process, one device
     for r in results:
@@ -89,3 +191,30 @@ def test_two_processes_match_one(tmp_path):
         for k in ref:
             if k != "wall_time":  # float32 rounding of reductions split over two processes
                 np.testing.assert_allclose(got[k], ref[k], rtol=1e-5, atol=1e-6, err_msg=k)
+
+
+@pytest.mark.slow  # two more two-process runs: about 80 s on a shared 2-core CPU
+def test_two_processes_killed_resume_as_one_run(straight, cache, tmp_path):
+    full, full_results = straight
+    out = tmp_path / "run"
+    killed = _two_processes(out, cache, kill_at=KILL_AT)
+    assert [rc for rc, _, _ in killed] == [-signal.SIGKILL] * 2, killed[0][2][-4000:]
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["4"]
+    assert len(_csv(out / "metrics.csv")) == 1 + KILL_AT  # rows past the checkpoint, to cut
+
+    resumed = _two_processes(out, cache, resume=True)
+    for rc, _, stderr in resumed:
+        assert rc == 0, stderr[-4000:]
+    assert json.loads((out / "config.json").read_text())["_run"]["resumed_from"] == 4
+    # every generation once, exactly as in the run straight through, on both processes
+    assert _csv(out / "metrics.csv") == _csv(full / "metrics.csv")
+    want = full_results[0]["metrics"]
+    for _, r, _ in resumed:
+        for k in want:
+            if k != "wall_time":
+                np.testing.assert_array_equal(r["metrics"][k], want[k], err_msg=k)
+    np.testing.assert_array_equal(np.load(out / "lineage.npy"), np.load(full / "lineage.npy"))
+    a, b = np.load(out / "final_state.npz"), np.load(full / "final_state.npz")
+    assert sorted(a.files) == sorted(b.files)
+    for k in a.files:
+        np.testing.assert_array_equal(a[k], b[k], err_msg=k)
