@@ -5,7 +5,8 @@ multi-host through ``jax.distributed``").
 on ``jax.devices()`` lists every process's devices, the run's mesh
 (:func:`selfref_ghn.sharding.make_mesh`) spans them, and every process runs the same compiled
 chunk on its own slice of the population. Every process computes the same initial state from
-the seed; only process 0 writes the results folder (:func:`selfref_ghn.runner.evolve`).
+the seed; only process 0 writes the results folder's host-side files, every process its own
+shards of the checkpoints (:func:`selfref_ghn.runner.evolve`, below).
 
 Where the coordinator comes from, in order:
 
@@ -91,7 +92,14 @@ def is_main_process() -> bool:
 
 
 def sync(name: str) -> None:
-    """Wait until every process has reached the point named ``name`` (a no-op in one process)."""
+    """Wait until every process has reached the point named ``name`` (a no-op in one process).
+
+    Args:
+        name: the same string on every process, naming the point.
+
+    Example:
+        >>> sync("results folder read")  # one process: returns at once
+    """
     if jax.process_count() > 1:
         from jax.experimental import multihost_utils
 
@@ -99,8 +107,19 @@ def sync(name: str) -> None:
 
 
 def recorded_processes(stored: dict[str, Any]) -> int:
-    """The process count a run folder's ``config.json`` (as a dict) records; 1 for a folder
-    from before the count was recorded (multi-process runs wrote no checkpoints then)."""
+    """The process count a run folder's ``config.json`` records.
+
+    Args:
+        stored: the parsed ``config.json``.
+
+    Returns:
+        Its ``_run.processes``; 1 for a folder from before the count was recorded
+        (multi-process runs wrote no checkpoints then).
+
+    Example:
+        >>> recorded_processes({"_run": {"processes": 2}}), recorded_processes({})
+        (2, 1)
+    """
     run = stored.get("_run")
     try:
         return int(run.get("processes", 1)) if isinstance(run, dict) else 1
@@ -149,6 +168,10 @@ def restore_target(init: Callable[[], Any], mesh: jax.sharding.Mesh | None) -> A
     Returns:
         A pytree of :class:`jax.ShapeDtypeStruct` with shardings, for
         :meth:`selfref_ghn.checkpoint.Checkpoints.restore`.
+
+    Example:
+        >>> target = restore_target(evo.init, evo.mesh)  # doctest: +SKIP
+        >>> state = Checkpoints("results/r/checkpoints").restore(target)  # doctest: +SKIP
     """
     shapes = jax.eval_shape(init)
     if mesh is None:
