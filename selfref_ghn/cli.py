@@ -239,7 +239,13 @@ def cmd_run(args) -> int:
     from selfref_ghn.distributed import initialize
 
     # before any jax work (reading a run's checkpoints for --resume starts jax's backend)
-    initialize(args.coordinator, args.num_processes, args.process_id)
+    if initialize(args.coordinator, args.num_processes, args.process_id) and args.fork:
+        raise ConfigError(
+            "--fork",
+            str(args.fork),
+            "a fork is made by one process (no --coordinator, outside a multi-task job) and "
+            "continues on one (docs/scaling.md)",
+        )
     from selfref_ghn.evolution import Evolution
     from selfref_ghn.runner import evolve
 

@@ -173,6 +173,18 @@ def test_resume_refuses_another_process_count(tmp_path, capsys, monkeypatch):
         distributed.check_processes(run, 1)
 
 
+def test_fork_refused_in_a_multi_process_run(tmp_path, capsys, monkeypatch):
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "config.json").write_text(json.dumps(Config(**CFG).to_dict(), default=str))
+    monkeypatch.setattr(distributed, "initialize", lambda *args: True)  # joined a run
+    new = tmp_path / "new"
+    assert cli.main(["run", "--fork", str(src), "--out", str(new), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("selfref-ghn: error: invalid config field '--fork'")
+    assert "a fork is made by one process" in err and not new.exists()
+
+
 @pytest.mark.slow  # two compilations at once, then one: about 100 s on a shared 2-core CPU
 def test_two_processes_match_one(straight):
     out, results = straight
