@@ -8,6 +8,7 @@ is shown but never run.
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import shutil
@@ -94,3 +95,87 @@ def test_bash_blocks_run(page, tmp_path):
             timeout=600,
         )
         assert out.returncode == 0, f"{page}:\n{block}\n{out.stdout}\n{out.stderr}"
+
+
+# --------------------------------------------------------------------------- quoted counts
+# Every parameter count quoted in the documentation, with the configuration it is quoted for
+# (a preset name, or Config fields) and what it counts: "ghn" (SR-GHN parameters), "policy"
+# (the policy network's), "self_nodes" (nodes of the GHN's self graph). "{}" marks the number
+# in the quote; whitespace in a quote matches any whitespace (line breaks). Each is checked
+# against SRGHN.create, and any "<number> ... parameters" (or "num_params = <number>") of 1,000
+# or more in the pages must be one of these, so that a new quote cannot go unchecked.
+B = {"env_id": "CartPole-Switch", "population_size": 1024, "horizon": 500}  # workload (b)
+QUOTED_COUNTS = [
+    ("performance.md", "over its {}-node self graph", B, "self_nodes"),
+    ("performance.md", "for all {} parameters", B, "ghn"),
+    ("performance.md", "draws {} noise values", B, "ghn"),
+    ("performance.md", "(num_params = {} today", B, "ghn"),
+    ("quickstart.md", "SR-GHN (self), {} parameters", "quick", "ghn"),
+    ("reliability.md", "30 x {} float32 parameters", "cartpole-switch", "ghn"),
+    ("results.md", "the policy's {} parameters", "ant", "policy"),
+]
+# A number as the pages write it: 15653, 15,653 or 15 653 (plain, no-break or narrow space).
+_NUM = r"\d{1,3}(?:[,\u00a0\u202f ]\d{3})+|\d+"
+_ANY_COUNT = re.compile(
+    rf"(?:{_NUM})(?:\s+[\w-]+){{0,2}}\s+parameters\b|num_params\s*=\s*(?:{_NUM})", re.I
+)
+COUNT_PAGES = [*PAGES, ROOT / "README.md", ROOT / "benchmarks" / "README.md"]
+
+
+def _quote_pattern(quote: str) -> re.Pattern:
+    before, after = (re.sub(r"\\\s+", r"\\s+", re.escape(part)) for part in quote.split("{}"))
+    return re.compile(f"{before}({_NUM}){after}")
+
+
+def _page(name: str) -> Path:
+    return DOCS / name if (DOCS / name).exists() else ROOT / name
+
+
+@functools.cache
+def _counts(config: str | tuple) -> dict[str, int]:
+    from selfref_ghn import presets
+    from selfref_ghn.config import Config
+    from selfref_ghn.model import SRGHN
+    from selfref_ghn.policy import policy_template
+    from selfref_ghn.task import make_task
+
+    cfg = presets.get(config) if isinstance(config, str) else Config(**dict(config)).validate()
+    task = make_task(cfg, None, None, None, None)
+    ghn = SRGHN.create(policy_template(task.policy, task.obs_shape), cfg)
+    return {
+        "ghn": ghn.num_params,
+        "policy": ghn.policy_graph.num_params,
+        "self_nodes": ghn.self_graph.num_nodes,
+    }
+
+
+@pytest.mark.parametrize(
+    "page,quote,config,what", QUOTED_COUNTS, ids=[f"{q[0]}:{q[1]}" for q in QUOTED_COUNTS]
+)
+def test_quoted_counts_match_the_model(page, quote, config, what):
+    found = _quote_pattern(quote).findall(_page(page).read_text())
+    assert found, f"{page}: {quote!r} is no longer quoted (update QUOTED_COUNTS)"
+    key = config if isinstance(config, str) else tuple(sorted(config.items()))
+    expected = _counts(key)[what]
+    for number in found:
+        assert int(re.sub(r"\D", "", number)) == expected, (
+            f"{page}: {quote.format(number)!r}, but {config} gives {what} = {expected}"
+        )
+
+
+def test_every_quoted_parameter_count_is_checked():
+    """A new "<number> parameters" in the pages must be added to QUOTED_COUNTS."""
+    for page in COUNT_PAGES:
+        text = page.read_text()
+        spans = [
+            m.span()
+            for page_name, quote, _, _ in QUOTED_COUNTS
+            if _page(page_name) == page
+            for m in _quote_pattern(quote).finditer(text)
+        ]
+        for m in _ANY_COUNT.finditer(text):
+            digits = re.search(r"\d", m.group(0))
+            covered = any(a <= m.start() + digits.start() < b for a, b in spans)
+            assert covered or int(re.sub(r"\D", "", m.group(0))) < 1000, (
+                f"{page.relative_to(ROOT)}: {m.group(0)!r} is not in QUOTED_COUNTS"
+            )
