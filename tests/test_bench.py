@@ -144,9 +144,9 @@ def test_profile_phases_compute_the_fused_steps_next_state(tiny_config):
 
 
 def test_rollout_bound_simulates_the_whole_horizon(monkeypatch):
-    """The bound's fixed policies are random and their episodes end early; the bound must still
-    simulate ``horizon`` steps (what its env-steps/s count), or an evolved population's longer
-    episodes would make SR-GHN look slower than it is."""
+    """The bound's fixed policies are random and may all end their episodes early; the bound
+    must still simulate ``horizon`` steps (what its env-steps/s count), or an evolved
+    population's longer episodes would make SR-GHN look slower than it is."""
     from selfref_ghn import rollout
 
     exact = []
