@@ -77,6 +77,12 @@ class Config:
     # before versions existed (a config.json without this field), whose init and generation-2
     # streams met
     key_version: int = KEY_VERSION
+    # > 0: every device computes its members in blocks of this many, in a loop of one shape, and
+    # reductions over members run on whole arrays: results are bit for bit the same on any
+    # device count n with population_size / n divisible by it (slower; docs/scaling.md).
+    # 0: each device computes all its members at once (fastest); results then depend on the
+    # device count through float rounding
+    bitwise_block: int = 0
     # SR-GHN architecture
     embed_dim: int = 32
     gnn_rounds: int = 10
@@ -196,6 +202,18 @@ class Config:
                 raise ConfigError(name, getattr(self, name), "must be > 0")
         if self.noise_std < 0:
             raise ConfigError("noise_std", self.noise_std, "must be >= 0")
+        if self.bitwise_block < 0 or (
+            self.bitwise_block and self.population_size % self.bitwise_block
+        ):
+            raise ConfigError(
+                "bitwise_block",
+                self.bitwise_block,
+                f"must be 0 (off) or a divisor of population_size ({self.population_size})",
+            )
+        if self.bitwise_block and self.method != "srghn":
+            raise ConfigError(
+                "bitwise_block", self.bitwise_block, "applies to method 'srghn' only (0 here)"
+            )
         if self.key_version not in KEY_VERSIONS:
             raise ConfigError("key_version", self.key_version, f"one of {KEY_VERSIONS}")
         if self.noise_rng not in ("fast", "threefry"):

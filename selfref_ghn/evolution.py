@@ -161,7 +161,8 @@ class Evolution:
             action_fn: outputs -> action; default chosen from the action space (argmax, or
                 tanh rescaled to the box).
             devices: split the population over the first ``devices`` of ``jax.devices()``
-                (default: all; :mod:`selfref_ghn.sharding`). Results do not depend on it.
+                (default: all; :mod:`selfref_ghn.sharding`). Random draws do not depend on it;
+                float rounding does, unless ``config.bitwise_block`` is set.
             mesh: a prebuilt one-axis mesh (axis ``"pop"``), instead of ``devices``.
 
         Returns:
@@ -200,7 +201,7 @@ class Evolution:
         params = jax.vmap(lambda i: self.ghn.init(prng.member(init_key, i)))(jnp.arange(P))
         return EvoState(
             params=params,
-            policy=self.policies(params),
+            policy=self.policies(params, split=False),
             fitness=jnp.full((P,), -jnp.inf, jnp.float32),
             generation=jnp.int32(0),
             key=key,
@@ -226,13 +227,26 @@ class Evolution:
             )(jnp.arange(cfg.num_children))
             return kids, jnp.mean(rate)
 
-        kids, rates = jax.vmap(children_of)(jnp.arange(cfg.population_size), state.params)
+        parents = (jnp.arange(cfg.population_size), state.params)
+        if cfg.bitwise_block:  # the same arithmetic for every parent on any device count
+            kids, rates = sharding_lib.per_member(
+                jax.vmap(children_of), self.mesh, parents, (), block=cfg.bitwise_block
+            )
+        else:
+            kids, rates = jax.vmap(children_of)(*parents)
         return sharding_lib.constrain(kids.reshape(-1, self.ghn.num_params), self.mesh), rates
 
-    def policies(self, members: Array) -> Array:
-        """Deterministic head of every member: ``(M, num_policy_params)`` flat policies."""
+    def policies(self, members: Array, split: bool = True) -> Array:
+        """Deterministic head of every member: ``(M, num_policy_params)`` flat policies
+        (``split``: each device computes its own members' with ``bitwise_block``)."""
         graph = self.ghn.policy_graph
-        return jax.vmap(lambda f: graph.ravel(self.ghn.policy_params(f)))(members)
+        heads = jax.vmap(lambda f: graph.ravel(self.ghn.policy_params(f)))
+        if self.config.bitwise_block:
+            mesh = self.mesh if split else None
+            return sharding_lib.per_member(
+                heads, mesh, (members,), (), block=self.config.bitwise_block
+            )
+        return heads(members)
 
     def evaluate_members(self, state: EvoState, policies: Array):
         """Fitness of every member's flat policy on fresh episodes, with the schedule applied."""
@@ -254,6 +268,7 @@ class Evolution:
             self.mesh,
             (jnp.arange(policies.shape[0]), policies),
             (eval_key, env_params, obs_stats),
+            block=cfg.bitwise_block,
         )
 
     def step(self, state: EvoState) -> tuple[EvoState, Metrics]:
@@ -276,6 +291,10 @@ class Evolution:
         policies = jnp.concatenate([state.policy, self.policies(children)])
         policies = sharding_lib.constrain(policies, self.mesh)
         ev = self.evaluate_members(state, policies)
+        if cfg.bitwise_block:  # reductions over members below: on whole arrays, in one order
+            state, children, rates, ev = sharding_lib.whole(
+                (state, children, rates, ev), self.mesh
+            )
 
         # Parents and children stay apart (no (P(1+C), num_params) copy of the population).
         params_finite = jnp.concatenate(
@@ -301,6 +320,8 @@ class Evolution:
             state.params[jnp.minimum(selected, P - 1)],
             children[jnp.maximum(selected - P, 0)],
         )
+        if cfg.bitwise_block:  # its checksum too
+            new_params = sharding_lib.whole(new_params, self.mesh)
 
         obs_stats = state.obs_stats
         if cfg.obs_norm:

@@ -16,11 +16,19 @@ it is stepped on (LunarLander's solver packs the episodes that are in contact in
 chunks), and GSPMD would partition such a step with collectives between devices on every
 physics iteration; episodes are independent per member, so no device needs another's.
 
-Random keys are folded per member (generation, member index), so a member's children, policy
-and episodes are the same whichever device computes them: the same seed gives the same metrics
-on 1, 2, 4 or 8 devices (``tests/test_sharding.py``). Only reductions across members (mean
-fitness, diversity, observation statistics) may differ in float32 rounding, because their
-partial sums are added in a different order.
+Random keys are derived per member (generation, member index: :mod:`selfref_ghn.prng`), so a
+member's random draws are the same whichever device computes them. Its arithmetic is not: XLA
+compiles the step once per device count, and the per-device batch (``P(1+C)/N`` members), the
+partitioned program around it and the partial sums of reductions over members change how
+floats are rounded (for example ``c @ B`` in self-mutation is one matrix product over the
+device's whole batch, and XLA:CPU fuses ``a * b + c`` into one FMA in some fusions and not in
+others). Runs on different device counts agree to float32 rounding at first and drift apart
+as selection amplifies it (measured in docs/scaling.md). ``Config.bitwise_block = k`` trades
+speed for bitwise identity: every device computes its members in blocks of ``k`` in a loop
+whose shape does not depend on the device count (:func:`per_member` with ``block``), and
+reductions over the members run on whole, gathered arrays (:func:`whole`); the same seed
+then gives the same metrics and parameters, bit for bit, on any device count that divides
+``P / k`` (``tests/test_sharding.py``, on 1, 2, 4 and 8 CPU devices).
 
 No padding: both the ``P`` parents and the ``P(1+C)`` members must divide evenly over the
 devices (``P`` divisible by ``N`` suffices, since ``P(1+C)`` is then too); otherwise
@@ -37,6 +45,7 @@ from __future__ import annotations
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
@@ -93,6 +102,15 @@ def make_mesh(config: Config, devices: int | None = None, mesh: Mesh | None = No
             f"{n} devices: use a population divisible by {n}, or one of the device counts "
             f"{divisors_up_to(P, len(available))} (--devices / devices=)",
         )
+    block = config.bitwise_block
+    if block and (P // n) % block:
+        raise ConfigError(
+            "bitwise_block",
+            block,
+            f"each of the {n} devices computes its {P // n} parents in blocks of {block}: "
+            f"use a block that divides {P // n}, or a device count n with P/n divisible by "
+            f"{block}",
+        )
     if n == 1:
         return None
     if mesh is None:
@@ -125,7 +143,68 @@ def constrain(x: Array, mesh: Mesh | None) -> Array:
     return jax.lax.with_sharding_constraint(x, population_sharding(mesh))
 
 
-def per_member(fn: Any, mesh: Mesh | None, members: tuple, shared: tuple) -> Any:
+def whole(tree: Any, mesh: Mesh | None) -> Any:
+    """Inside a traced function: every array of ``tree`` gathered whole onto every device.
+
+    A reduction over the members of a gathered array runs in the one-device program's order
+    (no partial sums per device).
+
+    Args:
+        tree: a pytree of arrays.
+        mesh: the run's mesh; ``None`` returns ``tree`` untouched.
+
+    Returns:
+        ``tree``, annotated as replicated.
+    """
+    if mesh is None:
+        return tree
+    return jax.tree.map(lambda x: jax.lax.with_sharding_constraint(x, replicated(mesh)), tree)
+
+
+def in_blocks(fn: Any, block: int, num_members: int) -> Any:
+    """``fn`` over consecutive blocks of ``block`` members, one block per loop iteration.
+
+    The loop's trip count is hidden from XLA (an optimisation barrier), so the loop is never
+    unrolled nor removed: its body, ``fn`` on ``block`` members, is the same program whatever
+    the number of blocks, and every member is computed by the same arithmetic whatever the
+    batch it is part of.
+
+    Args:
+        fn: as for :func:`per_member`.
+        block: members per block; must divide the number of members ``fn`` is given.
+        num_members: how many of ``fn``'s leading arguments are per-member arrays.
+
+    Returns:
+        A function with ``fn``'s signature and results.
+    """
+
+    def blocked(*args: Any) -> Any:
+        members, shared = args[:num_members], args[num_members:]
+        n = members[0].shape[0]
+        if n % block:
+            raise ValueError(f"{n} members do not split into blocks of {block}")
+
+        def one(*m: Any) -> Any:
+            return fn(*m, *shared)
+
+        spec = [jax.ShapeDtypeStruct((block,) + x.shape[1:], x.dtype) for x in members]
+        outs = jax.tree.map(
+            lambda s: jnp.zeros((n,) + s.shape[1:], s.dtype), jax.eval_shape(one, *spec)
+        )
+
+        def body(i: Array, outs: Any) -> Any:
+            got = one(*(jax.lax.dynamic_slice_in_dim(x, i * block, block) for x in members))
+            return jax.tree.map(
+                lambda o, v: jax.lax.dynamic_update_slice_in_dim(o, v, i * block, 0), outs, got
+            )
+
+        trips = jax.lax.optimization_barrier(jnp.int32(n // block))
+        return jax.lax.fori_loop(0, trips, body, outs)
+
+    return blocked
+
+
+def per_member(fn: Any, mesh: Mesh | None, members: tuple, shared: tuple, block: int = 0) -> Any:
     """``fn(*members, *shared)`` with each device computing only its own block of members.
 
     Args:
@@ -135,17 +214,26 @@ def per_member(fn: Any, mesh: Mesh | None, members: tuple, shared: tuple) -> Any
         mesh: the run's mesh; ``None`` calls ``fn`` directly.
         members: arrays split over the mesh along their leading axis.
         shared: pytrees every device receives whole (keys, environment parameters, statistics).
+        block: ``0``: ``fn`` sees a device's members at once; ``k > 0``: blocks of ``k`` in a
+            loop (:func:`in_blocks`), so each member's arithmetic does not depend on how many
+            members a device holds.
 
     Returns:
         ``fn``'s result, split over the mesh along the leading axis.
+
+    Example:
+        >>> per_member(lambda x, c: x * c, None, (jnp.arange(4.0),), (2.0,), block=2)
+        Array([0., 2., 4., 6.], dtype=float32)
     """
+    if block:
+        fn = in_blocks(fn, block, len(members))
     if mesh is None:
         return fn(*members, *shared)
-    split, whole = PartitionSpec(AXIS), PartitionSpec()
+    split, whole_spec = PartitionSpec(AXIS), PartitionSpec()
     mapped = jax.shard_map(
         fn,
         mesh=mesh,
-        in_specs=(split,) * len(members) + (whole,) * len(shared),
+        in_specs=(split,) * len(members) + (whole_spec,) * len(shared),
         out_specs=split,
         # environments' loops carry values that do not vary over the mesh next to values that
         # do; the check would reject such (correct) per-device code
