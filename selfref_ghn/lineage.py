@@ -8,7 +8,9 @@ every parent's mean mutation rate (``parent_rate``). The runner appends these, o
 record per generation, to ``<results>/lineage.bin``: little-endian records of
 :func:`record_dtype` (``generation`` int32, then ``selected`` int32, ``survivor_fitness``
 float32 and ``parent_rate`` float32, each ``(P,)``), read with ``np.fromfile``. On resume the
-file is truncated to the checkpoint's generation, exactly like ``metrics.csv``.
+file is truncated to the checkpoint's generation, exactly like ``metrics.csv``. A file missing,
+cut short or damaged before that generation does not stop a resume: the generations it lacks
+are recorded as unknown (``selected`` -1, fitness and rate NaN; :func:`truncate`).
 
 ``selfref-ghn lineage DIR`` traces the champion (survivor slot 0 after the last generation)
 back to generation 0 and draws it: the whole survivor tree in grey, the champion's line in
@@ -22,14 +24,16 @@ Example:
 from __future__ import annotations
 
 import argparse
-import json
 import os
+import shutil
+import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 
 FILE = "lineage.bin"
+UNKNOWN = -1  # ``selected`` of a generation whose record was lost
 
 
 def record_dtype(population_size: int) -> np.dtype:
@@ -97,31 +101,72 @@ def read(path: str | Path, population_size: int) -> np.ndarray:
     return np.frombuffer(data[: n * dtype.itemsize], dtype).copy()
 
 
-def truncate(path: str | Path, population_size: int, generation: int) -> int:
+def unknown_records(generations: Sequence[int], population_size: int) -> np.ndarray:
+    """Records standing for lost ones: ``selected`` is :data:`UNKNOWN`, fitness and rate NaN."""
+    out = np.zeros(len(generations), record_dtype(population_size))
+    out["generation"] = np.asarray(generations, np.int32)
+    out["selected"] = UNKNOWN
+    out["survivor_fitness"] = np.nan
+    out["parent_rate"] = np.nan
+    return out
+
+
+def in_order(recs: np.ndarray) -> int:
+    """How many leading records are generations ``0, 1, 2, ...`` (the rest are damaged)."""
+    ok = recs["generation"] == np.arange(len(recs))
+    return len(recs) if ok.all() else int(np.argmin(ok))
+
+
+def truncate(path: str | Path, population_size: int, generation: int, warn: bool = True) -> int:
     """Keep only the records of generations ``< generation`` (used on resume).
 
+    Records are kept while the ``i``-th is generation ``i``. If fewer than ``generation`` are
+    (the file is missing, cut short or damaged), the generations lost are recorded as unknown
+    (:func:`unknown_records`) so that the file stays one record per generation, the file as it
+    was is kept as ``lineage.bin.damaged``, and one line on stderr says so.
+
     Args:
-        path: a ``lineage.bin`` (a missing file is created empty).
+        path: a ``lineage.bin`` (a missing file is created).
         population_size: ``P``.
         generation: the checkpoint's generation.
+        warn: print that line.
 
     Returns:
-        The number of records kept.
-
-    Raises:
-        ValueError: if the kept records are not generations ``0 .. generation - 1`` in order.
+        The number of records kept as they were.
     """
+    path = Path(path)
     recs = read(path, population_size)
-    keep = recs[recs["generation"] < generation]
-    if not np.array_equal(keep["generation"], np.arange(len(keep))) or len(keep) != generation:
-        raise ValueError(
-            f"{path} holds generations {keep['generation'].tolist()[:5]}... "
-            f"but the checkpoint is at generation {generation}"
-        )
+    keep = recs[: min(in_order(recs), generation)]
+    kept = len(keep)
+    if kept < generation:
+        if path.exists() and path.stat().st_size:
+            shutil.copy2(path, str(path) + ".damaged")
+        keep = np.concatenate([keep, unknown_records(range(kept, generation), population_size)])
+        if warn:
+            print(
+                f"selfref-ghn: {path} holds {kept} of the {generation} generations before the "
+                f"checkpoint; generations {kept}..{generation - 1} are recorded as unknown "
+                f"(selected {UNKNOWN})",
+                file=sys.stderr,
+                flush=True,
+            )
     tmp = Path(str(path) + ".tmp")
     keep.tofile(tmp)
     os.replace(tmp, path)
-    return len(keep)
+    return kept
+
+
+def valid_prefix(recs: np.ndarray, num_children: int) -> int:
+    """How many leading records are well formed: generations ``0, 1, 2, ...`` whose ``selected``
+    are member indices (or all :data:`UNKNOWN`) and whose parent rates are numbers or NaN."""
+    n = in_order(recs)
+    if n == 0:
+        return 0
+    sel = recs["selected"][:n]
+    P = sel.shape[1]
+    members = ((sel >= 0) & (sel < P * (1 + num_children))).all(1)
+    ok = members | (sel == UNKNOWN).all(1)
+    return n if ok.all() else int(np.argmin(ok))
 
 
 def ancestry(recs: np.ndarray, num_children: int, champion: int = 0) -> dict[str, np.ndarray]:
@@ -152,6 +197,10 @@ def ancestry(recs: np.ndarray, num_children: int, champion: int = 0) -> dict[str
     slot = int(champion)
     for g in range(G - 1, -1, -1):
         member = int(recs["selected"][g][slot])
+        if member == UNKNOWN:  # a lost record: the line before it is not known
+            out["slot"][: g + 1] = out["parent_slot"][: g + 1] = UNKNOWN
+            out["fitness"][: g + 1] = out["rate"][: g + 1] = np.nan
+            break
         child = member >= P
         parent = (member - P) // num_children if child else member
         out["slot"][g] = slot
@@ -204,10 +253,17 @@ def plot_ancestry(
         for a in axes:
             a.axvspan(start, end, color="tab:red", alpha=0.1, lw=0)
     born = (sel >= P).ravel()
-    ax.add_collection(LineCollection(segs[~born], colors="0.8", linewidths=0.5))
+    known = (sel != UNKNOWN).ravel()
+    ax.add_collection(LineCollection(segs[~born & known], colors="0.8", linewidths=0.5))
     ax.add_collection(LineCollection(segs[born], colors="tab:orange", alpha=0.25, linewidths=0.5))
     g = line["generation"]
-    ax.step(np.r_[g, G], np.r_[line["parent_slot"][:1], line["slot"]], where="post", color="k")
+    first = int(np.argmax(line["slot"] != UNKNOWN)) if (line["slot"] != UNKNOWN).any() else G
+    ax.step(
+        np.r_[g[first:], G],
+        np.r_[line["parent_slot"][first : first + 1], line["slot"][first:]],
+        where="post",
+        color="k",
+    )
     ax.plot(g[line["child"]] + 1, line["slot"][line["child"]], "o", ms=3, color="tab:red")
     ax.set_xlim(0, G)
     ax.set_ylim(P - 0.5, -0.5)
@@ -231,12 +287,18 @@ def summary_lines(line: Mapping[str, np.ndarray], rows: int = 20) -> list[str]:
     if G == 0:
         return ["no generations recorded"]
     births = np.nonzero(line["child"])[0]
+    known = np.flatnonzero(line["slot"] != UNKNOWN)
+    if len(known) == 0:
+        return [f"champion after generation {G - 1}: its line is not recorded (lost records)"]
+    rate = line["rate"][known]
     out = [
         f"champion after generation {G - 1}: return {line['fitness'][-1]:.2f}; its line was "
-        f"born as a child {len(births)} times in {G} generations; mutation rate along it "
-        f"{line['rate'].min():.3f} .. {line['rate'].max():.3f} (mean {line['rate'].mean():.3f})",
+        f"born as a child {len(births)} times in {len(known)} generations; mutation rate along "
+        f"it {np.nanmin(rate):.3f} .. {np.nanmax(rate):.3f} (mean {np.nanmean(rate):.3f})",
         f"{'generation':>10} {'from slot':>9} {'to slot':>7} {'rate':>7} {'return':>9}",
     ]
+    if known[0] > 0:
+        out.insert(1, f"(the line before generation {known[0]} is not recorded: lost records)")
     for g in births[-rows:]:
         out.append(
             f"{g:>10d} {line['parent_slot'][g]:>9d} {line['slot'][g]:>7d} "
@@ -250,16 +312,27 @@ def summary_lines(line: Mapping[str, np.ndarray], rows: int = 20) -> list[str]:
 def cmd_lineage(args: argparse.Namespace) -> int:
     """``selfref-ghn lineage DIR``: print and draw the champion's ancestry."""
     from selfref_ghn.config import ConfigError
+    from selfref_ghn.runner import load_run_config
 
     run = Path(args.dir)
+    cfg = load_run_config(run, "DIR")
+    P, C = cfg.population_size, cfg.num_children
     try:
-        cfg = json.loads((run / "config.json").read_text())
-        P, C = int(cfg["population_size"]), int(cfg["num_children"])
-    except (OSError, ValueError, KeyError) as e:
-        raise ConfigError("DIR", str(run), f"a results folder with a config.json ({e})") from e
-    recs = read(run / FILE, P)
+        recs = read(run / FILE, P)
+    except OSError as e:
+        raise ConfigError(FILE, str(run / FILE), f"a readable file ({e})") from None
     if len(recs) == 0:
         raise ConfigError("DIR", str(run), f"a results folder with a non-empty {FILE}")
+    n = valid_prefix(recs, C)
+    if n == 0:
+        raise ConfigError(FILE, str(run / FILE), f"records of this run (P={P}, C={C})")
+    if n < len(recs):
+        print(
+            f"selfref-ghn: {run / FILE}: record {n} is damaged; it and the {len(recs) - n - 1} "
+            f"after it are left out",
+            file=sys.stderr,
+        )
+        recs = recs[:n]
     if not 0 <= args.champion < P:
         raise ConfigError("--champion", args.champion, f"a survivor slot in [0, {P})")
     line = ancestry(recs, C, args.champion)
@@ -271,8 +344,8 @@ def cmd_lineage(args: argparse.Namespace) -> int:
         line,
         C,
         out,
-        [tuple(iv) for iv in cfg.get("switch_intervals", [])],
-        title=f"champion's ancestry: {cfg.get('env_id', '')} (seed {cfg.get('seed', '')})",
+        [tuple(iv) for iv in cfg.switch_intervals],
+        title=f"champion's ancestry: {cfg.env_id} (seed {cfg.seed})",
     )
     print(f"figure: {out}")
     return 0

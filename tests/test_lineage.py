@@ -4,7 +4,6 @@ through parents and children by hand-checked index arithmetic; ``selfref-ghn lin
 import json
 
 import numpy as np
-import pytest
 
 from selfref_ghn import cli, lineage
 
@@ -54,8 +53,36 @@ def test_append_read_truncate_and_a_torn_record(tmp_path):
     assert lineage.truncate(path, P, 2) == 2
     np.testing.assert_array_equal(lineage.read(path, P), recs[:2])
     assert path.stat().st_size == 2 * lineage.record_dtype(P).itemsize
-    with pytest.raises(ValueError, match="checkpoint is at generation 3"):
-        lineage.truncate(path, P, 3)
+
+
+def test_a_lineage_cut_short_or_missing_is_padded_with_unknown_generations(tmp_path, capsys):
+    """A resume past what lineage.bin holds keeps the records it has, records the lost
+    generations as unknown, keeps the damaged file and says so; the command still traces the
+    champion's line back to the first lost generation."""
+    path = tmp_path / lineage.FILE
+    recs = _recs()
+    lineage.append(path, recs[:2])
+    with open(path, "ab") as f:
+        f.write(recs[2:].tobytes()[:7])  # the third record torn
+    assert lineage.truncate(path, P, 4) == 2
+    assert "holds 2 of the 4 generations" in capsys.readouterr().err
+    got = lineage.read(path, P)
+    np.testing.assert_array_equal(got[:2], recs[:2])
+    assert got["generation"].tolist() == [0, 1, 2, 3]
+    assert (got["selected"][2:] == lineage.UNKNOWN).all()
+    assert np.isnan(got["survivor_fitness"][2:]).all()
+    assert (tmp_path / (lineage.FILE + ".damaged")).stat().st_size == 2 * got.itemsize + 7
+    missing = tmp_path / "missing.bin"
+    assert lineage.truncate(missing, P, 2) == 0
+    assert (lineage.read(missing, P)["selected"] == lineage.UNKNOWN).all()
+    # the line of a champion after gen 3 of [gen 0, gen 1, unknown, unknown] is not known
+    line = lineage.ancestry(got, C)
+    assert (line["slot"] == lineage.UNKNOWN).all() and np.isnan(line["fitness"]).all()
+    assert "not recorded" in lineage.summary_lines(line)[0]
+    # records after a damaged one (a generation out of order) are not kept
+    shuffled = recs.copy()
+    shuffled["generation"] = [0, 5, 2]
+    assert lineage.in_order(shuffled) == 1
 
 
 def test_records_from_chunk_metrics_skip_unrun_generations():
@@ -83,3 +110,26 @@ def test_lineage_command_prints_and_draws(tmp_path, capsys):
     assert cli.main(["lineage", str(run), "--champion", "7"]) == 2
     assert "'--champion' = 7" in capsys.readouterr().err
     assert cli.main(["lineage", str(tmp_path / "nope")]) == 2
+
+
+def test_lineage_command_leaves_out_damaged_records_and_refuses_a_bad_config(tmp_path, capsys):
+    run = tmp_path / "run"
+    run.mkdir()
+    cfg = {"population_size": P, "num_children": C}
+    (run / "config.json").write_text(json.dumps(cfg))
+    recs = _recs()
+    recs["selected"][2] = [5, 0, 99]  # member 99 does not exist (P + P * C = 9 members)
+    lineage.append(run / lineage.FILE, recs)
+    assert cli.main(["lineage", str(run)]) == 0
+    captured = capsys.readouterr()
+    assert "record 2 is damaged; it and the 0 after it are left out" in captured.err
+    assert "champion after generation 1" in captured.out
+    recs["selected"][0] = [-7, 0, 0]
+    (run / lineage.FILE).write_bytes(recs.tobytes())
+    assert cli.main(["lineage", str(run)]) == 2
+    err = capsys.readouterr().err
+    assert "'lineage.bin'" in err and "records of this run" in err and err.count("\n") == 1
+    (run / "config.json").write_text(json.dumps({**cfg, "population_size": [3]}))
+    assert cli.main(["lineage", str(run)]) == 2
+    err = capsys.readouterr().err
+    assert "'population_size' = [3]: expected int" in err and "Traceback" not in err
