@@ -12,7 +12,7 @@ same seed (compare ``checksum``).
 from __future__ import annotations
 
 import csv
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -25,26 +25,85 @@ CSV_COLUMNS = (
 )  # fmt: skip
 
 
+def parse_row(raw: Mapping[str | None, object], names: Iterable[str]) -> dict[str, float] | None:
+    """The numbers of one ``metrics.csv`` row (a :class:`csv.DictReader` row), or ``None`` if it
+    is cut short or malformed: a column of ``names`` empty or not a number, more fields than
+    the header, or a ``generation`` that is not a whole number >= 0.
+
+    Integer columns may be written either way (``3`` or ``3.0``, as files written before
+    integers were written as integers hold them).
+
+    Example:
+        >>> parse_row({"generation": "3", "best_fitness": "1.5"}, ["generation", "best_fitness"])
+        {'generation': 3.0, 'best_fitness': 1.5}
+        >>> parse_row({"generation": "3", "best_fitness": "1."}, ["generation", "best_fitness"])
+        {'generation': 3.0, 'best_fitness': 1.0}
+        >>> parse_row({"generation": "3", "best_fitness": None}, ["generation", "best_fitness"])
+    """
+    if raw.get(None):  # fields beyond the header's
+        return None
+    row = {}
+    for k in names:
+        value = raw.get(k)
+        if not isinstance(value, str):
+            return None
+        try:
+            row[k] = float(value)
+        except ValueError:
+            return None
+    g = row.get("generation", 0.0)
+    return row if g >= 0 and g.is_integer() else None
+
+
 def read_csv(path: str | Path) -> dict[str, np.ndarray]:
     """The columns of a run's ``metrics.csv`` as float arrays (those of :data:`CSV_COLUMNS` it
     has; empty if it has no rows). Reading stops at a row cut short (a run being written, or
-    one killed mid-write): the rows before it are returned.
+    one killed mid-write) or malformed, and at a row whose generation is not the next one:
+    the rows before it are returned (:func:`read_rows` also says where it stopped).
 
     Raises:
         OSError: if the file cannot be read.
     """
-    with Path(path).open(newline="") as f:
+    return read_rows(path)[0]
+
+
+def read_rows(path: str | Path) -> tuple[dict[str, np.ndarray], int | None, int]:
+    """:func:`read_csv`, and where it stopped.
+
+    Returns:
+        ``(columns, bad_line, lines_after)``: the line number of the first row that was cut
+        short or malformed (``None`` if every row was read) and how many lines follow it.
+
+    Raises:
+        OSError: if the file cannot be read.
+    """
+    # a byte that is not UTF-8 fails its row, not the whole file
+    with Path(path).open(newline="", errors="replace") as f:
         reader = csv.DictReader(f)
-        names = [k for k in CSV_COLUMNS if k in (reader.fieldnames or ())]
-        rows = []
-        for raw in reader:
+        try:
+            header = reader.fieldnames or ()
+        except csv.Error:
+            header = ()
+        names = [k for k in CSV_COLUMNS if k in header]
+        rows: list[list[float]] = []
+        bad_line = None
+        while True:
             try:
-                rows.append([float(raw[k]) for k in names])
-            except (TypeError, ValueError):
+                raw = next(reader)
+            except StopIteration:
                 break
+            except csv.Error:  # a NUL byte, say
+                bad_line = reader.line_num
+                break
+            row = parse_row(raw, names)
+            if row is None or ("generation" in row and row["generation"] != len(rows)):
+                bad_line = reader.line_num
+                break
+            rows.append([row[k] for k in names])
+        after = sum(1 for _ in f) if bad_line is not None else 0
     if not rows:
-        return {}
-    return dict(zip(names, np.array(rows, dtype=np.float64).T, strict=True))
+        return {}, bad_line, after
+    return dict(zip(names, np.array(rows, dtype=np.float64).T, strict=True)), bad_line, after
 
 
 def recovery(

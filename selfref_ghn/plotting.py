@@ -8,12 +8,19 @@ while the run goes on, or after it was interrupted (a finished run already has `
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 
-from selfref_ghn.metrics import read_csv, recovery_curves
+from selfref_ghn.metrics import read_rows, recovery_curves
+
+# the columns the figure and the summary need
+PLOTTED = (
+    "generation", "best_fitness", "mean_fitness", "mutation_rate_mean", "mutation_rate_min",
+    "mutation_rate_max", "diversity",
+)  # fmt: skip
 
 
 def _shade(ax, intervals: Sequence[Sequence[int]]) -> None:
@@ -147,15 +154,26 @@ def cmd_plot(args: argparse.Namespace) -> int:
     run = Path(args.dir)
     if args.smooth < 1:
         raise ConfigError("--smooth", args.smooth, "a whole number of generations >= 1")
-    cfg = load_run_config(run)
+    cfg = load_run_config(run, "DIR")
     try:
-        metrics = read_csv(run / "metrics.csv")
-    except (OSError, ValueError) as e:
+        metrics, bad_line, after = read_rows(run / "metrics.csv")
+    except OSError as e:
         raise ConfigError(
             "DIR", str(run), f"a results folder with a readable metrics.csv ({e})"
         ) from None
     if not metrics:
         raise ConfigError("DIR", str(run), "a results folder whose metrics.csv has rows")
+    missing = [k for k in PLOTTED if k not in metrics]
+    if missing:
+        raise ConfigError(
+            "metrics.csv", str(run / "metrics.csv"), f"a header with the columns {missing}"
+        )
+    if bad_line is not None and after:  # not just the row a running process is writing
+        print(
+            f"selfref-ghn: {run / 'metrics.csv'}: line {bad_line} is malformed; it and the "
+            f"{after} lines after it are left out",
+            file=sys.stderr,
+        )
     intervals = [tuple(iv) for iv in cfg.switch_intervals]
     for line in summary_lines(metrics, intervals):
         print(line)

@@ -9,7 +9,7 @@ import pytest
 
 from selfref_ghn import cli
 from selfref_ghn.config import Config
-from selfref_ghn.metrics import CSV_COLUMNS, read_csv
+from selfref_ghn.metrics import CSV_COLUMNS, parse_row, read_csv
 from selfref_ghn.plotting import trailing_mean
 
 
@@ -92,3 +92,36 @@ def test_plot_command_refuses_what_it_cannot_draw(tmp_path, capsys, case):
     err = capsys.readouterr().err
     assert {"no folder": "config.json", "no rows": "has rows", "smooth 0": "--smooth"}[case] in err
     assert not (run / "fitness.png").exists()
+    if case == "no folder":  # the plot command's own argument, not run's --resume
+        assert "invalid config field 'DIR'" in err and "--resume" not in err
+
+
+def test_plot_command_says_which_rows_of_a_damaged_metrics_csv_it_left_out(tmp_path, capsys):
+    run = _run_folder(tmp_path, [1.0, 2.0, 3.0, 4.0, 5.0], [])
+    lines = (run / "metrics.csv").read_text().splitlines(keepends=True)
+    lines[2] = lines[2].replace(",", ",x", 1)  # generation 1: a value that is not a number
+    (run / "metrics.csv").write_text("".join(lines))
+    assert cli.main(["plot", str(run)]) == 0
+    captured = capsys.readouterr()
+    assert "generations 0-0 (1 rows)" in captured.out
+    assert "line 3 is malformed; it and the 3 lines after it are left out" in captured.err
+    lines[2] = "\x00" + lines[2]
+    (run / "metrics.csv").write_text("".join(lines))
+    assert cli.main(["plot", str(run)]) == 0
+    assert "line 3 is malformed" in capsys.readouterr().err
+    (run / "metrics.csv").write_bytes(b"\xff\xfe" + "".join(lines).encode())
+    assert cli.main(["plot", str(run)]) == 2
+    assert "a header with the columns" in capsys.readouterr().err
+
+
+def test_parse_row_refuses_rows_cut_short_or_malformed():
+    names = ["generation", "best_fitness"]
+    assert parse_row({"generation": "2", "best_fitness": "1.0"}, names) == {
+        "generation": 2.0,
+        "best_fitness": 1.0,
+    }
+    assert parse_row({"generation": "2.0", "best_fitness": "nan"}, names) is not None
+    for bad in ("2.5", "-1", "inf", "nan", ""):
+        assert parse_row({"generation": bad, "best_fitness": "1"}, names) is None, bad
+    assert parse_row({"generation": "2", "best_fitness": "1", None: ["7"]}, names) is None
+    assert parse_row({"generation": "2", "best_fitness": None}, names) is None
