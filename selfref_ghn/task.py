@@ -8,6 +8,8 @@ way, so that a comparison runs every method on exactly the same task.
 from __future__ import annotations
 
 import dataclasses
+import importlib
+import inspect
 from collections.abc import Callable
 from typing import Any
 
@@ -61,7 +63,7 @@ def make_task(
         ConfigError: a switch schedule for an environment that cannot be switched.
     """
     if env is None:
-        env, default_params = envs_registry.make(config.env_id, **dict(config.env_kwargs))
+        env, default_params = _make_env(config.env_id, dict(config.env_kwargs))
         env_params = default_params if env_params is None else env_params
     elif env_params is None:
         env_params = env.default_params
@@ -91,3 +93,57 @@ def make_task(
         obs_shape=tuple(env.observation_space(env_params).shape),
         schedule=SwitchSchedule.from_intervals(config.switch_intervals),
     )
+
+
+def env_keywords(env_id: str) -> tuple[list[str], bool]:
+    """The keywords ``config.env_kwargs`` may hold for ``env_id``: the factory's own options,
+    the fields of its ``EnvParams`` (which the factories take as overrides) and the options
+    of the environment's constructor (to which some factories pass the rest).
+
+    Returns:
+        ``(names, more)``: ``more`` is true when the constructor takes any keyword (brax's Ant
+        passes them on to brax), so that names outside the list may be accepted too.
+
+    Example:
+        >>> names, more = env_keywords("LunarLander-v3")
+        >>> "continuous" in names, more
+        (True, False)
+    """
+    env, params = envs_registry.make(env_id)
+    names: set[str] = set()
+    more = False
+    for fn in (_factory(env_id), type(env)):
+        for p in inspect.signature(fn).parameters.values():
+            if p.kind == p.VAR_KEYWORD:
+                more = more or fn is type(env)
+            elif p.kind != p.VAR_POSITIONAL and p.name != "self":
+                names.add(p.name)
+    if dataclasses.is_dataclass(params):
+        names.update(f.name for f in dataclasses.fields(params))
+    return sorted(names), more
+
+
+def _factory(env_id: str) -> Callable[..., Any]:
+    module_name, name = envs_registry._REGISTRY[env_id].split(":")
+    return getattr(importlib.import_module(module_name), name)
+
+
+def _make_env(env_id: str, kwargs: dict[str, Any]) -> tuple[Any, Any]:
+    """``envs.make`` with ``config.env_kwargs``; a keyword the environment does not take is a
+    :class:`ConfigError` naming it and the keywords it accepts."""
+    if not kwargs:
+        return envs_registry.make(env_id)
+    accepted, more = env_keywords(env_id)
+    unknown = sorted(k for k in kwargs if k not in accepted)
+    if unknown and not more:
+        raise ConfigError(
+            "env_kwargs",
+            {k: kwargs[k] for k in unknown},
+            f"unknown keyword for {env_id}; it accepts: {', '.join(accepted)}",
+        )
+    try:
+        return envs_registry.make(env_id, **kwargs)
+    except TypeError as e:
+        raise ConfigError(
+            "env_kwargs", kwargs, f"refused by {env_id} ({e}); it accepts: {', '.join(accepted)}"
+        ) from None

@@ -153,3 +153,22 @@ def test_fork_options_are_checked_before_anything_runs(tmp_path, nothing_compile
         err = capsys.readouterr().err
         assert message in err and err.count("\n") == 1, (argv, err)
     assert not (tmp_path / "new").exists()
+
+
+def test_an_unknown_env_keyword_is_named_with_the_accepted_ones(monkeypatch, capsys):
+    """Before anything compiles (the environment is built, nothing else)."""
+
+    def refuse(*a, **k):
+        raise AssertionError("compiled despite a bad env_kwargs")
+
+    monkeypatch.setattr(Evolution, "compiled_chunk", refuse)
+    argv = ["run", "quick", "--set", "env_id=CartPole-v1", "--set", 'env_kwargs={"gravityy": 9}']
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert "'env_kwargs' = {'gravityy': 9}: unknown keyword for CartPole-v1; it accepts: " in err
+    assert "gravity, " in err and err.count("\n") == 1
+    argv[-1] = 'env_kwargs={"continuous": true, "wind": 1}'
+    argv[-3] = "env_id=LunarLander-v3"
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert "= {'wind': 1}: unknown keyword for LunarLander-v3" in err and "continuous" in err
