@@ -37,7 +37,7 @@ from selfref_ghn import prng
 from selfref_ghn.config import Config, Hyperparams
 from selfref_ghn.model import SRGHN
 from selfref_ghn.mutation import mutate, mutation_params
-from selfref_ghn.selection import survivors
+from selfref_ghn.selection import selection_fitness, survivors
 from selfref_ghn.types import Array, Params
 
 
@@ -196,21 +196,11 @@ class SelfReferentialGHN:
             member indices that survived.
         """
         del key
-        P, C = self.num_parents, self.num_children
+        P = self.num_parents
         ret = jnp.where(jnp.isfinite(fitness), -fitness, -jnp.inf)  # evosax minimises
         ret = jnp.where(jnp.all(jnp.isfinite(state.members), axis=1), ret, -jnp.inf)
-        kid = ret[P:].reshape(P, C)
-        ok = jnp.isfinite(kid)
-        kid_mean = jnp.sum(jnp.where(ok, kid, 0.0), 1) / jnp.maximum(ok.sum(1), 1)
-        kid_mean = jnp.where(ok.any(1), kid_mean, ret[:P])
-        parent = jnp.where(
-            jnp.isfinite(ret[:P]),
-            (1.0 - params.child_factor) * ret[:P] + params.child_factor * kid_mean,
-            -jnp.inf,
-        )
-        top, selected = survivors(
-            jnp.concatenate([parent, ret[P:]]), P, self.config.selection_ties
-        )
+        sel = selection_fitness(ret, P, params.child_factor)
+        top, selected = survivors(sel, P, self.config.selection_ties)
 
         flat = jax.vmap(lambda p: ravel_pytree(p)[0])(population)
         i_best = jnp.argmax(ret)

@@ -523,28 +523,14 @@ def _selection(evo: Any, state: Any, children: Any, policies: Any, fitness: Any)
 
     from selfref_ghn import selection
 
-    P, C = evo.config.population_size, evo.config.num_children
-    hp = state.hparams
+    P = evo.config.population_size
     params_finite = jnp.concatenate(
         [jnp.all(jnp.isfinite(state.params), 1), jnp.all(jnp.isfinite(children), 1)]
     )
     fitness = jnp.where(jnp.isfinite(fitness) & params_finite, fitness, -jnp.inf)
-    kid_fit = fitness[P:].reshape(P, C)
-    kid_ok = jnp.isfinite(kid_fit)
-    kid_mean = jnp.sum(jnp.where(kid_ok, kid_fit, 0.0), 1) / jnp.maximum(kid_ok.sum(1), 1)
-    kid_mean = jnp.where(kid_ok.any(1), kid_mean, fitness[:P])
-    parent_fit = jnp.where(
-        jnp.isfinite(fitness[:P]),
-        (1.0 - hp.child_factor) * fitness[:P] + hp.child_factor * kid_mean,
-        -jnp.inf,
-    )
-    sel_fitness = jnp.concatenate([parent_fit, fitness[P:]])
+    sel_fitness = selection.selection_fitness(fitness, P, state.hparams.child_factor)
     top_fit, selected = selection.survivors(sel_fitness, P, evo.config.selection_ties)
-    params = jnp.where(
-        (selected < P)[:, None],
-        state.params[jnp.minimum(selected, P - 1)],
-        children[jnp.maximum(selected - P, 0)],
-    )
+    params = selection.gather_survivors(selected, state.params, children)
     return top_fit, params, policies[selected]
 
 

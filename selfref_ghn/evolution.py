@@ -36,7 +36,7 @@ from selfref_ghn.normalize import RunningStats
 from selfref_ghn.policy import policy_template
 from selfref_ghn.rollout import evaluate_flat
 from selfref_ghn.schedule import SwitchSchedule
-from selfref_ghn.selection import survivors
+from selfref_ghn.selection import gather_survivors, selection_fitness, survivors
 from selfref_ghn.task import make_task
 from selfref_ghn.types import Array, Metrics, Params
 
@@ -283,7 +283,7 @@ class Evolution:
             children of parent ``i`` are ``P + i*C .. P + i*C + C - 1``).
         """
         cfg, hp = self.config, state.hparams
-        P, C = cfg.population_size, cfg.num_children
+        P = cfg.population_size
         children, rates = self.mutate_population(state)
         # Materialise the children once: without the barrier XLA may fuse (and so repeat)
         # their generation, noise included, into each of their consumers.
@@ -303,23 +303,9 @@ class Evolution:
         # A member with non-finite parameters or fitness never survives selection.
         finite = jnp.isfinite(ev.fitness) & params_finite
         fitness = jnp.where(finite, ev.fitness, -jnp.inf)
-        kid_fit = fitness[P:].reshape(P, C)
-        kid_ok = jnp.isfinite(kid_fit)
-        kid_mean = jnp.sum(jnp.where(kid_ok, kid_fit, 0.0), 1) / jnp.maximum(kid_ok.sum(1), 1)
-        kid_mean = jnp.where(kid_ok.any(1), kid_mean, fitness[:P])
-        parent_fit = jnp.where(
-            jnp.isfinite(fitness[:P]),
-            (1.0 - hp.child_factor) * fitness[:P] + hp.child_factor * kid_mean,
-            -jnp.inf,
-        )
-        sel_fitness = jnp.concatenate([parent_fit, fitness[P:]])
+        sel_fitness = selection_fitness(fitness, P, hp.child_factor)
         top_fit, selected = survivors(sel_fitness, P, cfg.selection_ties)
-        from_parent = (selected < P)[:, None]
-        new_params = jnp.where(
-            from_parent,
-            state.params[jnp.minimum(selected, P - 1)],
-            children[jnp.maximum(selected - P, 0)],
-        )
+        new_params = gather_survivors(selected, state.params, children)
         if cfg.bitwise_block:  # its checksum too
             new_params = sharding_lib.whole(new_params, self.mesh)
 
