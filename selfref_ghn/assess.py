@@ -90,8 +90,10 @@ def _check(episodes, select_episodes, horizon, member=0, population_size=None) -
 
 
 def load_state_at(evo: Any, run_dir: Path, checkpoint: int | None) -> tuple[Any, str]:
-    """The run's state at checkpoint ``checkpoint`` (a generation), or its latest state."""
-    from selfref_ghn.checkpoint import Checkpoints
+    """The run's state at checkpoint ``checkpoint`` (a generation), or its newest state
+    (:func:`selfref_ghn.render.load_run_state`, which passes over damaged ones). A checkpoint
+    asked for by its generation is not replaced by another: a damaged one is an error."""
+    from selfref_ghn.checkpoint import Checkpoints, DamagedCheckpoint
     from selfref_ghn.render import load_run_state
     from selfref_ghn.runner import CHECKPOINT_DIR
 
@@ -100,14 +102,17 @@ def load_state_at(evo: Any, run_dir: Path, checkpoint: int | None) -> tuple[Any,
     folder = run_dir / CHECKPOINT_DIR
     if not folder.is_dir():
         raise ConfigError("checkpoint", checkpoint, f"a checkpoint, but {folder} does not exist")
-    ckpts = Checkpoints(folder)
-    try:
+    with Checkpoints(folder, read_only=True) as ckpts:
         steps = ckpts.steps()
         if checkpoint not in steps:
             raise ConfigError("checkpoint", checkpoint, f"one of the saved generations {steps}")
-        return ckpts.restore(evo.init(), checkpoint), f"{CHECKPOINT_DIR}/{checkpoint}"
-    finally:
-        ckpts.close()
+        try:
+            state = ckpts.restore(jax.eval_shape(evo.init), checkpoint)
+        except DamagedCheckpoint as e:
+            raise ConfigError(
+                "checkpoint", checkpoint, f"an intact checkpoint of {steps}: {e.reason}"
+            ) from None
+        return state, f"{CHECKPOINT_DIR}/{checkpoint}"
 
 
 def assess_run(
@@ -154,7 +159,7 @@ def assess_run(
     if not (run_dir / "config.json").exists():
         raise ConfigError("dir", str(run_dir), "a results folder (with config.json)")
     _check(episodes, select_episodes, horizon)
-    evo = Evolution.create(load_run_config(run_dir))
+    evo = Evolution.create(load_run_config(run_dir, "dir"))
     _check(episodes, select_episodes, horizon, member, evo.config.population_size)
     state, source = load_state_at(evo, run_dir, checkpoint)
     out = assess_state(

@@ -15,15 +15,26 @@ again. ``tests/test_checkpoint.py`` kills a run inside that window to check it.
 For that test, the environment variable ``SELFREF_GHN_CHECKPOINT_DELAY`` (seconds) makes every
 write pause after its data is written and before it is finalised.
 
+Damage after a checkpoint was finalised (a disk error, a truncated copy, an edited file) is
+caught on restore: every write ends with ``selfref_digest.json`` (the SHA-256 of each file of
+the checkpoint), checked before orbax reads anything, and any error orbax raises while reading
+becomes a :class:`DamagedCheckpoint`. :meth:`Checkpoints.restore_intact` falls back to the
+newest checkpoint that restores, with one line on stderr (docs/reliability.md). Checkpoints
+written before digests existed are read without that check.
+
 Example:
     >>> ckpts = Checkpoints("results/run/checkpoints", keep=3)  # doctest: +SKIP
     >>> ckpts.save(state)                                        # doctest: +SKIP
-    >>> state = ckpts.restore(evo.init())                         # doctest: +SKIP
+    >>> state = ckpts.restore(jax.eval_shape(evo.init))          # doctest: +SKIP
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+import logging
 import os
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -31,7 +42,24 @@ from typing import Any
 import jax
 import orbax.checkpoint as ocp
 
+from selfref_ghn.config import ConfigError
+
 DELAY_ENV = "SELFREF_GHN_CHECKPOINT_DELAY"
+DIGEST_FILE = "selfref_digest.json"
+
+
+class DamagedCheckpoint(ConfigError):
+    """A finalised checkpoint that cannot be read back as written (a :class:`ConfigError`, so
+    that the command line reports one that is not passed over as one message, status 2).
+
+    Attributes:
+        step: its generation.
+        reason: one line saying what is wrong.
+    """
+
+    def __init__(self, directory: Path, step: int, reason: str):
+        super().__init__("checkpoints", str(directory), f"checkpoint {step} is damaged: {reason}")
+        self.directory, self.step, self.reason = directory, step, reason
 
 
 class _Handler(ocp.StandardCheckpointHandler):
@@ -42,6 +70,7 @@ class _Handler(ocp.StandardCheckpointHandler):
         if delay > 0:
             time.sleep(delay)
         super().finalize(directory)
+        _write_digest(Path(directory))
 
 
 class Checkpoints:
@@ -115,14 +144,90 @@ class Checkpoints:
 
         Raises:
             FileNotFoundError: when there is no checkpoint.
+            DamagedCheckpoint: a file differs from its digest, orbax cannot read it, or the
+                state it holds is not of generation ``step``.
         """
         step = self.latest_step() if step is None else step
         if step is None:
             raise FileNotFoundError(f"no checkpoint in {self.directory}")
+        self.verify(step)
         abstract = jax.tree.map(
             lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=_sharding(x)), template
         )
-        return self.manager.restore(step, args=ocp.args.StandardRestore(abstract))
+        _quiet_abandoned_reads()
+        try:
+            state = self.manager.restore(step, args=ocp.args.StandardRestore(abstract))
+        except Exception as e:  # orbax and tensorstore raise many kinds for unreadable files
+            raise DamagedCheckpoint(self.directory, step, _one_line(e)) from None
+        generation = getattr(state, "generation", None)  # (on this process, if it has it)
+        if getattr(generation, "is_fully_addressable", True) and generation is not None:
+            if int(generation) != step:
+                raise DamagedCheckpoint(
+                    self.directory, step, f"it holds generation {int(generation)}"
+                )
+        return state
+
+    def verify(self, step: int) -> None:
+        """Check every file of checkpoint ``step`` against the digest written with it.
+
+        Raises:
+            DamagedCheckpoint: a file is missing or differs, or the digest is unreadable.
+        """
+        root = self.directory / str(step)
+        for digest in sorted(root.rglob(DIGEST_FILE)):
+            try:
+                listed = json.loads(digest.read_text())
+            except (OSError, ValueError):
+                listed = None
+            if not isinstance(listed, dict):
+                raise DamagedCheckpoint(
+                    self.directory, step, f"{digest.relative_to(root)} is unreadable"
+                )
+            for name, want in sorted(listed.items()):
+                path = digest.parent / str(name)
+                try:
+                    got = _sha256(path)
+                except OSError:
+                    got = None
+                if got != want:
+                    what = "is missing" if got is None else "differs from its digest"
+                    raise DamagedCheckpoint(
+                        self.directory, step, f"{path.relative_to(root)} {what}"
+                    )
+
+    def restore_intact(self, template: Any, warn: bool = True) -> tuple[Any, int]:
+        """The newest checkpoint that restores, falling back past damaged ones.
+
+        Args:
+            template: as for :meth:`restore`.
+            warn: print one line on stderr naming the damaged checkpoints and the one used.
+
+        Returns:
+            ``(state, step)``.
+
+        Raises:
+            FileNotFoundError: when there is no checkpoint.
+            ConfigError: every checkpoint is damaged (the message names the folder).
+        """
+        steps = self.steps()
+        if not steps:
+            raise FileNotFoundError(f"no checkpoint in {self.directory}")
+        damaged: list[DamagedCheckpoint] = []
+        for step in reversed(steps):
+            try:
+                state = self.restore(template, step)
+            except DamagedCheckpoint as e:
+                damaged.append(e)
+                continue
+            if damaged and warn:
+                line = f"selfref-ghn: {describe_damaged(damaged)}; using checkpoint {step}"
+                print(line, file=sys.stderr, flush=True)
+            return state, step
+        raise ConfigError(
+            "checkpoints",
+            str(self.directory),
+            f"no intact checkpoint: {describe_damaged(damaged)}",
+        )
 
     def size_bytes(self, step: int | None = None) -> int:
         """Bytes on disk of one checkpoint (default the latest)."""
@@ -143,6 +248,63 @@ def _registry() -> ocp.handlers.DefaultCheckpointHandlerRegistry:
     registry.add("default", ocp.args.StandardSave, handler)
     registry.add("default", ocp.args.StandardRestore, handler)
     return registry
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _write_digest(directory: Path) -> None:
+    """Write the SHA-256 of every file under ``directory`` (one checkpoint item) beside them."""
+    files = sorted(f for f in directory.rglob("*") if f.is_file() and f.name != DIGEST_FILE)
+    digest = {str(f.relative_to(directory)): _sha256(f) for f in files}
+    (directory / DIGEST_FILE).write_text(json.dumps(digest, indent=0))
+
+
+def _quiet_abandoned_reads() -> None:
+    """When a read fails, the other reads orbax started are abandoned: each is later reported
+    as a traceback on stderr, as its coroutine is collected ("Exception ignored in
+    <coroutine>") or as tensorstore completes it after orbax closed its event loop
+    ("RuntimeError: Event loop is closed", or asyncio's "exception was never retrieved").
+    Leave those out of ``sys.unraisablehook``'s and asyncio's reports (and report anything
+    else as before)."""
+    previous = sys.unraisablehook
+    if getattr(previous, "_selfref_quiet", False):
+        return
+    logging.getLogger("asyncio").addFilter(_unretrieved_read_errors)
+
+    def hook(unraisable: Any) -> None:
+        code = getattr(unraisable.object, "cr_code", None)
+        if code is not None and f"{os.sep}orbax{os.sep}" in code.co_filename:
+            return
+        error = unraisable.exc_value
+        if isinstance(error, RuntimeError) and str(error) == "Event loop is closed":
+            return
+        previous(unraisable)
+
+    hook._selfref_quiet = True
+    sys.unraisablehook = hook
+
+
+def _unretrieved_read_errors(record: logging.LogRecord) -> bool:
+    """A logging filter: false for asyncio's report of a tensorstore read no one awaited."""
+    text = record.getMessage()
+    return not ("exception was never retrieved" in text and "tensorstore" in text.lower())
+
+
+def _one_line(e: BaseException, limit: int = 160) -> str:
+    text = " ".join(str(e).split(" See full TensorStore details")[0].split())
+    text = text or type(e).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def describe_damaged(damaged: list[DamagedCheckpoint]) -> str:
+    """``checkpoint 9 in DIR is damaged (reason)``, or for several ``checkpoints 9, 6 ...``."""
+    first = damaged[0]
+    steps = ", ".join(str(d.step) for d in damaged)
+    noun = "checkpoint" if len(damaged) == 1 else "checkpoints"
+    verb = "is" if len(damaged) == 1 else "are"
+    return f"{noun} {steps} in {first.directory} {verb} damaged ({first.reason})"
 
 
 def _sharding(x: Any) -> jax.sharding.Sharding:

@@ -30,6 +30,7 @@ import argparse
 import io
 import json
 import os
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -276,33 +277,70 @@ def write_gif(
     return backend
 
 
-def load_run_state(evo: Any, run_dir: str | Path) -> tuple[Any, str]:
-    """A results folder's final state, or its latest checkpoint if the run did not finish.
+def load_run_state(evo: Any, run_dir: str | Path, warn: bool = True) -> tuple[Any, str]:
+    """A results folder's newest state: ``final_state.npz`` or its latest checkpoint, whichever
+    holds the later generation (a run resumed past its first end has a checkpoint newer than
+    its ``final_state.npz``; one that did not finish has only checkpoints).
+
+    A damaged state is passed over for the next newest, with one line on stderr: a
+    checkpoint whose files differ from their digest or that orbax cannot read, and a
+    ``final_state.npz`` that cannot be read or does not match the run's config (shapes,
+    dtypes). On a tie the file wins (both hold the same state).
 
     Args:
         evo: the run's :class:`~selfref_ghn.evolution.Evolution`.
         run_dir: the results folder.
+        warn: print that line.
 
     Returns:
         ``(state, source)``: ``source`` names the file or checkpoint read.
 
     Raises:
-        ConfigError: the folder has neither ``final_state.npz`` nor a checkpoint.
+        ConfigError: the folder has no state that can be read (the message names what is
+            damaged).
     """
-    from selfref_ghn.checkpoint import Checkpoints
+    from selfref_ghn.checkpoint import Checkpoints, DamagedCheckpoint, describe_damaged
     from selfref_ghn.runner import CHECKPOINT_DIR, load_state
 
     run_dir = Path(run_dir)
+    final, final_error = None, None
     if (run_dir / "final_state.npz").exists():
-        return load_state(evo, run_dir / "final_state.npz"), "final_state.npz"
-    if (run_dir / CHECKPOINT_DIR).is_dir():
-        ckpts = Checkpoints(run_dir / CHECKPOINT_DIR)
         try:
-            step = ckpts.latest_step()
-            if step is not None:
-                return ckpts.restore(evo.init(), step), f"{CHECKPOINT_DIR}/{step}"
-        finally:
-            ckpts.close()
+            final = load_state(evo, run_dir / "final_state.npz")
+        except ConfigError as e:
+            final_error = e
+    final_gen = int(final.generation) if final is not None else -1
+    damaged: list[DamagedCheckpoint] = []
+    problems = (
+        [] if final_error is None else [f"final_state.npz is unusable: {final_error.allowed}"]
+    )
+
+    def note(used: str) -> None:
+        if (damaged or final_error) and warn:
+            what = problems + ([describe_damaged(damaged)] if damaged else [])
+            print(f"selfref-ghn: {'; '.join(what)}; using {used}", file=sys.stderr, flush=True)
+
+    if (run_dir / CHECKPOINT_DIR).is_dir():
+        with Checkpoints(run_dir / CHECKPOINT_DIR, read_only=True) as ckpts:
+            newer = [s for s in reversed(ckpts.steps()) if s > final_gen]
+            if newer:
+                template = jax.eval_shape(evo.init)
+            for step in newer:
+                try:
+                    state = ckpts.restore(template, step)
+                except DamagedCheckpoint as e:
+                    damaged.append(e)
+                    continue
+                note(f"checkpoint {step}")
+                return state, f"{CHECKPOINT_DIR}/{step}"
+    if final is not None:
+        note("final_state.npz")
+        return final, "final_state.npz"
+    if damaged:
+        problems.append(describe_damaged(damaged))
+    if problems:
+        what = "; ".join(problems)
+        raise ConfigError("dir", str(run_dir), f"a run with a readable state ({what})")
     raise ConfigError("dir", str(run_dir), "a run with final_state.npz or a checkpoint")
 
 
@@ -353,7 +391,7 @@ def render_champion(
         raise ConfigError("formats", bad, f"any of {list(FORMATS)}")
     if not (run_dir / "config.json").exists():
         raise ConfigError("dir", str(run_dir), "a results folder (with config.json)")
-    evo = Evolution.create(load_run_config(run_dir))
+    evo = Evolution.create(load_run_config(run_dir, "dir"))
     if not 0 <= member < evo.config.population_size:
         raise ConfigError("member", member, f"in [0, {evo.config.population_size})")
     state, source = load_run_state(evo, run_dir)
@@ -398,7 +436,6 @@ def _headless_gl() -> None:
     that import fail, so it is set only before the import and only when the library exists.
     """
     import ctypes.util
-    import sys
 
     if (
         "mujoco" not in sys.modules

@@ -52,16 +52,17 @@ from selfref_ghn import distributed, memory
 from selfref_ghn import lineage as lineage_lib
 from selfref_ghn import monitor as monitor_lib
 from selfref_ghn import sharding as sharding_lib
-from selfref_ghn.checkpoint import Checkpoints
+from selfref_ghn.checkpoint import Checkpoints, DamagedCheckpoint, describe_damaged
 from selfref_ghn.config import Config, ConfigError, Hyperparams
 from selfref_ghn.evolution import Evolution, EvoState
-from selfref_ghn.metrics import CSV_COLUMNS, recovery
+from selfref_ghn.metrics import CSV_COLUMNS, parse_row, recovery
 from selfref_ghn.plotting import plot_run
 from selfref_ghn.schedule import inverted_host
 
 # metrics.csv columns: the step's, then the runaway monitor's flags.
 COLUMNS = CSV_COLUMNS + monitor_lib.COLUMNS
 CHECKPOINT_DIR = "checkpoints"
+DAMAGED_DIR = "damaged_checkpoints"  # where a resume moves checkpoints it could not restore
 # Fields a resumed run may change: they steer the host and the monitor, not the evolution;
 # and the selection's tie rule, which holds no state (a branch of a run may continue under the
 # other rule: config.json's _run.resumed_from says from which generation).
@@ -278,9 +279,10 @@ def fork(
     if ckpt_dir.is_dir():
         with Checkpoints(ckpt_dir, read_only=True) as ckpts:
             steps = ckpts.steps()
+            if steps:
+                generation = _fork_step(ckpts, generation, warn=not check_only)
     if not steps:
         raise ConfigError("--fork", str(source), "a results folder with a checkpoint")
-    generation = steps[-1] if generation is None else generation
     if generation not in steps:
         near = sorted(steps, key=lambda s: abs(s - generation))[:3]
         raise ConfigError(
@@ -310,29 +312,108 @@ def fork(
     return generation
 
 
+def _fork_step(ckpts: Checkpoints, generation: int | None, warn: bool) -> int:
+    """The checkpoint a fork starts from: ``generation`` if given (refused if damaged), else
+    the newest whose files match their digest (with ``warn``, a line on stderr if newer ones
+    do not)."""
+    steps = ckpts.steps()
+    if generation is not None:
+        if generation in steps:
+            try:
+                ckpts.verify(generation)
+            except DamagedCheckpoint as e:
+                raise ConfigError(
+                    "--fork-at", generation, f"an intact checkpoint of {steps}: {e.reason}"
+                ) from None
+        return generation
+    damaged: list[DamagedCheckpoint] = []
+    for step in reversed(steps):
+        try:
+            ckpts.verify(step)
+        except DamagedCheckpoint as e:
+            damaged.append(e)
+            continue
+        if damaged and warn:
+            line = f"selfref-ghn: {describe_damaged(damaged)}; forking at checkpoint {step}"
+            print(line, file=sys.stderr, flush=True)
+        return step
+    raise ConfigError(
+        "--fork", str(ckpts.directory), f"no intact checkpoint: {describe_damaged(damaged)}"
+    )
+
+
+def _restore_intact(ckpts: Checkpoints, template: Any, out: Path) -> tuple[Any, int]:
+    """The newest checkpoint that restores (:meth:`Checkpoints.restore_intact`). Damaged ones
+    newer than it are moved to ``out/damaged_checkpoints/``, so that the resumed run writes
+    those generations again."""
+    state, step = ckpts.restore_intact(template)
+    newer = [s for s in ckpts.steps() if s > step]
+    if newer and jax.process_index() == 0:
+        aside = out / DAMAGED_DIR
+        aside.mkdir(exist_ok=True)
+        for s in newer:
+            dest, i = aside / str(s), 1
+            while dest.exists():
+                dest, i = aside / f"{s}.{i}", i + 1
+            shutil.move(str(ckpts.directory / str(s)), str(dest))
+        ckpts.manager.reload()
+    return state, step
+
+
+def metric_value(x: Any) -> int | float:
+    """A metric as written to ``metrics.csv``: integers and flags as ``int``, else ``float``.
+
+    Example:
+        >>> metric_value(np.int32(3)), metric_value(np.bool_(True)), metric_value(np.float32(2))
+        (3, 1, 2.0)
+    """
+    x = np.asarray(x)
+    return int(x) if x.dtype == bool or np.issubdtype(x.dtype, np.integer) else float(x)
+
+
 def _read_kept_rows(path: Path, generation: int, rewrite: bool = True) -> list[dict[str, float]]:
     """Rows of generations ``< generation`` from ``metrics.csv``; with ``rewrite``, the file is
     rewritten with just those (atomically), so appending continues it."""
     rows: list[dict[str, float]] = []
     texts: list[dict[str, str]] = []  # the kept rows exactly as written, rewritten verbatim
+    bad_line = None
     if generation > 0 and path.exists():
-        with path.open(newline="") as f:
-            for raw in csv.DictReader(f):
+        # a byte that is not UTF-8 fails its row, not the whole file
+        with path.open(newline="", errors="replace") as f:
+            reader = csv.DictReader(f)
+            header = reader.fieldnames or []
+            missing = [k for k in CSV_COLUMNS if k not in header]
+            if missing:
+                raise ConfigError(
+                    "metrics.csv",
+                    str(path),
+                    f"a header with the columns {list(CSV_COLUMNS)} (missing: {missing})",
+                )
+            absent = [k for k in COLUMNS if k not in header]  # older files: no monitor flags
+            while True:
                 try:
-                    row = {k: float(raw[k]) for k in COLUMNS if raw.get(k) not in (None, "")}
-                    gen = int(row["generation"])
-                except (KeyError, TypeError, ValueError):
-                    break  # a row cut short by a crash: nothing after it is kept
-                if gen < generation:
-                    rows.append(row)
-                    texts.append(raw)
-    gens = [int(r["generation"]) for r in rows]
-    if gens != list(range(generation)):
+                    raw = next(reader)
+                except StopIteration:
+                    break
+                except csv.Error:  # a NUL byte, say: nothing from this line on is kept
+                    bad_line = reader.line_num
+                    break
+                row = parse_row(raw, [k for k in COLUMNS if k not in absent])
+                if row is None or int(row["generation"]) != len(rows):
+                    bad_line = reader.line_num  # cut short by a crash, or damaged
+                    break
+                if row["generation"] >= generation:
+                    break
+                raw.update(dict.fromkeys(absent, "0"))
+                rows.append({**row, **dict.fromkeys(absent, 0.0)})
+                texts.append(raw)
+    if len(rows) != generation:
+        where = f"; line {bad_line} is cut short or malformed" if bad_line else ""
         raise ConfigError(
-            "--resume",
-            str(path.parent),
-            f"metrics.csv must hold generations 0..{generation - 1} (the checkpoint's), "
-            f"found {len(gens)} rows",
+            "metrics.csv",
+            str(path),
+            f"must hold generations 0..{generation - 1} (the checkpoint's), found "
+            f"{len(rows)}{where}",
         )
     if not rewrite:
         return rows
@@ -424,12 +505,12 @@ def evolve(
                     f"must be >= the latest checkpoint's generation ({resumed_from})",
                 )
             if single_process:
-                template = evo.init() if state is None else state
+                template = jax.eval_shape(evo.init) if state is None else state
             else:  # each process reads its own shards, straight into the run's shardings
                 template = distributed.restore_target(
                     evo.init if state is None else lambda: state, getattr(evo, "mesh", None)
                 )
-            restored = ckpts.restore(template)
+            restored, resumed_from = _restore_intact(ckpts, template, out)
             state = restored.replace(monitor=monitor_lib.release(restored.monitor))
             if hasattr(state, "hparams"):  # equal to the checkpoint's, except in a fork
                 state = state.replace(hparams=Hyperparams.from_config(config))
@@ -500,7 +581,7 @@ def evolve(
             new_rows = []
             for i in done:
                 steps_total += int(m["live_steps"][i])
-                row = {k: float(m[k][i]) for k in COLUMNS if k in m}
+                row = {k: metric_value(m[k][i]) for k in COLUMNS if k in m}
                 row["env_steps"] = steps_total
                 row["wall_time"] = wall_offset + time.perf_counter() - start
                 new_rows.append(row)
@@ -570,7 +651,7 @@ def evolve(
         recs = lineage_lib.read(out / lineage_lib.FILE, P)
         np.save(out / "lineage.npy", recs["selected"] if len(recs) else np.zeros((0, P), np.int32))
         save_state(final_host, out / "final_state.npz")
-        (out / "summary.json").write_text(json.dumps(summary, indent=2))
+        write_summary(out / "summary.json", summary)
         if rows:
             plot_run(
                 metrics,
@@ -586,15 +667,99 @@ def evolve(
 
 
 def save_state(state: EvoState, path: str | Path) -> None:
-    """Save a state's leaves to ``.npz`` keyed by their pytree paths."""
+    """Save a state's leaves to ``.npz`` keyed by their pytree paths (atomically: a write cut
+    short leaves the file as it was)."""
     flat = jax.tree_util.tree_flatten_with_path(jax.device_get(state))[0]
     arrays = {jax.tree_util.keystr(p).strip("."): np.asarray(v) for p, v in flat}
-    np.savez_compressed(path, **arrays)
+    tmp = Path(str(path) + ".tmp")
+    with tmp.open("wb") as f:
+        np.savez_compressed(f, **arrays)
+    os.replace(tmp, path)
 
 
 def load_state(evo: Evolution, path: str | Path) -> EvoState:
-    """Load a state saved by :func:`save_state` into ``evo``'s state structure."""
-    data = np.load(path)
-    paths, treedef = jax.tree_util.tree_flatten_with_path(evo.init())
-    leaves = [data[jax.tree_util.keystr(p).strip(".")] for p, _ in paths]
+    """Load a state saved by :func:`save_state` into ``evo``'s state structure.
+
+    The structure, shapes and dtypes come from ``jax.eval_shape(evo.init)`` (no population is
+    computed); every entry of the file must match them.
+
+    Raises:
+        ConfigError: naming the file, when it cannot be read, lacks an entry of the state, or
+            holds one of another shape or dtype (a file of another run, or a damaged one).
+    """
+    path = Path(path)
+    paths, treedef = jax.tree_util.tree_flatten_with_path(jax.eval_shape(evo.init))
+    leaves = []
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            for p, want in paths:
+                name = jax.tree_util.keystr(p).strip(".")
+                if name not in data.files:
+                    raise ConfigError(path.name, str(path), f"no entry {name!r}: {_NOT_THIS_RUN}")
+                x = data[name]
+                if x.shape != want.shape or x.dtype != want.dtype:
+                    raise ConfigError(
+                        path.name,
+                        str(path),
+                        f"entry {name!r} is {x.dtype}{list(x.shape)}, this run's is "
+                        f"{want.dtype}{list(want.shape)}: {_NOT_THIS_RUN}",
+                    )
+                leaves.append(x)
+    except ConfigError:
+        raise
+    except Exception as e:  # a damaged zip raises many kinds (BadZipFile, zlib.error, EOFError)
+        raise ConfigError(
+            path.name, str(path), f"a readable state file ({type(e).__name__}: {e})"
+        ) from None
     return jax.tree_util.tree_unflatten(treedef, [jax.numpy.asarray(x) for x in leaves])
+
+
+_NOT_THIS_RUN = "not a state of this run's config (damaged, or from another run)"
+
+
+def _json_ready(x: Any) -> Any:
+    """``x`` with NaN and infinities as ``None`` (strict JSON has no literal for them)."""
+    if isinstance(x, dict):
+        return {k: _json_ready(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_json_ready(v) for v in x]
+    if isinstance(x, (float, np.floating)):
+        return float(x) if np.isfinite(x) else None
+    if isinstance(x, np.integer):
+        return int(x)
+    return x
+
+
+def write_summary(path: str | Path, summary: dict[str, Any]) -> None:
+    """Write ``summary.json`` as strict JSON: a value that is not a finite number (a recovery
+    that was never reached, say) is ``null``. Atomic: a write cut short leaves the file as it
+    was."""
+    tmp = Path(str(path) + ".tmp")
+    tmp.write_text(json.dumps(_json_ready(summary), indent=2, allow_nan=False))
+    os.replace(tmp, path)
+
+
+def read_summary(path: str | Path) -> dict[str, Any]:
+    """A run's ``summary.json``, with ``null`` recovery figures read back as NaN (files written
+    before ``null`` was used hold ``NaN`` literals, which are read as NaN too).
+
+    Raises:
+        ConfigError: naming the file, when it is not a JSON object.
+    """
+    path = Path(path)
+    try:
+        summary = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise ConfigError(path.name, str(path), f"a readable JSON file ({e})") from None
+    if not isinstance(summary, dict):
+        raise ConfigError(path.name, str(path), "a JSON object")
+    for key in ("recovery_best", "recovery_mean"):
+        rows = summary.get(key)
+        if isinstance(rows, list):
+            summary[key] = [
+                {k: float("nan") if v is None else v for k, v in r.items()}
+                if isinstance(r, dict)
+                else r
+                for r in rows
+            ]
+    return summary

@@ -157,7 +157,7 @@ def run_group(runs: Sequence[Run], out_dir: str | Path | None, progress: bool = 
     from selfref_ghn import memory
     from selfref_ghn.evolution import Evolution
     from selfref_ghn.plotting import plot_run
-    from selfref_ghn.runner import COLUMNS, run_info, save_state
+    from selfref_ghn.runner import COLUMNS, metric_value, run_info, save_state, write_summary
 
     base = runs[0].config
     evo = Evolution.create(base, devices=1)
@@ -207,7 +207,7 @@ def run_group(runs: Sequence[Run], out_dir: str | Path | None, progress: bool = 
                 new = []
                 for j in done:
                     steps[i] += int(mi["live_steps"][j])
-                    row = {k: float(mi[k][j]) for k in COLUMNS if k in mi}
+                    row = {k: metric_value(mi[k][j]) for k in COLUMNS if k in mi}
                     row["env_steps"] = steps[i]
                     row["wall_time"] = time.perf_counter() - start
                     new.append(row)
@@ -244,7 +244,7 @@ def run_group(runs: Sequence[Run], out_dir: str | Path | None, progress: bool = 
             "recovery_best": rec,
         }
         if o is not None:
-            (o / "summary.json").write_text(json.dumps(summary, indent=2))
+            write_summary(o / "summary.json", summary)
             save_state(jax.tree.map(lambda x, i=i: x[i], host), o / "final_state.npz")
             recs = lineage_lib.read(o / lineage_lib.FILE, base.population_size)
             np.save(o / "lineage.npy", recs["selected"])

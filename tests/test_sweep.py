@@ -17,6 +17,10 @@ from tests.conftest import TINY
 SETS = {**TINY, "switch_intervals": [[2, 4]], "policy_hidden": [8]}
 
 
+def _not_strict_json(name):
+    raise ValueError(f"{name} is not strict JSON (null is)")
+
+
 def _read(path):
     with path.open(newline="") as f:
         return list(csv.DictReader(f))
@@ -59,6 +63,8 @@ def test_vmapped_sweep_equals_separate_runs(tmp_path, capsys):
         for f in ("config.json", "metrics.csv", "summary.json", "final_state.npz",
                   "lineage.npy", "fitness.png"):  # fmt: skip
             assert (run_dir / f).exists(), f
+        json.loads((run_dir / "summary.json").read_text(), parse_constant=_not_strict_json)
+        assert [r["generation"] for r in _read(run_dir / "metrics.csv")][:2] == ["0", "1"]
         cfg = Config.from_dict(
             {
                 k: v
