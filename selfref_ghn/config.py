@@ -36,7 +36,8 @@ class ConfigError(ValueError):
 
     def __init__(self, field: str, value: Any, allowed: str):
         self.field, self.value, self.allowed = field, value, allowed
-        super().__init__(f"invalid config field '{field}' = {value!r}: {allowed}")
+        # repr: a name read from a file or --set shows its control characters escaped
+        super().__init__(f"invalid config field {str(field)!r} = {value!r}: {allowed}")
 
 
 @dataclasses.dataclass(frozen=True)

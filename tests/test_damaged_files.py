@@ -361,7 +361,7 @@ def _same_replay(shown, undamaged, err):
         assert "using checkpoint 3" in err
 
 
-@FUZZ
+@settings(FUZZ, max_examples=15)
 @given(data=st.data())
 def test_fuzz_config_json(finished_run, data):
     with _copy(finished_run) as copy:
@@ -377,7 +377,7 @@ def test_fuzz_config_json(finished_run, data):
         assert (resume is None) == valid
 
 
-@FUZZ
+@settings(FUZZ, max_examples=12)
 @given(data=st.data())
 def test_fuzz_metrics_csv(finished_run, data):
     with _copy(finished_run) as copy:
@@ -431,7 +431,7 @@ def test_fuzz_checkpoint_files(finished_run, undamaged, data, step, which):
         _same_replay(shown, undamaged, err)
 
 
-@FUZZ
+@settings(FUZZ, max_examples=30)
 @given(data=st.data())
 def test_fuzz_summary_json(finished_run, data):
     with _copy(finished_run) as copy:

@@ -46,6 +46,7 @@ BAD = [
     # unknown keys
     (["quick", "--set", "populaton_size=8"], "'populaton_size' = '8': unknown key"),
     (["quick", "--set", "x"], "'--set' = 'x': expected key=value"),
+    (["quick", "--set", "pop\x1bsize=8"], "field 'pop\\x1bsize' = '8': unknown key"),
     # wrong types
     (["quick", "--set", "population_size=2.5"], "'population_size' = 2.5: expected int"),
     (["quick", "--set", "population_size=true"], "'population_size' = True: expected int"),
