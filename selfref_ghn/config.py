@@ -79,8 +79,9 @@ class Config:
     # streams met
     key_version: int = KEY_VERSION
     # > 0: every device computes its members in blocks of this many, in a loop of one shape, and
-    # reductions over members run on whole arrays: results are bit for bit the same on any
-    # device count n with population_size / n divisible by it (slower; docs/scaling.md).
+    # reductions over members run on whole arrays: CartPole-Switch runs are bit for bit the same
+    # on any device count n with population_size / n divisible by it (not yet every env, e.g.
+    # LunarLander; slower; docs/scaling.md).
     # 0: each device computes all its members at once (fastest); results then depend on the
     # device count through float rounding
     bitwise_block: int = 0

@@ -10,8 +10,9 @@ observation statistics, the monitor, the metrics) is replicated. GSPMD partition
 these annotations: the (mu + lambda) selection (``lax.top_k`` over the ``P(1+C)`` fitness values
 and the gathers of the survivors) needs no hand-written collective.
 
-The episodes are the exception (:func:`per_member`): each device plays its own block of members
-under ``jax.shard_map``. An environment may gather or sort across the whole batch of episodes
+The episodes are the exception (:func:`per_member`; with ``Config.bitwise_block`` self-mutation
+and the deterministic head too): each device plays its own block of members under
+``jax.shard_map``. An environment may gather or sort across the whole batch of episodes
 it is stepped on (LunarLander's solver packs the episodes that are in contact into dense
 chunks), and GSPMD would partition such a step with collectives between devices on every
 physics iteration; episodes are independent per member, so no device needs another's.
@@ -26,9 +27,12 @@ others). Runs on different device counts agree to float32 rounding at first and 
 as selection amplifies it (measured in docs/scaling.md). ``Config.bitwise_block = k`` trades
 speed for bitwise identity: every device computes its members in blocks of ``k`` in a loop
 whose shape does not depend on the device count (:func:`per_member` with ``block``), and
-reductions over the members run on whole, gathered arrays (:func:`whole`); the same seed
-then gives the same metrics and parameters, bit for bit, on any device count that divides
-``P / k`` (``tests/test_sharding.py``, on 1, 2, 4 and 8 CPU devices).
+reductions over the members run on whole, gathered arrays (:func:`whole`). On CartPole-Switch
+the same seed then gives the same metrics and parameters, bit for bit, on any device count
+that divides ``P / k`` (``tests/test_sharding.py``, 100 generations on 1, 2, 4 and 8 CPU
+devices). It is not a guarantee for every environment: on LunarLander-Switch the returns still
+differ in the 5th-6th digit from generation 0 (the step compiled into another program still
+rounds differently), and it is not yet checked across GPUs.
 
 No padding: both the ``P`` parents and the ``P(1+C)`` members must divide evenly over the
 devices (``P`` divisible by ``N`` suffices, since ``P(1+C)`` is then too); otherwise
