@@ -16,23 +16,39 @@ The flat public API::
     run_sweep                              seeds x hyperparameters, vmapped (sweep.py)
     Checkpoints                            orbax checkpoints of a run's state (checkpoint.py)
     presets                                named configurations: presets.get("cartpole-switch")
+
+Names are imported on first use (PEP 562), so ``import selfref_ghn`` loads none of JAX, flax,
+orbax, evosax, brax or matplotlib until one is needed (``tests/test_imports.py``).
 """
 
 __version__ = "0.1.0"
 
-from selfref_ghn import presets
-from selfref_ghn.ask_tell import AskTellState, SelfReferentialGHN
-from selfref_ghn.baselines import BaselineEvolution, BaselineState, make_evolution
-from selfref_ghn.checkpoint import Checkpoints
-from selfref_ghn.compare import run_comparison
-from selfref_ghn.config import Config, ConfigError, Hyperparams
-from selfref_ghn.evolution import Evolution, EvoState
-from selfref_ghn.metrics import recovery, recovery_curves
-from selfref_ghn.model import SRGHN
-from selfref_ghn.policy import MLPPolicy
-from selfref_ghn.runner import evolve
-from selfref_ghn.schedule import SwitchSchedule
-from selfref_ghn.sweep import run_sweep
+import importlib
+from typing import TYPE_CHECKING, Any
+
+# public name -> the module that defines it ("presets" is the module itself)
+_EXPORTS = {
+    "AskTellState": "selfref_ghn.ask_tell",
+    "SelfReferentialGHN": "selfref_ghn.ask_tell",
+    "BaselineEvolution": "selfref_ghn.baselines",
+    "BaselineState": "selfref_ghn.baselines",
+    "make_evolution": "selfref_ghn.baselines",
+    "Checkpoints": "selfref_ghn.checkpoint",
+    "run_comparison": "selfref_ghn.compare",
+    "Config": "selfref_ghn.config",
+    "ConfigError": "selfref_ghn.config",
+    "Hyperparams": "selfref_ghn.config",
+    "Evolution": "selfref_ghn.evolution",
+    "EvoState": "selfref_ghn.evolution",
+    "recovery": "selfref_ghn.metrics",
+    "recovery_curves": "selfref_ghn.metrics",
+    "SRGHN": "selfref_ghn.model",
+    "MLPPolicy": "selfref_ghn.policy",
+    "evolve": "selfref_ghn.runner",
+    "SwitchSchedule": "selfref_ghn.schedule",
+    "run_sweep": "selfref_ghn.sweep",
+    "presets": "selfref_ghn.presets",
+}
 
 __all__ = [
     "SRGHN",
@@ -56,3 +72,34 @@ __all__ = [
     "run_comparison",
     "run_sweep",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'selfref_ghn' has no attribute {name!r}")
+    value = importlib.import_module(module)
+    if name != "presets":
+        value = getattr(value, name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))
+
+
+if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerly
+    from selfref_ghn import presets
+    from selfref_ghn.ask_tell import AskTellState, SelfReferentialGHN
+    from selfref_ghn.baselines import BaselineEvolution, BaselineState, make_evolution
+    from selfref_ghn.checkpoint import Checkpoints
+    from selfref_ghn.compare import run_comparison
+    from selfref_ghn.config import Config, ConfigError, Hyperparams
+    from selfref_ghn.evolution import Evolution, EvoState
+    from selfref_ghn.metrics import recovery, recovery_curves
+    from selfref_ghn.model import SRGHN
+    from selfref_ghn.policy import MLPPolicy
+    from selfref_ghn.runner import evolve
+    from selfref_ghn.schedule import SwitchSchedule
+    from selfref_ghn.sweep import run_sweep
