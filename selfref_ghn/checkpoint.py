@@ -157,6 +157,10 @@ class Checkpoints:
         _quiet_abandoned_reads()
         try:
             state = self.manager.restore(step, args=ocp.args.StandardRestore(abstract))
+        except (MemoryError, PermissionError) as e:  # the machine's, not the checkpoint's
+            raise ConfigError(
+                "checkpoints", str(self.directory), f"checkpoint {step} unreadable here: {e}"
+            ) from None
         except Exception as e:  # orbax and tensorstore raise many kinds for unreadable files
             raise DamagedCheckpoint(self.directory, step, _one_line(e)) from None
         generation = getattr(state, "generation", None)  # (on this process, if it has it)

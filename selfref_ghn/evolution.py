@@ -228,7 +228,7 @@ class Evolution:
             return kids, jnp.mean(rate)
 
         parents = (jnp.arange(cfg.population_size), state.params)
-        if cfg.bitwise_block:  # the same arithmetic for every parent on any device count
+        if cfg.bitwise_block:  # the same shapes for every parent on any device count
             kids, rates = sharding_lib.per_member(
                 jax.vmap(children_of), self.mesh, parents, (), block=cfg.bitwise_block
             )

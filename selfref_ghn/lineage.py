@@ -117,10 +117,18 @@ def in_order(recs: np.ndarray) -> int:
     return len(recs) if ok.all() else int(np.argmin(ok))
 
 
-def truncate(path: str | Path, population_size: int, generation: int, warn: bool = True) -> int:
+def truncate(
+    path: str | Path,
+    population_size: int,
+    generation: int,
+    num_children: int,
+    warn: bool = True,
+) -> int:
     """Keep only the records of generations ``< generation`` (used on resume).
 
-    Records are kept while the ``i``-th is generation ``i``. If fewer than ``generation`` are
+    Records are kept while they are well formed (:func:`valid_prefix`: the ``i``-th is
+    generation ``i``, its ``selected`` are member indices), the same rule the ``lineage``
+    command reads them by. If fewer than ``generation`` are
     (the file is missing, cut short or damaged), the generations lost are recorded as unknown
     (:func:`unknown_records`) so that the file stays one record per generation, the file as it
     was is kept as ``lineage.bin.damaged``, and one line on stderr says so.
@@ -129,6 +137,7 @@ def truncate(path: str | Path, population_size: int, generation: int, warn: bool
         path: a ``lineage.bin`` (a missing file is created).
         population_size: ``P``.
         generation: the checkpoint's generation.
+        num_children: ``C``.
         warn: print that line.
 
     Returns:
@@ -136,7 +145,7 @@ def truncate(path: str | Path, population_size: int, generation: int, warn: bool
     """
     path = Path(path)
     recs = read(path, population_size)
-    keep = recs[: min(in_order(recs), generation)]
+    keep = recs[: min(valid_prefix(recs, num_children), generation)]
     kept = len(keep)
     if kept < generation:
         if path.exists() and path.stat().st_size:

@@ -12,8 +12,9 @@ same seed (compare ``checksum``).
 from __future__ import annotations
 
 import csv
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
+from typing import TextIO
 
 import numpy as np
 
@@ -67,6 +68,33 @@ def read_csv(path: str | Path) -> dict[str, np.ndarray]:
     return read_rows(path)[0]
 
 
+def csv_rows(f: TextIO) -> tuple[list[str], Iterator[tuple[int, dict[str, str] | None]]]:
+    """The header of an open ``metrics.csv`` and its rows, each with its line number.
+
+    A line the ``csv`` module cannot split (a field over its size limit, say, as in a file
+    zero-filled after a crash) comes as ``None`` and ends the rows; a header it cannot split is
+    an empty header.
+    """
+    reader = csv.DictReader(f)
+    try:
+        header = list(reader.fieldnames or ())
+    except csv.Error:
+        return [], iter(())
+
+    def rows() -> Iterator[tuple[int, dict[str, str] | None]]:
+        while True:
+            try:
+                raw = next(reader)
+            except StopIteration:
+                return
+            except csv.Error:
+                yield reader.line_num, None
+                return
+            yield reader.line_num, raw
+
+    return header, rows()
+
+
 def read_rows(path: str | Path) -> tuple[dict[str, np.ndarray], int | None, int]:
     """:func:`read_csv`, and where it stopped.
 
@@ -79,25 +107,14 @@ def read_rows(path: str | Path) -> tuple[dict[str, np.ndarray], int | None, int]
     """
     # a byte that is not UTF-8 fails its row, not the whole file
     with Path(path).open(newline="", errors="replace") as f:
-        reader = csv.DictReader(f)
-        try:
-            header = reader.fieldnames or ()
-        except csv.Error:
-            header = ()
+        header, lines = csv_rows(f)
         names = [k for k in CSV_COLUMNS if k in header]
         rows: list[list[float]] = []
         bad_line = None
-        while True:
-            try:
-                raw = next(reader)
-            except StopIteration:
-                break
-            except csv.Error:  # a NUL byte, say
-                bad_line = reader.line_num
-                break
-            row = parse_row(raw, names)
+        for line, raw in lines:
+            row = None if raw is None else parse_row(raw, names)
             if row is None or ("generation" in row and row["generation"] != len(rows)):
-                bad_line = reader.line_num
+                bad_line = line
                 break
             rows.append([row[k] for k in names])
         after = sum(1 for _ in f) if bad_line is not None else 0

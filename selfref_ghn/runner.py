@@ -55,7 +55,7 @@ from selfref_ghn import sharding as sharding_lib
 from selfref_ghn.checkpoint import Checkpoints, DamagedCheckpoint, describe_damaged
 from selfref_ghn.config import Config, ConfigError, Hyperparams
 from selfref_ghn.evolution import Evolution, EvoState
-from selfref_ghn.metrics import CSV_COLUMNS, parse_row, recovery
+from selfref_ghn.metrics import CSV_COLUMNS, csv_rows, parse_row, recovery
 from selfref_ghn.plotting import plot_run
 from selfref_ghn.schedule import inverted_host
 
@@ -345,18 +345,23 @@ def _fork_step(ckpts: Checkpoints, generation: int | None, warn: bool) -> int:
 def _restore_intact(ckpts: Checkpoints, template: Any, out: Path) -> tuple[Any, int]:
     """The newest checkpoint that restores (:meth:`Checkpoints.restore_intact`). Damaged ones
     newer than it are moved to ``out/damaged_checkpoints/``, so that the resumed run writes
-    those generations again."""
-    state, step = ckpts.restore_intact(template)
+    those generations again. In a multi-process run every process reads first, process 0 alone
+    moves (and says so), then every process forgets the moved steps."""
+    main = distributed.is_main_process()
+    state, step = ckpts.restore_intact(template, warn=main)
     newer = [s for s in ckpts.steps() if s > step]
-    if newer and jax.process_index() == 0:
-        aside = out / DAMAGED_DIR
-        aside.mkdir(exist_ok=True)
-        for s in newer:
-            dest, i = aside / str(s), 1
-            while dest.exists():
-                dest, i = aside / f"{s}.{i}", i + 1
-            shutil.move(str(ckpts.directory / str(s)), str(dest))
-        ckpts.manager.reload()
+    if newer:
+        distributed.sync("selfref_ghn.evolve: checkpoints read")
+        if main:
+            aside = out / DAMAGED_DIR
+            aside.mkdir(exist_ok=True)
+            for s in newer:
+                dest, i = aside / str(s), 1
+                while dest.exists():
+                    dest, i = aside / f"{s}.{i}", i + 1
+                shutil.move(str(ckpts.directory / str(s)), str(dest))
+        distributed.sync("selfref_ghn.evolve: damaged checkpoints moved")
+        ckpts.manager.reload()  # every process: a step it still listed would not be saved
     return state, step
 
 
@@ -380,8 +385,7 @@ def _read_kept_rows(path: Path, generation: int, rewrite: bool = True) -> list[d
     if generation > 0 and path.exists():
         # a byte that is not UTF-8 fails its row, not the whole file
         with path.open(newline="", errors="replace") as f:
-            reader = csv.DictReader(f)
-            header = reader.fieldnames or []
+            header, lines = csv_rows(f)
             missing = [k for k in CSV_COLUMNS if k not in header]
             if missing:
                 raise ConfigError(
@@ -390,17 +394,14 @@ def _read_kept_rows(path: Path, generation: int, rewrite: bool = True) -> list[d
                     f"a header with the columns {list(CSV_COLUMNS)} (missing: {missing})",
                 )
             absent = [k for k in COLUMNS if k not in header]  # older files: no monitor flags
-            while True:
-                try:
-                    raw = next(reader)
-                except StopIteration:
-                    break
-                except csv.Error:  # a NUL byte, say: nothing from this line on is kept
-                    bad_line = reader.line_num
-                    break
-                row = parse_row(raw, [k for k in COLUMNS if k not in absent])
+            for line, raw in lines:
+                row = (
+                    None
+                    if raw is None
+                    else parse_row(raw, [k for k in COLUMNS if k not in absent])
+                )
                 if row is None or int(row["generation"]) != len(rows):
-                    bad_line = reader.line_num  # cut short by a crash, or damaged
+                    bad_line = line  # cut short by a crash, or damaged: nothing after is kept
                     break
                 if row["generation"] >= generation:
                     break
@@ -468,6 +469,8 @@ def evolve(
     """
     evo = evo or Evolution.create(config)
     config = evo.config
+    # the caller's state is copied: the compiled chunk donates the state it is given
+    state = None if state is None else jax.tree.map(jnp.copy, state)
     single_process = jax.process_count() == 1
     # multi-host (selfref_ghn.distributed): every process reads the folder and writes its own
     # shards of each checkpoint; only process 0 writes the host-side files
@@ -525,15 +528,16 @@ def evolve(
             (out / "config.json").write_text(
                 json.dumps({**config.to_dict(), **kept, "_run": info}, indent=2, default=str)
             )
-    # the caller's state is copied: the compiled chunk donates the state it is given
-    state = evo.init() if state is None else jax.tree.map(jnp.copy, state)
+    state = evo.init() if state is None else state
     if hasattr(evo, "distribute"):  # the population split over the run's devices
         state = evo.distribute(state)
     start_gen = int(state.generation)
     if out is not None:  # every process reads the rows kept; process 0 cuts the files to them
         rows = _read_kept_rows(out / "metrics.csv", start_gen if resume else 0, rewrite=main)
         if main:
-            lineage_lib.truncate(out / lineage_lib.FILE, P, start_gen if resume else 0)
+            lineage_lib.truncate(
+                out / lineage_lib.FILE, P, start_gen if resume else 0, config.num_children
+            )
     steps_total = int(rows[-1]["env_steps"]) if rows else 0
     wall_offset = rows[-1]["wall_time"] if rows else 0.0
 

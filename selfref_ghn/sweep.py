@@ -184,7 +184,7 @@ def run_group(runs: Sequence[Run], out_dir: str | Path | None, progress: bool = 
         (o / "config.json").write_text(
             json.dumps({**r.config.to_dict(), "_run": info}, indent=2, default=str)
         )
-        lineage_lib.truncate(o / lineage_lib.FILE, base.population_size, 0)
+        lineage_lib.truncate(o / lineage_lib.FILE, base.population_size, 0, base.num_children)
         f = (o / "metrics.csv").open("w", newline="")
         w = csv.DictWriter(f, fieldnames=COLUMNS)
         w.writeheader()

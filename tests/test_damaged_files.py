@@ -212,6 +212,19 @@ def test_a_metrics_row_cut_short_is_one_message_on_resume(run, capsys):
     assert "'metrics.csv'" in err and "line 4 is cut short or malformed" in err
 
 
+@pytest.mark.parametrize("where", ["header", "row"])
+def test_a_metrics_line_over_the_csv_field_limit_is_one_message(run, capsys, where):
+    """A metrics.csv zero-filled after a crash (no newline, longer than the csv module's field
+    limit): one message on resume, and plot draws what comes before it."""
+    lines = (run / "metrics.csv").read_text().splitlines(keepends=True)
+    at = 0 if where == "header" else 3
+    (run / "metrics.csv").write_text("".join(lines[:at]) + "\0" * 200_000)
+    assert cli.main(["run", "--resume", str(run), "--generations", "9", "--quiet"]) == 2
+    err = _one_line(capsys.readouterr().err)
+    assert "'metrics.csv'" in err
+    assert cli.main(["plot", str(run), "--out", str(run / "f.png")]) == (2 if at == 0 else 0)
+
+
 def test_metrics_hold_integers_as_integers_and_summary_is_strict_json(run):
     rows = list(csv.DictReader((run / "metrics.csv").open()))
     for r in rows:

@@ -209,7 +209,12 @@ def test_two_processes_killed_resume_as_one_run(straight, cache, tmp_path):
     full, full_results = straight
     out = tmp_path / "run"
     killed = _two_processes(out, cache, kill_at=KILL_AT)
-    assert [rc for rc, _, _ in killed] == [-signal.SIGKILL] * 2, killed[0][2][-4000:]
+    # each kills itself at KILL_AT; one that jax's coordination service aborts first (its peer
+    # gone) ends by a signal too, SIGABRT: either way no process ran past the kill
+    assert all(rc in (-signal.SIGKILL, -signal.SIGABRT) for rc, _, _ in killed), [
+        (rc, err[-2000:]) for rc, _, err in killed
+    ]
+    assert -signal.SIGKILL in [rc for rc, _, _ in killed]
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["4"]
     assert len(_csv(out / "metrics.csv")) == 1 + KILL_AT  # rows past the checkpoint, to cut
 

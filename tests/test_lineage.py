@@ -50,7 +50,7 @@ def test_append_read_truncate_and_a_torn_record(tmp_path):
     with open(path, "ab") as f:  # a crash in the middle of the next record
         f.write(b"\x01\x02\x03")
     np.testing.assert_array_equal(lineage.read(path, P), recs)
-    assert lineage.truncate(path, P, 2) == 2
+    assert lineage.truncate(path, P, 2, C) == 2
     np.testing.assert_array_equal(lineage.read(path, P), recs[:2])
     assert path.stat().st_size == 2 * lineage.record_dtype(P).itemsize
 
@@ -64,7 +64,7 @@ def test_a_lineage_cut_short_or_missing_is_padded_with_unknown_generations(tmp_p
     lineage.append(path, recs[:2])
     with open(path, "ab") as f:
         f.write(recs[2:].tobytes()[:7])  # the third record torn
-    assert lineage.truncate(path, P, 4) == 2
+    assert lineage.truncate(path, P, 4, C) == 2
     assert "holds 2 of the 4 generations" in capsys.readouterr().err
     got = lineage.read(path, P)
     np.testing.assert_array_equal(got[:2], recs[:2])
@@ -73,7 +73,14 @@ def test_a_lineage_cut_short_or_missing_is_padded_with_unknown_generations(tmp_p
     assert np.isnan(got["survivor_fitness"][2:]).all()
     assert (tmp_path / (lineage.FILE + ".damaged")).stat().st_size == 2 * got.itemsize + 7
     missing = tmp_path / "missing.bin"
-    assert lineage.truncate(missing, P, 2) == 0
+    assert lineage.truncate(missing, P, 2, C) == 0
+    # a record in order whose survivors are not member indices ends what is kept, as it ends
+    # what the lineage command reads
+    bad = recs.copy()
+    bad["selected"][1, 0] = P * (1 + C)
+    bad.tofile(path)
+    assert lineage.truncate(path, P, 3, C) == 1
+    assert lineage.valid_prefix(lineage.read(path, P), C) == 3
     assert (lineage.read(missing, P)["selected"] == lineage.UNKNOWN).all()
     # the line of a champion after gen 3 of [gen 0, gen 1, unknown, unknown] is not known
     line = lineage.ancestry(got, C)

@@ -40,9 +40,9 @@ def test_selection_fitness_mixes_each_parent_with_its_finite_childrens_mean():
     """Hand-computed: P = 3, C = 2, child_factor 0.25; a parent whose children all failed
     keeps its own fitness, a failed parent stays failed, children are unchanged."""
     inf = float("inf")
-    fit = jnp.array([4.0, 2.0, -inf, 8.0, 0.0, -inf, -inf, 6.0, 1.0])
+    fit = jnp.array([4.0, 2.0, -inf, 8.0, 2.0, -inf, -inf, 6.0, 1.0])
     got = selection_fitness(fit, 3, 0.25)
-    np.testing.assert_allclose(got[:3], [0.75 * 4 + 0.25 * 4, 2.0, -inf])
+    np.testing.assert_allclose(got[:3], [0.75 * 4 + 0.25 * 5, 2.0, -inf])
     np.testing.assert_array_equal(got[3:], fit[3:])
     parents, children = jnp.arange(3.0)[:, None], 10 + jnp.arange(6.0)[:, None]
     np.testing.assert_array_equal(
