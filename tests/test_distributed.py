@@ -5,6 +5,7 @@ one run straight through, and refuses to resume on another process count."""
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -232,5 +233,35 @@ def test_two_processes_killed_resume_as_one_run(straight, cache, tmp_path):
     np.testing.assert_array_equal(np.load(out / "lineage.npy"), np.load(full / "lineage.npy"))
     a, b = np.load(out / "final_state.npz"), np.load(full / "final_state.npz")
     assert sorted(a.files) == sorted(b.files)
+    for k in a.files:
+        np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+
+
+@pytest.mark.slow  # one more two-process resume: about 20 s
+def test_two_processes_resume_past_a_damaged_checkpoint(straight, cache, tmp_path):
+    """The newest checkpoint of a finished two-process run is damaged: both processes fall back
+    to the one before, process 0 alone moves the damaged one aside and says so, and both
+    replay and save the lost generations again (a process that still listed the moved step
+    would skip its save while the other waits in it)."""
+    full, full_results = straight
+    out = tmp_path / "run"
+    shutil.copytree(full, out)
+    ckpts = sorted(int(p.name) for p in (out / "checkpoints").iterdir())
+    newest = out / "checkpoints" / str(ckpts[-1])
+    data = max((f for f in newest.rglob("*") if f.is_file()), key=lambda f: f.stat().st_size)
+    raw = bytearray(data.read_bytes())
+    raw[len(raw) // 2] ^= 0xFF
+    data.write_bytes(bytes(raw))
+
+    resumed = _two_processes(out, cache, resume=True)
+    for rc, _, stderr in resumed:
+        assert rc == 0, stderr[-4000:]
+    said = [err.count("is damaged") for _, _, err in resumed]
+    assert said[0] == 1 and said[1] == 0, said
+    assert json.loads((out / "config.json").read_text())["_run"]["resumed_from"] == ckpts[-2]
+    assert (out / "damaged_checkpoints" / str(ckpts[-1])).is_dir()
+    assert sorted(int(p.name) for p in (out / "checkpoints").iterdir()) == ckpts
+    assert _csv(out / "metrics.csv") == _csv(full / "metrics.csv")
+    a, b = np.load(out / "final_state.npz"), np.load(full / "final_state.npz")
     for k in a.files:
         np.testing.assert_array_equal(a[k], b[k], err_msg=k)
