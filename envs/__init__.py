@@ -18,6 +18,7 @@ Example:
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
 from typing import Any
 
 # env_id -> "module:factory"; the factory takes keyword arguments and returns (env, params).
@@ -37,6 +38,18 @@ def registered() -> list[str]:
     return sorted(_REGISTRY)
 
 
+def factory(env_id: str) -> Callable[..., tuple[Any, Any]]:
+    """The function :func:`make` calls for ``env_id`` (its signature lists the options).
+
+    Raises:
+        ValueError: for an unknown ``env_id``.
+    """
+    if env_id not in _REGISTRY:
+        raise ValueError(f"unknown environment {env_id!r}; registered: {', '.join(registered())}")
+    module_name, name = _REGISTRY[env_id].split(":")
+    return getattr(importlib.import_module(module_name), name)
+
+
 def make(env_id: str, **kwargs: Any) -> tuple[Any, Any]:
     """Create an environment and its default parameters.
 
@@ -50,11 +63,7 @@ def make(env_id: str, **kwargs: Any) -> tuple[Any, Any]:
     Raises:
         ValueError: for an unknown ``env_id``.
     """
-    if env_id not in _REGISTRY:
-        raise ValueError(f"unknown environment {env_id!r}; registered: {', '.join(registered())}")
-    module_name, factory = _REGISTRY[env_id].split(":")
-    module = importlib.import_module(module_name)
-    return getattr(module, factory)(**kwargs)
+    return factory(env_id)(**kwargs)
 
 
-__all__ = ["make", "registered"]
+__all__ = ["factory", "make", "registered"]

@@ -8,7 +8,6 @@ way, so that a comparison runs every method on exactly the same task.
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import inspect
 from collections.abc import Callable
 from typing import Any
@@ -112,7 +111,7 @@ def env_keywords(env_id: str) -> tuple[list[str], bool]:
     env, params = envs_registry.make(env_id)
     names: set[str] = set()
     more = False
-    for fn in (_factory(env_id), type(env)):
+    for fn in (envs_registry.factory(env_id), type(env)):
         for p in inspect.signature(fn).parameters.values():
             if p.kind == p.VAR_KEYWORD:
                 more = more or fn is type(env)
@@ -121,11 +120,6 @@ def env_keywords(env_id: str) -> tuple[list[str], bool]:
     if dataclasses.is_dataclass(params):
         names.update(f.name for f in dataclasses.fields(params))
     return sorted(names), more
-
-
-def _factory(env_id: str) -> Callable[..., Any]:
-    module_name, name = envs_registry._REGISTRY[env_id].split(":")
-    return getattr(importlib.import_module(module_name), name)
 
 
 def _make_env(env_id: str, kwargs: dict[str, Any]) -> tuple[Any, Any]:
