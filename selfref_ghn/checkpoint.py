@@ -213,16 +213,10 @@ class Checkpoints:
             FileNotFoundError: when there is no checkpoint.
             ConfigError: every checkpoint is damaged (the message names the folder).
         """
-        steps = self.steps()
-        if not steps:
+        if not self.steps():
             raise FileNotFoundError(f"no checkpoint in {self.directory}")
-        damaged: list[DamagedCheckpoint] = []
-        for step in reversed(steps):
-            try:
-                state = self.restore(template, step)
-            except DamagedCheckpoint as e:
-                damaged.append(e)
-                continue
+        state, step, damaged = self.newest_intact(template)
+        if step is not None:
             if damaged and warn:
                 line = f"selfref-ghn: {describe_damaged(damaged)}; using checkpoint {step}"
                 print(line, file=sys.stderr, flush=True)
@@ -232,6 +226,25 @@ class Checkpoints:
             str(self.directory),
             f"no intact checkpoint: {describe_damaged(damaged)}",
         )
+
+    def newest_intact(
+        self, template: Any, newer_than: int = -1
+    ) -> tuple[Any, int | None, list[DamagedCheckpoint]]:
+        """The newest checkpoint after generation ``newer_than`` that restores.
+
+        Returns:
+            ``(state, step, damaged)``: ``(None, None, damaged)`` if none does; ``damaged``
+            lists the newer ones passed over, newest first.
+        """
+        damaged: list[DamagedCheckpoint] = []
+        for step in reversed(self.steps()):
+            if step <= newer_than:
+                break
+            try:
+                return self.restore(template, step), step, damaged
+            except DamagedCheckpoint as e:
+                damaged.append(e)
+        return None, None, damaged
 
     def size_bytes(self, step: int | None = None) -> int:
         """Bytes on disk of one checkpoint (default the latest)."""

@@ -299,7 +299,7 @@ def load_run_state(evo: Any, run_dir: str | Path, warn: bool = True) -> tuple[An
         ConfigError: the folder has no state that can be read (the message names what is
             damaged).
     """
-    from selfref_ghn.checkpoint import Checkpoints, DamagedCheckpoint, describe_damaged
+    from selfref_ghn.checkpoint import Checkpoints, describe_damaged
     from selfref_ghn.runner import CHECKPOINT_DIR, load_state
 
     run_dir = Path(run_dir)
@@ -310,7 +310,7 @@ def load_run_state(evo: Any, run_dir: str | Path, warn: bool = True) -> tuple[An
         except ConfigError as e:
             final_error = e
     final_gen = int(final.generation) if final is not None else -1
-    damaged: list[DamagedCheckpoint] = []
+    damaged = []
     problems = (
         [] if final_error is None else [f"final_state.npz is unusable: {final_error.allowed}"]
     )
@@ -322,17 +322,12 @@ def load_run_state(evo: Any, run_dir: str | Path, warn: bool = True) -> tuple[An
 
     if (run_dir / CHECKPOINT_DIR).is_dir():
         with Checkpoints(run_dir / CHECKPOINT_DIR, read_only=True) as ckpts:
-            newer = [s for s in reversed(ckpts.steps()) if s > final_gen]
-            if newer:
+            if any(s > final_gen for s in ckpts.steps()):
                 template = jax.eval_shape(evo.init)
-            for step in newer:
-                try:
-                    state = ckpts.restore(template, step)
-                except DamagedCheckpoint as e:
-                    damaged.append(e)
-                    continue
-                note(f"checkpoint {step}")
-                return state, f"{CHECKPOINT_DIR}/{step}"
+                state, step, damaged = ckpts.newest_intact(template, final_gen)
+                if step is not None:
+                    note(f"checkpoint {step}")
+                    return state, f"{CHECKPOINT_DIR}/{step}"
     if final is not None:
         note("final_state.npz")
         return final, "final_state.npz"
