@@ -26,8 +26,9 @@ each one write and read only the shards of the population its own devices hold
 (:func:`restore_target` gives the shardings to read into); process 0 finalises each checkpoint.
 The host-side files (``config.json``, ``metrics.csv``, lineage, summary, plot) are process 0's
 alone. ``config.json`` records the process count (``_run.processes``), and a run resumes only
-on that many processes (:func:`check_processes`): the population's split, and with it the float
-rounding of reductions across members, depends on it.
+on that many processes (:func:`check_processes`): each process's shards of a checkpoint are
+the population's split over that many, and the split changes the run's float rounding (unless
+``Config.bitwise_block`` is set; docs/scaling.md).
 """
 
 from __future__ import annotations
