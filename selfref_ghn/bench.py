@@ -1,4 +1,4 @@
-"""Benchmark harness: how close one SR-GHN generation runs to the rollout bound (issue 8).
+"""Benchmark harness: how close one SR-GHN generation runs to the rollout bound.
 
 DESIGN §4 makes a generation one compiled program (mutate, generate policies, roll out, select);
 this module measures that program against the two things it should be compared with, side by
@@ -25,7 +25,7 @@ A **phase profile** jits each part of one generation separately (mutation, the c
 policy generation, rollouts, selection), each on the inputs the fused step gives it
 (:func:`generation_phases`), and reports their times and fractions: it tells where to optimise.
 
-Workloads (issue 8): (a) preset ``cartpole-switch-long``; (b) CartPole-Switch at P=1024, C=2;
+Workloads: (a) preset ``cartpole-switch-long``; (b) CartPole-Switch at P=1024, C=2;
 (c) a population sweep on CartPole; (d) LunarLander-Switch and Ant where their modules import;
 (e) a 4x wider policy, to split the generation cost into hypernetwork and rollout parts.
 
@@ -71,7 +71,7 @@ class Case:
 
     Attributes:
         name: unique case name, e.g. ``"b"`` or ``"c-P4096"``.
-        workload: the issue's workload letter.
+        workload: the workload's letter.
         config: the run configuration (population, horizon, policy, env).
         chunk: generations per compiled call, the same for all three methods.
         repeats: timed calls per method after the warm-up call.
