@@ -34,7 +34,7 @@ format: install
 	$(BIN)/ruff check --fix .
 
 bench: install
-	$(BIN)/python -m selfref_ghn.bench --out bench_results
+	$(BIN)/python -m selfref_ghn.tools.bench --out bench_results
 
 docs: install
 	$(BIN)/mkdocs build --strict --site-dir site

@@ -19,7 +19,7 @@ import jax
 import numpy as np
 
 from selfref_ghn.config import Config
-from selfref_ghn.evolution import Evolution
+from selfref_ghn.evolution.generation import Evolution
 
 
 def main() -> None:

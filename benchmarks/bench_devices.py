@@ -24,7 +24,7 @@ CHILD = """
 import json, sys, time
 import jax, numpy as np
 from selfref_ghn.config import Config
-from selfref_ghn.evolution import Evolution
+from selfref_ghn.evolution.generation import Evolution
 n, P, G, H = (int(a) for a in sys.argv[1:5])
 cfg = Config(population_size=P, horizon=H, generations=2 * G, log_every=G)
 evo = Evolution.create(cfg, devices=n)

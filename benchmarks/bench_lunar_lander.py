@@ -15,7 +15,7 @@ Usage:
 
 ``--fast-cpu-loops`` sets XLA:CPU's small-loop option and turns off its YNNPACK fusions, and
 ``--cpu-devices N`` presents the CPU as N devices, each stepping its share of the batch on its
-own thread (selfref_ghn.xla_cpu), as the command line's options of those names do; the JSON
+own thread (selfref_ghn.run.xla_cpu), as the command line's options of those names do; the JSON
 records ``XLA_FLAGS`` and the devices.
 Gymnasium's ``SyncVectorEnv`` steps its environments one after another on one core.
 """
@@ -37,8 +37,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh
 
-from selfref_ghn.sharding import AXIS, per_member
-from selfref_ghn.xla_cpu import fuse_small_cpu_loops, skip_ynn_fusions, use_cpu_devices
+from selfref_ghn.evolution.sharding import AXIS, per_member
+from selfref_ghn.run.xla_cpu import fuse_small_cpu_loops, skip_ynn_fusions, use_cpu_devices
 
 
 def _git_hash() -> str:
@@ -60,7 +60,7 @@ def jax_stepper(
         warmup: steps run before timing, so that the batch holds episodes of every age
             (flying, touching down, resting, just reset) as in a long run.
         devices: split the batch over the first ``devices`` devices, each device stepping its
-            own landers (``selfref_ghn.sharding.per_member``, as the library's runs do).
+            own landers (``selfref_ghn.evolution.sharding.per_member``, as the library's runs do).
 
     Returns:
         ``(info, timed)``: compile and reset times, and ``timed(seconds)``, which runs whole

@@ -1,4 +1,4 @@
-"""Evaluation time with and without the rollout's early stop (selfref_ghn.rollout).
+"""Evaluation time with and without the rollout's early stop (selfref_ghn.evolution.rollout).
 
 Evaluates one SR-GHN population's policies (``P * (1 + C)`` members, ``episodes`` each, as one
 generation does) on an environment, timing the compiled evaluation with ``exact_horizon=True``
@@ -25,15 +25,15 @@ import jax.numpy as jnp
 import numpy as np
 
 from selfref_ghn.config import Config
-from selfref_ghn.evolution import Evolution
-from selfref_ghn.rollout import evaluate
+from selfref_ghn.evolution.generation import Evolution
+from selfref_ghn.evolution.rollout import evaluate
 
 
 def _population(args):
     """``(evo, state, policies, source)``: the run's or a fresh population's policies."""
     if args.run is not None:
-        from selfref_ghn.render import load_run_state
-        from selfref_ghn.runner import load_run_config
+        from selfref_ghn.run.loop import load_run_config
+        from selfref_ghn.tools.render import load_run_state
 
         evo = Evolution.create(load_run_config(args.run))
         state, source = load_run_state(evo, args.run)

@@ -1,4 +1,5 @@
-"""A vmapped sweep of 16 seeds against 16 separate runs (DESIGN §4; :mod:`selfref_ghn.sweep`).
+"""A vmapped sweep of 16 seeds against 16 separate runs (DESIGN §4;
+:mod:`selfref_ghn.tools.sweep`).
 
 The sweep batches the seeds along a leading run axis: one compiled program, one chunk call per
 ``log_every`` generations for all 16 runs. The separate runs are timed two ways: with one
@@ -20,7 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from selfref_ghn.config import Config
-from selfref_ghn.evolution import Evolution
+from selfref_ghn.evolution.generation import Evolution
 
 
 def main() -> None:

@@ -27,7 +27,7 @@ def timeit(f, *args, repeats: int = 3) -> float:
 
 
 def main() -> None:
-    from selfref_ghn.evolution import Evolution
+    from selfref_ghn.evolution.generation import Evolution
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--population", type=int, default=1024)

@@ -101,10 +101,10 @@ def mirror_path(
         ``distance``: the policy-space distance from the champion to its mirror image, next to
         the champion's norm and the mean distance from the champion to the other survivors.
     """
-    from selfref_ghn.assess import _runner, assess_state, load_state_at
     from selfref_ghn.config import ConfigError
-    from selfref_ghn.evolution import Evolution
-    from selfref_ghn.runner import load_run_config
+    from selfref_ghn.evolution.generation import Evolution
+    from selfref_ghn.run.loop import load_run_config
+    from selfref_ghn.tools.assess import _runner, assess_state, load_state_at
 
     run_dir = Path(run_dir)
     if not (run_dir / "config.json").exists():

@@ -20,8 +20,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from selfref_ghn import presets as lib_presets
-from selfref_ghn.compare import ABLATIONS, DEFAULT_METHODS
 from selfref_ghn.config import Config
+from selfref_ghn.tools.compare import ABLATIONS, DEFAULT_METHODS
 
 SCALES = ("smoke", "cpu", "full")
 # SR-GHN, the five evosax baselines, then the ablations (DESIGN §2 "Ablations").

@@ -37,11 +37,11 @@ sys.path.insert(0, str(ROOT))  # `experiments` importable when run as a script
 
 from experiments.presets import EXPERIMENTS, SCALES  # noqa: E402
 from selfref_ghn import envs  # noqa: E402
-from selfref_ghn import lineage as lineage_lib  # noqa: E402
-from selfref_ghn.compare import ABLATIONS, enable_compile_cache, run_comparison  # noqa: E402
 from selfref_ghn.config import Config  # noqa: E402
 from selfref_ghn.prng import KEY_VERSION, KEY_VERSIONS  # noqa: E402
-from selfref_ghn.runner import git_hash  # noqa: E402
+from selfref_ghn.run import lineage as lineage_lib  # noqa: E402
+from selfref_ghn.run.loop import git_hash  # noqa: E402
+from selfref_ghn.tools.compare import ABLATIONS, enable_compile_cache, run_comparison  # noqa: E402
 
 SRGHN_METHODS = ("srghn",) + ABLATIONS
 

@@ -28,25 +28,25 @@ from typing import TYPE_CHECKING, Any
 
 # public name -> the module that defines it ("presets" is the module itself)
 _EXPORTS = {
-    "AskTellState": "selfref_ghn.ask_tell",
-    "SelfReferentialGHN": "selfref_ghn.ask_tell",
-    "BaselineEvolution": "selfref_ghn.baselines",
-    "BaselineState": "selfref_ghn.baselines",
-    "make_evolution": "selfref_ghn.baselines",
-    "Checkpoints": "selfref_ghn.checkpoint",
-    "run_comparison": "selfref_ghn.compare",
+    "AskTellState": "selfref_ghn.evolution.ask_tell",
+    "SelfReferentialGHN": "selfref_ghn.evolution.ask_tell",
+    "BaselineEvolution": "selfref_ghn.evolution.baselines",
+    "BaselineState": "selfref_ghn.evolution.baselines",
+    "make_evolution": "selfref_ghn.evolution.baselines",
+    "Checkpoints": "selfref_ghn.run.checkpoint",
+    "run_comparison": "selfref_ghn.tools.compare",
     "Config": "selfref_ghn.config",
     "ConfigError": "selfref_ghn.config",
     "Hyperparams": "selfref_ghn.config",
-    "Evolution": "selfref_ghn.evolution",
-    "EvoState": "selfref_ghn.evolution",
-    "recovery": "selfref_ghn.metrics",
-    "recovery_curves": "selfref_ghn.metrics",
-    "SRGHN": "selfref_ghn.model",
-    "MLPPolicy": "selfref_ghn.policy",
-    "evolve": "selfref_ghn.runner",
-    "SwitchSchedule": "selfref_ghn.schedule",
-    "run_sweep": "selfref_ghn.sweep",
+    "Evolution": "selfref_ghn.evolution.generation",
+    "EvoState": "selfref_ghn.evolution.generation",
+    "recovery": "selfref_ghn.run.metrics",
+    "recovery_curves": "selfref_ghn.run.metrics",
+    "SRGHN": "selfref_ghn.model.srghn",
+    "MLPPolicy": "selfref_ghn.model.policy",
+    "evolve": "selfref_ghn.run.loop",
+    "SwitchSchedule": "selfref_ghn.evolution.schedule",
+    "run_sweep": "selfref_ghn.tools.sweep",
     "presets": "selfref_ghn.presets",
 }
 
@@ -91,15 +91,15 @@ def __dir__() -> list[str]:
 
 if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerly
     from selfref_ghn import presets
-    from selfref_ghn.ask_tell import AskTellState, SelfReferentialGHN
-    from selfref_ghn.baselines import BaselineEvolution, BaselineState, make_evolution
-    from selfref_ghn.checkpoint import Checkpoints
-    from selfref_ghn.compare import run_comparison
     from selfref_ghn.config import Config, ConfigError, Hyperparams
-    from selfref_ghn.evolution import Evolution, EvoState
-    from selfref_ghn.metrics import recovery, recovery_curves
-    from selfref_ghn.model import SRGHN
-    from selfref_ghn.policy import MLPPolicy
-    from selfref_ghn.runner import evolve
-    from selfref_ghn.schedule import SwitchSchedule
-    from selfref_ghn.sweep import run_sweep
+    from selfref_ghn.evolution.ask_tell import AskTellState, SelfReferentialGHN
+    from selfref_ghn.evolution.baselines import BaselineEvolution, BaselineState, make_evolution
+    from selfref_ghn.evolution.generation import Evolution, EvoState
+    from selfref_ghn.evolution.schedule import SwitchSchedule
+    from selfref_ghn.model.policy import MLPPolicy
+    from selfref_ghn.model.srghn import SRGHN
+    from selfref_ghn.run.checkpoint import Checkpoints
+    from selfref_ghn.run.loop import evolve
+    from selfref_ghn.run.metrics import recovery, recovery_curves
+    from selfref_ghn.tools.compare import run_comparison
+    from selfref_ghn.tools.sweep import run_sweep

@@ -6,7 +6,7 @@ Three tiers, never mixed:
   used everywhere: in presets, in ``--set key=value`` and in ``config.json``.
 * :class:`Hyperparams` is the pytree of *traced* hyperparameters (clips, noise, mixing), carried
   in the evolution state so that a sweep can ``vmap`` over them in one compiled program.
-* The run state itself lives in :mod:`selfref_ghn.evolution`.
+* The run state itself lives in :mod:`selfref_ghn.evolution.generation`.
 
 ``Config.validate()`` checks every field before anything compiles and raises
 :class:`ConfigError` naming the field, the bad value and what is allowed.
@@ -115,7 +115,7 @@ class Config:
     log_every: int = 10
     checkpoint_every: int = 0  # rounded up to a multiple of log_every; 0: only at the end
     keep_checkpoints: int = 3
-    # runaway monitor (selfref_ghn.monitor; docs/reliability.md)
+    # runaway monitor (selfref_ghn.evolution.monitor; docs/reliability.md)
     monitor: str = "off"
     monitor_patience: int = 5
     monitor_rate_margin: float = 0.01
@@ -227,7 +227,9 @@ class Config:
         if self.mutation_mode not in MUTATION_MODES:
             raise ConfigError("mutation_mode", self.mutation_mode, f"one of {MUTATION_MODES}")
         if self.method != "srghn":
-            from selfref_ghn.baselines import check_method  # local: evosax only when used
+            from selfref_ghn.evolution.baselines import (
+                check_method,
+            )  # local: evosax only when used
 
             check_method(self.method, dict(self.baseline_params))
         self._validate_reliability()

@@ -9,10 +9,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from selfref_ghn.ask_tell import SelfReferentialGHN
 from selfref_ghn.config import Config
-from selfref_ghn.evolution import Evolution
-from selfref_ghn.rollout import evaluate
+from selfref_ghn.evolution.ask_tell import SelfReferentialGHN
+from selfref_ghn.evolution.generation import Evolution
+from selfref_ghn.evolution.rollout import evaluate
 from tests.conftest import TINY
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "evosax.md"

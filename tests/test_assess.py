@@ -1,4 +1,4 @@
-"""Assessing a champion on fresh episodes (selfref_ghn.assess)."""
+"""Assessing a champion on fresh episodes (selfref_ghn.tools.assess)."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ import json
 import numpy as np
 import pytest
 
-from selfref_ghn import assess, cli
 from selfref_ghn.config import Config, ConfigError
-from selfref_ghn.runner import evolve
+from selfref_ghn.run.loop import evolve
+from selfref_ghn.tools import assess, cli
 from tests.conftest import TINY
 
 HORIZON = 40

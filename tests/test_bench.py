@@ -13,10 +13,11 @@ import jax
 import numpy as np
 import pytest
 
-from selfref_ghn import bench, cli, selection
-from selfref_ghn import evolution as evolution_lib
 from selfref_ghn.config import Config
-from selfref_ghn.evolution import Evolution
+from selfref_ghn.evolution import generation as evolution_lib
+from selfref_ghn.evolution import selection
+from selfref_ghn.evolution.generation import Evolution
+from selfref_ghn.tools import bench, cli
 
 from .conftest import TINY
 
@@ -147,7 +148,7 @@ def test_rollout_bound_simulates_the_whole_horizon(monkeypatch):
     """The bound's fixed policies are random and may all end their episodes early; the bound
     must still simulate ``horizon`` steps (what its env-steps/s count), or an evolved
     population's longer episodes would make SR-GHN look slower than it is."""
-    from selfref_ghn import rollout
+    from selfref_ghn.evolution import rollout
 
     exact = []
     real = rollout.evaluate

@@ -14,11 +14,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from selfref_ghn import lineage
-from selfref_ghn.checkpoint import DELAY_ENV, Checkpoints
 from selfref_ghn.config import Config, ConfigError
-from selfref_ghn.evolution import Evolution
-from selfref_ghn.runner import checkpoint_interval, evolve, fork
+from selfref_ghn.evolution.generation import Evolution
+from selfref_ghn.run import lineage
+from selfref_ghn.run.checkpoint import DELAY_ENV, Checkpoints
+from selfref_ghn.run.loop import checkpoint_interval, evolve, fork
 from tests.conftest import TINY
 
 TMP = ".orbax-checkpoint-tmp"
@@ -59,9 +59,9 @@ def test_interval_is_rounded_up_to_whole_chunks():
 
 _WRITER = """
 import sys
-from selfref_ghn.checkpoint import Checkpoints
+from selfref_ghn.run.checkpoint import Checkpoints
 from selfref_ghn.config import Config
-from selfref_ghn.evolution import Evolution
+from selfref_ghn.evolution.generation import Evolution
 from tests.conftest import TINY
 s = Evolution.create(Config(**TINY)).init()
 Checkpoints(sys.argv[1], keep=3).save(s.replace(generation=s.generation + 6))
@@ -122,7 +122,7 @@ SETS = [
 
 
 def _cli(*args):
-    return [sys.executable, "-m", "selfref_ghn.cli", "run", *args]
+    return [sys.executable, "-m", "selfref_ghn.tools.cli", "run", *args]
 
 
 def _start(args, delay=0.0):

@@ -8,8 +8,8 @@ import sys
 
 import pytest
 
-from selfref_ghn import cli
-from selfref_ghn.evolution import Evolution
+from selfref_ghn.evolution.generation import Evolution
+from selfref_ghn.tools import cli
 
 BAD = [
     (["run", "no-such-preset"], "'preset'"),
@@ -41,7 +41,15 @@ def test_bad_input_is_one_message_before_compiling(argv, message, monkeypatch, c
 
 def test_bad_input_subprocess_exit_code_and_no_traceback():
     proc = subprocess.run(
-        [sys.executable, "-m", "selfref_ghn.cli", "run", "quick", "--set", "population_size=0"],
+        [
+            sys.executable,
+            "-m",
+            "selfref_ghn.tools.cli",
+            "run",
+            "quick",
+            "--set",
+            "population_size=0",
+        ],
         capture_output=True,
         text=True,
         timeout=120,
@@ -59,7 +67,7 @@ def test_run_writes_results_folder(tmp_path):
     ]  # fmt: skip
     env = dict(os.environ)
     proc = subprocess.run(
-        [sys.executable, "-m", "selfref_ghn.cli", *argv],
+        [sys.executable, "-m", "selfref_ghn.tools.cli", *argv],
         capture_output=True,
         text=True,
         timeout=300,
@@ -113,8 +121,9 @@ def test_baseline_method_refuses_several_devices(capsys):
 def test_one_device_cpu_run_suggests_cpu_devices(monkeypatch):
     import argparse
 
-    from selfref_ghn import cli, xla_cpu
     from selfref_ghn.config import Config
+    from selfref_ghn.run import xla_cpu
+    from selfref_ghn.tools import cli
 
     monkeypatch.setattr(xla_cpu, "default_cpu_devices", lambda: 4)
     args = argparse.Namespace(cpu_devices=None)
@@ -138,7 +147,7 @@ def test_end_of_run_recovery_line_says_why_there_is_no_count():
 def test_output_into_a_closed_pipe_ends_quietly():
     # as `selfref-ghn presets | head -n 0`: the reader is gone before the first line is written
     proc = subprocess.Popen(
-        [sys.executable, "-m", "selfref_ghn.cli", "presets"],
+        [sys.executable, "-m", "selfref_ghn.tools.cli", "presets"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

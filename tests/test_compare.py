@@ -8,16 +8,16 @@ import jax
 import numpy as np
 import pytest
 
-from selfref_ghn import cli
-from selfref_ghn.compare import (
+from selfref_ghn.config import Config, ConfigError
+from selfref_ghn.run.metrics import recovery_curves
+from selfref_ghn.tools import cli
+from selfref_ghn.tools.compare import (
     markdown_tables,
     method_config,
     parse_methods,
     parse_seeds,
     summarize,
 )
-from selfref_ghn.config import Config, ConfigError
-from selfref_ghn.metrics import recovery_curves
 
 
 def _curve(drop_at: int, back_after: int | None, n: int = 40, level: float = 10.0):

@@ -25,12 +25,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from selfref_ghn import cli, render
-from selfref_ghn.checkpoint import DIGEST_FILE, Checkpoints, DamagedCheckpoint
 from selfref_ghn.config import Config, ConfigError
-from selfref_ghn.evolution import Evolution
-from selfref_ghn.metrics import read_csv
-from selfref_ghn.runner import (
+from selfref_ghn.evolution.generation import Evolution
+from selfref_ghn.run.checkpoint import DIGEST_FILE, Checkpoints, DamagedCheckpoint
+from selfref_ghn.run.loop import (
     evolve,
     fork,
     load_state,
@@ -38,6 +36,8 @@ from selfref_ghn.runner import (
     save_state,
     write_summary,
 )
+from selfref_ghn.run.metrics import read_csv
+from selfref_ghn.tools import cli, render
 from tests.conftest import TINY
 
 CFG = Config(
@@ -494,7 +494,7 @@ def test_a_damaged_checkpoint_without_a_digest_leaves_no_traceback(run):
         digest.unlink()
     _flip(sorted((run / "checkpoints" / "6" / "default" / "d").iterdir())[0])  # its index
     proc = subprocess.run(
-        [sys.executable, "-m", "selfref_ghn.cli", "render", str(run), "--format", "npz"],
+        [sys.executable, "-m", "selfref_ghn.tools.cli", "render", str(run), "--format", "npz"],
         capture_output=True,
         text=True,
         timeout=300,

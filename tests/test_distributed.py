@@ -17,10 +17,11 @@ import jax
 import numpy as np
 import pytest
 
-from selfref_ghn import cli, distributed
 from selfref_ghn.config import Config, ConfigError
-from selfref_ghn.distributed import initialize
-from selfref_ghn.runner import evolve
+from selfref_ghn.run import distributed
+from selfref_ghn.run.distributed import initialize
+from selfref_ghn.run.loop import evolve
+from selfref_ghn.tools import cli
 from tests.conftest import TINY
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -43,7 +44,7 @@ KILL_AT = 6
 WORKER = """
 import builtins, io, json, os, signal, sys
 import numpy as np
-from selfref_ghn import distributed
+from selfref_ghn.run import distributed
 pid, port, out = int(sys.argv[1]), sys.argv[2], os.path.abspath(sys.argv[3])
 resume, kill_at = sys.argv[4] == "1", int(sys.argv[5])
 if pid != 0:
@@ -62,7 +63,8 @@ if pid != 0:
         return guarded
     builtins.open = io.open = _guard(builtins.open)
     os.replace, os.truncate = _guard(os.replace), _guard(os.truncate)
-from selfref_ghn import cli, runner
+from selfref_ghn.tools import cli
+from selfref_ghn.run import loop as runner
 if resume:
     evolve, got = runner.evolve, []
     runner.evolve = lambda *a, **k: got.append(evolve(*a, **k)) or got[-1]

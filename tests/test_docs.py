@@ -135,9 +135,9 @@ def _page(name: str) -> Path:
 def _counts(config: str | tuple) -> dict[str, int]:
     from selfref_ghn import presets
     from selfref_ghn.config import Config
-    from selfref_ghn.model import SRGHN
-    from selfref_ghn.policy import policy_template
-    from selfref_ghn.task import make_task
+    from selfref_ghn.evolution.task import make_task
+    from selfref_ghn.model.policy import policy_template
+    from selfref_ghn.model.srghn import SRGHN
 
     cfg = presets.get(config) if isinstance(config, str) else Config(**dict(config)).validate()
     task = make_task(cfg, None, None, None, None)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from selfref_ghn.config import Config
-from selfref_ghn.evolution import Evolution, diversity
+from selfref_ghn.evolution.generation import Evolution, diversity
 from tests.conftest import TINY
 
 

@@ -3,7 +3,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from selfref_ghn.graph import graph_of
+from selfref_ghn.model.graph import graph_of
 
 
 def _mlp_params():

@@ -5,7 +5,8 @@ import json
 
 import numpy as np
 
-from selfref_ghn import cli, lineage
+from selfref_ghn.run import lineage
+from selfref_ghn.tools import cli
 
 P, C = 3, 2  # members 0..2 are parents; children of parent i are 3 + 2i, 4 + 2i
 

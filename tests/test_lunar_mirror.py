@@ -9,7 +9,7 @@ import pytest
 from selfref_ghn.envs.lunar_lander import mirror_observation
 
 from experiments.lunar_mirror import first_kernel_path, side_engines_off, toward_mirror
-from selfref_ghn.policy import MLPPolicy
+from selfref_ghn.model.policy import MLPPolicy
 
 
 @pytest.fixture

@@ -3,9 +3,9 @@ would not fit is refused before compiling with the population that would."""
 
 import pytest
 
-from selfref_ghn import memory
 from selfref_ghn.config import Config, ConfigError
-from selfref_ghn.evolution import Evolution
+from selfref_ghn.evolution import memory
+from selfref_ghn.evolution.generation import Evolution
 from tests.conftest import TINY
 
 

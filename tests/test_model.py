@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from selfref_ghn.config import Config, Hyperparams
-from selfref_ghn.model import SRGHN
-from selfref_ghn.mutation import mutate, mutation_params, project
+from selfref_ghn.model.mutation import mutate, mutation_params, project
+from selfref_ghn.model.srghn import SRGHN
 
 SMALL = Config(embed_dim=4, trunk_dim=5, coeff_dim=3, num_rates=2, gnn_rounds=3)
 

@@ -11,10 +11,11 @@ import numpy as np
 import pytest
 from selfref_ghn.envs.cartpole import CartPoleSwitch
 
-from selfref_ghn import cli, monitor
 from selfref_ghn.config import Config, Hyperparams
-from selfref_ghn.evolution import Evolution
-from selfref_ghn.runner import evolve
+from selfref_ghn.evolution import monitor
+from selfref_ghn.evolution.generation import Evolution
+from selfref_ghn.run.loop import evolve
+from selfref_ghn.tools import cli
 from tests.conftest import TINY
 
 HEALTHY = dict(

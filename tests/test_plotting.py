@@ -7,10 +7,10 @@ import json
 import numpy as np
 import pytest
 
-from selfref_ghn import cli
 from selfref_ghn.config import Config
-from selfref_ghn.metrics import CSV_COLUMNS, parse_row, read_csv
-from selfref_ghn.plotting import trailing_mean
+from selfref_ghn.run.metrics import CSV_COLUMNS, parse_row, read_csv
+from selfref_ghn.run.plotting import trailing_mean
+from selfref_ghn.tools import cli
 
 
 def test_trailing_mean_matches_a_loop():

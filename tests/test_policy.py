@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from selfref_ghn.config import Config, ConfigError
-from selfref_ghn.policy import MLPPolicy
-from selfref_ghn.task import make_task
+from selfref_ghn.evolution.task import make_task
+from selfref_ghn.model.policy import MLPPolicy
 
 
 def test_fan_in_and_output_scale_equal_a_rescaled_plain_mlp():

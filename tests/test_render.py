@@ -1,4 +1,4 @@
-"""Watching the champion (selfref_ghn.render): the replay is the evaluated episode, and the
+"""Watching the champion (selfref_ghn.tools.render): the replay is the evaluated episode, and the
 files it writes hold the trajectory (GIF frames, brax's HTML viewer payload)."""
 
 from __future__ import annotations
@@ -16,10 +16,11 @@ import pytest
 from PIL import Image
 from selfref_ghn.envs import ant
 
-from selfref_ghn import cli, prng, render
+from selfref_ghn import prng
 from selfref_ghn.config import Config
-from selfref_ghn.evolution import Evolution
-from selfref_ghn.runner import evolve, load_state
+from selfref_ghn.evolution.generation import Evolution
+from selfref_ghn.run.loop import evolve, load_state
+from selfref_ghn.tools import cli, render
 from tests.conftest import TINY
 
 

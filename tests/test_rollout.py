@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from selfref_ghn.envs import make
 
-from selfref_ghn.rollout import evaluate
+from selfref_ghn.evolution.rollout import evaluate
 
 
 def _linear_policy(obs_dim, n_actions):

@@ -6,10 +6,10 @@ import json
 import jax
 import numpy as np
 
-from selfref_ghn import cli
 from selfref_ghn.config import Config
-from selfref_ghn.evolution import Evolution
-from selfref_ghn.runner import evolve
+from selfref_ghn.evolution.generation import Evolution
+from selfref_ghn.run.loop import evolve
+from selfref_ghn.tools import cli
 from tests.conftest import TINY
 
 

@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 
 from selfref_ghn.config import Config, ConfigError
-from selfref_ghn.sharding import make_mesh
+from selfref_ghn.evolution.sharding import make_mesh
 from tests.conftest import TINY
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -57,9 +57,9 @@ def test_same_draws_on_1_2_4_8_devices():
     res = run_with_devices(
         f"""
         import json, jax, numpy as np
-        from selfref_ghn import evolution
+        from selfref_ghn.evolution import generation as evolution
         from selfref_ghn.config import Config
-        from selfref_ghn.rollout import member_key
+        from selfref_ghn.evolution.rollout import member_key
 
         def draws_of_mutate(key, ghn, parent, *rest):
             return jax.random.uniform(key, parent.shape)
@@ -101,7 +101,7 @@ def test_first_generation_agrees_to_rounding_on_1_2_4_8_devices():
         f"""
         import json, jax, jax.numpy as jnp, numpy as np
         from selfref_ghn.config import Config, ConfigError
-        from selfref_ghn.evolution import Evolution
+        from selfref_ghn.evolution.generation import Evolution
         cfg = Config(**{dict(TINY, population_size=8)!r}, switch_intervals=((2, 4),))
         out = {{"devices": len(jax.devices())}}
         for n in (1, 2, 4, 8):
@@ -148,7 +148,7 @@ def test_bitwise_block_same_bits_on_1_2_4_8_devices():
         f"""
         import json, jax, numpy as np
         from selfref_ghn.config import Config, ConfigError
-        from selfref_ghn.evolution import Evolution
+        from selfref_ghn.evolution.generation import Evolution
         G = 100
         cfg = Config(**{dict(TINY, population_size=8, generations=100)!r},
                      switch_intervals=((25, 50),), bitwise_block=1, selection_ties="children")
@@ -200,7 +200,7 @@ def test_per_member_gives_each_device_only_its_block():
         """
         import json, jax, jax.numpy as jnp, numpy as np
         from jax.sharding import Mesh
-        from selfref_ghn.sharding import AXIS, per_member
+        from selfref_ghn.evolution.sharding import AXIS, per_member
         def fn(members, offset):
             size = jnp.full(members.shape, members.shape[0])
             return {"size": size, "block_sum": jnp.full(members.shape, members.sum()) + offset}

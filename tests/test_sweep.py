@@ -8,10 +8,10 @@ import jax
 import numpy as np
 import pytest
 
-from selfref_ghn import cli
 from selfref_ghn.config import Config, ConfigError, Hyperparams
-from selfref_ghn.evolution import Evolution
-from selfref_ghn.sweep import mean_ci, parse_grid, parse_seeds, plan, run_sweep
+from selfref_ghn.evolution.generation import Evolution
+from selfref_ghn.tools import cli
+from selfref_ghn.tools.sweep import mean_ci, parse_grid, parse_seeds, plan, run_sweep
 from tests.conftest import TINY
 
 SETS = {**TINY, "switch_intervals": [[2, 4]], "policy_hidden": [8]}
@@ -100,7 +100,7 @@ def test_static_keys_become_a_local_job_array(tmp_path):
 
 
 def test_settings_table_marks_seeds_without_a_value():
-    from selfref_ghn.sweep import settings_table
+    from selfref_ghn.tools.sweep import settings_table
 
     rows = [
         {"child_factor": 0, "final_best": 500.0, "gens_to_90@50": 4},

@@ -7,9 +7,9 @@ import sys
 
 import pytest
 
-from selfref_ghn import cli
 from selfref_ghn.config import Config
-from selfref_ghn.evolution import Evolution
+from selfref_ghn.evolution.generation import Evolution
+from selfref_ghn.tools import cli
 
 # (argv after "run", substring the message must hold)
 BAD = [
@@ -120,7 +120,7 @@ def test_debug_shows_the_traceback():
         [
             sys.executable,
             "-m",
-            "selfref_ghn.cli",
+            "selfref_ghn.tools.cli",
             "run",
             "quick",
             "--keep-checkpoints",

@@ -9,7 +9,7 @@ import sys
 import jax.numpy as jnp
 import pytest
 
-from selfref_ghn import xla_cpu
+from selfref_ghn.run import xla_cpu
 
 OPT = xla_cpu.OPTION
 
@@ -46,7 +46,7 @@ def test_too_late_call_warns_and_changes_nothing(monkeypatch):
 
 _PROGRAM = """
 import json, sys
-from selfref_ghn import xla_cpu
+from selfref_ghn.run import xla_cpu
 set_ = sys.argv[1] == "1" and xla_cpu.fuse_small_cpu_loops()
 import jax, jax.numpy as jnp
 def body(i, x):
@@ -81,7 +81,7 @@ def test_option_compiles_the_loop_as_one_call_with_the_same_result():
 
 
 def test_cli_sets_the_options_only_when_asked(monkeypatch):
-    from selfref_ghn import cli
+    from selfref_ghn.tools import cli
 
     calls = []
     monkeypatch.setattr(cli, "fuse_small_cpu_loops", lambda: calls.append("loops") or True)
@@ -119,7 +119,7 @@ def test_too_late_ynn_call_warns_and_changes_nothing(monkeypatch):
 
 _REDUCE_PROGRAM = """
 import json, sys
-from selfref_ghn import xla_cpu
+from selfref_ghn.run import xla_cpu
 set_ = sys.argv[1] == "1" and xla_cpu.skip_ynn_fusions()
 import jax, jax.numpy as jnp
 f = jax.jit(lambda x: jnp.sum(jnp.sin(x), axis=1)).lower(jnp.ones((512, 4, 3))).compile()
@@ -139,8 +139,8 @@ def test_skipping_ynn_fusions_removes_them_with_the_same_result():
 
 def test_importing_the_library_leaves_time_to_set_the_option():
     code = (
-        "import selfref_ghn, selfref_ghn.cli, selfref_ghn.envs\n"
-        "from selfref_ghn import xla_cpu\n"
+        "import selfref_ghn, selfref_ghn.tools.cli, selfref_ghn.envs\n"
+        "from selfref_ghn.run import xla_cpu\n"
         "print(xla_cpu._backends_initialized())"
     )
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
@@ -165,7 +165,7 @@ def test_too_late_cpu_devices_warns_and_changes_nothing():
 
 _DEVICES_PROGRAM = """
 import json, sys
-from selfref_ghn import xla_cpu
+from selfref_ghn.run import xla_cpu
 n = int(sys.argv[1])
 set_ = xla_cpu.use_cpu_devices(n if n else None)
 import jax
@@ -191,7 +191,7 @@ def test_cpu_devices_are_presented(n):
 
 
 def test_cli_sets_cpu_devices_only_when_asked(monkeypatch, capsys):
-    from selfref_ghn import cli
+    from selfref_ghn.tools import cli
 
     calls = []
     monkeypatch.setattr(cli, "use_cpu_devices", lambda n=None: calls.append(n) or True)

@@ -253,7 +253,7 @@ EVO = dict(
 
 def _evolve_ant(out_dir=None, **overrides):
     from selfref_ghn.config import Config
-    from selfref_ghn.runner import evolve
+    from selfref_ghn.run.loop import evolve
     from tests.conftest import TINY
 
     cfg = Config(**{**TINY, **EVO, **overrides})
@@ -263,7 +263,7 @@ def _evolve_ant(out_dir=None, **overrides):
 def test_sr_ghns_evolve_on_ant():
     """Generations advance, selection keeps the best, observation statistics come from the
     ant's own observations, rates are inherited, policies are continuous."""
-    from selfref_ghn.evolution import Evolution
+    from selfref_ghn.evolution.generation import Evolution
 
     cfg, (state, metrics, _) = _evolve_ant()
     P, C, T, G = cfg.population_size, cfg.num_children, cfg.horizon, cfg.generations
@@ -303,7 +303,7 @@ def test_render_an_ant_champion(tmp_path):
     """End to end: evolve, then replay the champion into npz, HTML and GIF."""
     from PIL import Image
 
-    from selfref_ghn.render import render_champion
+    from selfref_ghn.tools.render import render_champion
 
     cfg, _ = _evolve_ant(tmp_path, generations=2, log_every=2)
     out = render_champion(tmp_path, horizon=12, every=3, gif_backend="matplotlib")

@@ -3,7 +3,7 @@ device mesh (``jax.sharding.Mesh`` + ``NamedSharding``)").
 
 A run on ``N`` devices builds a one-axis :class:`jax.sharding.Mesh` (axis :data:`AXIS`) over the
 first ``N`` devices of ``jax.devices()`` (every process's devices in a multi-host run, see
-:mod:`selfref_ghn.distributed`). The leading (population) axis of ``EvoState.params``,
+:mod:`selfref_ghn.run.distributed`). The leading (population) axis of ``EvoState.params``,
 ``EvoState.policy`` and ``EvoState.fitness``, and of the children, policies and fitness inside
 the generation step, is split over that axis; everything else (keys, hyperparameters, the basis,
 observation statistics, the monitor, the metrics) is replicated. GSPMD partitions the step from

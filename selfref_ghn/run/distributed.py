@@ -3,10 +3,11 @@ multi-host through ``jax.distributed``").
 
 :func:`initialize` connects this process to the others before jax starts its backend; from then
 on ``jax.devices()`` lists every process's devices, the run's mesh
-(:func:`selfref_ghn.sharding.make_mesh`) spans them, and every process runs the same compiled
+(:func:`selfref_ghn.evolution.sharding.make_mesh`) spans them, and every process runs the same
+compiled
 chunk on its own slice of the population. Every process computes the same initial state from
 the seed; only process 0 writes the results folder's host-side files, every process its own
-shards of the checkpoints (:func:`selfref_ghn.runner.evolve`, below).
+shards of the checkpoints (:func:`selfref_ghn.run.loop.evolve`, below).
 
 Where the coordinator comes from, in order:
 
@@ -20,7 +21,7 @@ On CPU, cross-process collectives need an implementation: :func:`initialize` sel
 (``jax_cpu_collectives_implementation``), which is how ``tests/test_distributed.py`` runs two
 processes over loopback.
 
-Checkpoints (:mod:`selfref_ghn.checkpoint`) span the processes: every process passes the same
+Checkpoints (:mod:`selfref_ghn.run.checkpoint`) span the processes: every process passes the same
 results folder (a filesystem they all see), every process calls save and restore, and orbax has
 each one write and read only the shards of the population its own devices hold
 (:func:`restore_target` gives the shardings to read into); process 0 finalises each checkpoint.
@@ -40,8 +41,8 @@ from typing import Any
 
 import jax
 
-from selfref_ghn import sharding as sharding_lib
 from selfref_ghn.config import ConfigError
+from selfref_ghn.evolution import sharding as sharding_lib
 
 # Environment variables that announce a multi-task job, with the one giving its task count.
 _CLUSTER_TASKS = ("SLURM_NTASKS", "OMPI_COMM_WORLD_SIZE")
@@ -163,12 +164,13 @@ def restore_target(init: Callable[[], Any], mesh: jax.sharding.Mesh | None) -> A
 
     Args:
         init: returns a state of the run's structure (``Evolution.init``); only traced.
-        mesh: the run's mesh (:func:`selfref_ghn.sharding.state_shardings`); ``None``: every
+        mesh: the run's mesh (:func:`selfref_ghn.evolution.sharding.state_shardings`); ``None``:
+            every
             leaf on this process's first device.
 
     Returns:
         A pytree of :class:`jax.ShapeDtypeStruct` with shardings, for
-        :meth:`selfref_ghn.checkpoint.Checkpoints.restore`.
+        :meth:`selfref_ghn.run.checkpoint.Checkpoints.restore`.
 
     Example:
         >>> target = restore_target(evo.init, evo.mesh)  # doctest: +SKIP

@@ -3,18 +3,19 @@
 
 ``selfref-ghn compare PRESET --methods srghn,open_es,cma_es,simple_ga,gesmr_ga,samr_ga
 [,fixed_rate,frozen_head,external] --seeds 0-4 [--out DIR] [--set k=v]`` runs every method on
-every seed through the same harness (:func:`selfref_ghn.runner.evolve`, one normal results
+every seed through the same harness (:func:`selfref_ghn.run.loop.evolve`, one normal results
 folder per run under ``DIR/<method>/seed<k>``), then writes into ``DIR``:
 
 * ``recovery.csv``: per method, switch, curve (best and mean return) and recovery metric
-  (:func:`selfref_ghn.metrics.recovery_curves`, ``hold = 10``), the mean over seeds, its 95%
+  (:func:`selfref_ghn.run.metrics.recovery_curves`, ``hold = 10``), the mean over seeds, its 95%
   t-interval half-width, and how many seeds reached that threshold at all;
 * ``recovery.md``: the same as markdown tables, one per switch and curve;
 * ``returns.png``: best and mean return over generations per method (mean over seeds and its
   95% band), inverted intervals shaded.
 
 Methods: ``srghn`` and the ablations ``fixed_rate``, ``frozen_head``, ``external``
-(``Config.mutation_mode``); the baselines of :data:`selfref_ghn.baselines.METHODS`; or any
+(``Config.mutation_mode``); the baselines of :data:`selfref_ghn.evolution.baselines.METHODS`; or
+any
 evosax algorithm by its registry name. A finished run (its ``summary.json`` exists) is read
 back rather than run again, so an interrupted comparison continues where it stopped.
 """
@@ -33,7 +34,7 @@ from typing import Any, TextIO
 import numpy as np
 
 from selfref_ghn.config import Config, ConfigError
-from selfref_ghn.metrics import read_csv, recovery_curves
+from selfref_ghn.run.metrics import read_csv, recovery_curves
 
 ABLATIONS = ("fixed_rate", "frozen_head", "external")
 DEFAULT_METHODS = ("srghn", "open_es", "cma_es", "simple_ga", "gesmr_ga", "samr_ga")
@@ -86,7 +87,7 @@ def parse_methods(text: str) -> list[str]:
         raise ConfigError("--methods", text, "at least one method")
     for m in methods:
         if m != "srghn" and m not in ABLATIONS:
-            from selfref_ghn.baselines import algorithm_class
+            from selfref_ghn.evolution.baselines import algorithm_class
 
             try:
                 algorithm_class(m)
@@ -123,8 +124,8 @@ def run_comparison(
         >>> cfg = presets.get("quick")  # doctest: +SKIP
         >>> run_comparison(cfg, ["srghn", "open_es"], [0, 1], "results/cmp")  # doctest: +SKIP
     """
-    from selfref_ghn.baselines import make_evolution
-    from selfref_ghn.runner import (
+    from selfref_ghn.evolution.baselines import make_evolution
+    from selfref_ghn.run.loop import (
         RESUME_MAY_CHANGE,
         check_resumable,
         evolve,
@@ -374,7 +375,7 @@ def enable_compile_cache(path: str | Path) -> None:
 
 def register(subparsers) -> None:
     """Add the ``compare`` subcommand to ``selfref-ghn``'s parser."""
-    from selfref_ghn.cli import add_run_options
+    from selfref_ghn.tools.cli import add_run_options
 
     p = subparsers.add_parser("compare", help="SR-GHN vs ablations vs evosax baselines")
     add_run_options(p)
@@ -402,7 +403,7 @@ def register(subparsers) -> None:
 
 def cmd_compare(args) -> int:
     """Run ``selfref-ghn compare`` (``args`` from :func:`register`'s parser)."""
-    from selfref_ghn.cli import config_from_args
+    from selfref_ghn.tools.cli import config_from_args
 
     if args.seed is not None:
         raise ConfigError("--seed", args.seed, "compare takes --seeds")

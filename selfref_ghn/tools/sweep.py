@@ -20,11 +20,11 @@ The runs are the product of the seeds and every ``--grid`` key's values. They ar
   submitit), or ``inline`` (default: in this process, one group after another, no submitit).
 
 Each run writes its own results folder ``DIR/<run name>/`` with the files of a normal run
-(:mod:`selfref_ghn.runner`: ``config.json`` with its own seed and values, ``metrics.csv``,
+(:mod:`selfref_ghn.run.loop`: ``config.json`` with its own seed and values, ``metrics.csv``,
 ``lineage.bin``/``lineage.npy``, ``final_state.npz``, ``summary.json``, ``fitness.png``; no
 orbax checkpoints). The sweep writes ``DIR/sweep.csv`` and ``DIR/sweep.md`` (one row per run:
 final best, recovery ``gens_to_90`` and ``auc`` per switch from
-:func:`selfref_ghn.metrics.recovery`), ``DIR/sweep_settings.md`` (mean and 95% interval over
+:func:`selfref_ghn.run.metrics.recovery`), ``DIR/sweep_settings.md`` (mean and 95% interval over
 seeds per setting) and ``DIR/sweep.png``: best return, mean ± 95% interval across seeds, one
 curve per setting.
 
@@ -50,9 +50,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from selfref_ghn import lineage as lineage_lib
 from selfref_ghn.config import Config, ConfigError, Hyperparams, _parse_value
-from selfref_ghn.metrics import recovery
+from selfref_ghn.run import lineage as lineage_lib
+from selfref_ghn.run.metrics import recovery
 
 TRACED = tuple(f.name for f in dataclasses.fields(Hyperparams))
 EXECUTORS = ("inline", "debug", "local", "slurm")
@@ -154,10 +154,10 @@ def run_group(runs: Sequence[Run], out_dir: str | Path | None, progress: bool = 
     Returns:
         ``(rows, metrics)``: one summary row per run, and per run its metric columns.
     """
-    from selfref_ghn import memory
-    from selfref_ghn.evolution import Evolution
-    from selfref_ghn.plotting import plot_run
-    from selfref_ghn.runner import COLUMNS, metric_value, run_info, save_state, write_summary
+    from selfref_ghn.evolution import memory
+    from selfref_ghn.evolution.generation import Evolution
+    from selfref_ghn.run.loop import COLUMNS, metric_value, run_info, save_state, write_summary
+    from selfref_ghn.run.plotting import plot_run
 
     base = runs[0].config
     evo = Evolution.create(base, devices=1)
@@ -460,7 +460,7 @@ def _parse_params(items: Sequence[str]) -> dict[str, Any]:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    from selfref_ghn.cli import config_from_args
+    from selfref_ghn.tools.cli import config_from_args
 
     base = config_from_args(args)
     out = args.out or Path("results") / f"sweep-{args.preset}-{time.strftime('%Y%m%d-%H%M%S')}"
@@ -480,7 +480,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 def register(subparsers: Any) -> None:
     """Add ``selfref-ghn sweep``."""
-    from selfref_ghn.cli import add_run_options
+    from selfref_ghn.tools.cli import add_run_options
 
     p = subparsers.add_parser("sweep", help="seeds x hyperparameters: vmapped, or a job array")
     add_run_options(p)

@@ -1,6 +1,7 @@
 """The (mu + lambda) selection (DESIGN §2 "Evolution loop") shared by
-:class:`selfref_ghn.evolution.Evolution`, the ask-tell strategy (:mod:`selfref_ghn.ask_tell`)
-and the phase profile (:mod:`selfref_ghn.bench`): one selection-fitness rule
+:class:`selfref_ghn.evolution.generation.Evolution`, the ask-tell strategy
+(:mod:`selfref_ghn.evolution.ask_tell`)
+and the phase profile (:mod:`selfref_ghn.tools.bench`): one selection-fitness rule
 (:func:`selection_fitness`), one truncation (:func:`survivors`)."""
 
 from __future__ import annotations

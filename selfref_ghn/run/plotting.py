@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from selfref_ghn.metrics import read_rows, recovery_curves
+from selfref_ghn.run.metrics import read_rows, recovery_curves
 
 # the columns the figure and the summary need
 PLOTTED = (
@@ -109,7 +109,7 @@ def trailing_mean(y: Sequence[float], n: int) -> np.ndarray:
 def summary_lines(metrics: Mapping[str, np.ndarray], switch_intervals: Sequence[Sequence[int]]):
     """Lines describing a run's metrics so far: generations, wall time, the latest returns and
     rates, and for each switch already played the recovery of the best return
-    (:func:`selfref_ghn.metrics.recovery_curves`, 10-generation level): the generations until
+    (:func:`selfref_ghn.run.metrics.recovery_curves`, 10-generation level): the generations until
     it first reached 50/90/100% of its level (as in ``summary.json``), and until it held them
     for 10 generations (as in ``selfref-ghn compare``). "-": not yet."""
     g = metrics["generation"]
@@ -149,7 +149,7 @@ def summary_lines(metrics: Mapping[str, np.ndarray], switch_intervals: Sequence[
 def cmd_plot(args: argparse.Namespace) -> int:
     """``selfref-ghn plot DIR``: draw a run's figure from its metrics.csv and print a summary."""
     from selfref_ghn.config import ConfigError
-    from selfref_ghn.runner import load_run_config, method_label
+    from selfref_ghn.run.loop import load_run_config, method_label
 
     run = Path(args.dir)
     if args.smooth < 1:

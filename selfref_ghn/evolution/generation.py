@@ -26,18 +26,18 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
-from selfref_ghn import monitor as monitor_lib
 from selfref_ghn import prng
-from selfref_ghn import sharding as sharding_lib
 from selfref_ghn.config import Config, Hyperparams
-from selfref_ghn.model import SRGHN
-from selfref_ghn.mutation import mutate, mutation_params
-from selfref_ghn.normalize import RunningStats
-from selfref_ghn.policy import policy_template
-from selfref_ghn.rollout import evaluate_flat
-from selfref_ghn.schedule import SwitchSchedule
-from selfref_ghn.selection import gather_survivors, selection_fitness, survivors
-from selfref_ghn.task import make_task
+from selfref_ghn.evolution import monitor as monitor_lib
+from selfref_ghn.evolution import sharding as sharding_lib
+from selfref_ghn.evolution.normalize import RunningStats
+from selfref_ghn.evolution.rollout import evaluate_flat
+from selfref_ghn.evolution.schedule import SwitchSchedule
+from selfref_ghn.evolution.selection import gather_survivors, selection_fitness, survivors
+from selfref_ghn.evolution.task import make_task
+from selfref_ghn.model.mutation import mutate, mutation_params
+from selfref_ghn.model.policy import policy_template
+from selfref_ghn.model.srghn import SRGHN
 from selfref_ghn.types import Array, Metrics, Params
 
 
@@ -55,7 +55,7 @@ class EvoState:
         hparams: traced hyperparameters.
         basis: ``(coeff_dim, S_max)`` the stochastic head's fixed random basis (constant).
         obs_stats: running observation statistics (unused unless ``obs_norm``).
-        monitor: the runaway monitor's state (:mod:`selfref_ghn.monitor`).
+        monitor: the runaway monitor's state (:mod:`selfref_ghn.evolution.monitor`).
     """
 
     params: Array
@@ -161,7 +161,8 @@ class Evolution:
             action_fn: outputs -> action; default chosen from the action space (argmax, or
                 tanh rescaled to the box).
             devices: split the population over the first ``devices`` of ``jax.devices()``
-                (default: all; :mod:`selfref_ghn.sharding`). Random draws do not depend on it;
+                (default: all; :mod:`selfref_ghn.evolution.sharding`). Random draws do not depend
+                on it;
                 float rounding does, unless ``config.bitwise_block`` is set.
             mesh: a prebuilt one-axis mesh (axis ``"pop"``), instead of ``devices``.
 
@@ -350,7 +351,8 @@ class Evolution:
 
         Skipped iterations leave the state unchanged and return metrics with
         ``generation = -1``, so a fixed chunk length serves the last, shorter chunk without a
-        second compilation. The runaway monitor (:mod:`selfref_ghn.monitor`) runs after every
+        second compilation. The runaway monitor (:mod:`selfref_ghn.evolution.monitor`) runs after
+        every
         generation and adds its flags to the metrics; once its ``stop`` policy trips, the rest
         of the chunk is skipped the same way.
 

@@ -16,7 +16,8 @@ config and the static shapes (no compilation):
 * the metrics of one chunk (``log_every`` generations).
 
 Population-axis terms are divided by the number of devices; a vmapped sweep
-(:mod:`selfref_ghn.sweep`) multiplies everything by its number of runs. The estimate is a floor
+(:mod:`selfref_ghn.tools.sweep`) multiplies everything by its number of runs. The estimate is a
+floor
 (XLA adds fusion temporaries and its own buffers), so :func:`check` refuses a population only
 when it needs more than ``fraction`` (default 0.9) of what is available: the device's memory
 limit on an accelerator, the host's available RAM on CPU. The error says which population would
@@ -45,7 +46,7 @@ def estimate(evo: Any, population_size: int | None = None, runs: int = 1) -> dic
     """Bytes one generation needs per device, by part, for ``evo`` (an :class:`Evolution`).
 
     Args:
-        evo: the run's :class:`~selfref_ghn.evolution.Evolution` (config, shapes, mesh).
+        evo: the run's :class:`~selfref_ghn.evolution.generation.Evolution` (config, shapes, mesh).
         population_size: estimate for this ``P`` instead of the config's.
         runs: runs batched together (a vmapped sweep).
 
@@ -104,7 +105,7 @@ def check(evo: Any, runs: int = 1, fraction: float = 0.9, available: int | None 
     """Refuse, before compiling, a population that would not fit in memory.
 
     Args:
-        evo: the run's :class:`~selfref_ghn.evolution.Evolution`.
+        evo: the run's :class:`~selfref_ghn.evolution.generation.Evolution`.
         runs: runs batched together (a vmapped sweep).
         fraction: share of the available memory the estimate may take.
         available: bytes available per device (default :func:`available_bytes`).

@@ -1,7 +1,8 @@
 """The task of a run: environment, its parameters, the policy and the switch schedule.
 
-:class:`~selfref_ghn.evolution.Evolution` (SR-GHN) and
-:class:`~selfref_ghn.baselines.BaselineEvolution` (evosax) resolve the same arguments the same
+:class:`~selfref_ghn.evolution.generation.Evolution` (SR-GHN) and
+:class:`~selfref_ghn.evolution.baselines.BaselineEvolution` (evosax) resolve the same arguments
+the same
 way, so that a comparison runs every method on exactly the same task.
 """
 
@@ -16,8 +17,8 @@ import flax.linen as nn
 
 from selfref_ghn import envs as envs_registry
 from selfref_ghn.config import Config, ConfigError
-from selfref_ghn.policy import MLPPolicy, action_fn_for
-from selfref_ghn.schedule import SwitchSchedule
+from selfref_ghn.evolution.schedule import SwitchSchedule
+from selfref_ghn.model.policy import MLPPolicy, action_fn_for
 from selfref_ghn.types import Array, Params
 
 

@@ -3,7 +3,8 @@ to log and checkpoint; STYLE rule 6: orbax for checkpoints).
 
 A run's checkpoints live in ``<results>/checkpoints/<generation>/``, one per saved generation
 (the step number is the state's ``generation``: the next generation to run), the last
-``keep`` kept. The state is :class:`selfref_ghn.evolution.EvoState`, a pytree of plain arrays
+``keep`` kept. The state is :class:`selfref_ghn.evolution.generation.EvoState`, a pytree of plain
+arrays
 (keys are raw ``uint32`` PRNG keys), saved with orbax's ``StandardSave``.
 
 Atomicity comes from orbax: a checkpoint is written into a temporary folder
@@ -114,7 +115,7 @@ class Checkpoints:
         """Write ``state`` as the checkpoint of generation ``state.generation``.
 
         Args:
-            state: an :class:`~selfref_ghn.evolution.EvoState` (or any pytree with a
+            state: an :class:`~selfref_ghn.evolution.generation.EvoState` (or any pytree with a
                 ``generation`` field).
 
         Returns:
@@ -135,7 +136,7 @@ class Checkpoints:
         Args:
             template: a state (or its ``jax.eval_shape``) giving structure, shapes and dtypes;
                 leaves that are :class:`jax.ShapeDtypeStruct` with a sharding are read into it
-                (a multi-process run: :func:`selfref_ghn.distributed.restore_target`), the rest
+                (a multi-process run: :func:`selfref_ghn.run.distributed.restore_target`), the rest
                 onto this process's first device.
             step: the generation to restore; default the latest.
 

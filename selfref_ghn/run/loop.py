@@ -9,10 +9,10 @@ progress line and, every ``checkpoint_every`` generations (rounded up to a multi
 A results folder holds:
 
 * ``config.json``: the config, the library version and git hash, jax version and devices;
-* ``metrics.csv``: one row per generation (:data:`selfref_ghn.metrics.CSV_COLUMNS`, then the
-  runaway monitor's :data:`selfref_ghn.monitor.COLUMNS`);
+* ``metrics.csv``: one row per generation (:data:`selfref_ghn.run.metrics.CSV_COLUMNS`, then the
+  runaway monitor's :data:`selfref_ghn.evolution.monitor.COLUMNS`);
 * ``lineage.bin``: per generation, each survivor's member index, fitness and its parent's
-  mutation rate (:mod:`selfref_ghn.lineage`); ``lineage.npy``: ``(generations, P)`` int32, the
+  mutation rate (:mod:`selfref_ghn.run.lineage`); ``lineage.npy``: ``(generations, P)`` int32, the
   member index each survivor came from, written at the end;
 * ``checkpoints/<generation>/``: the last ``keep_checkpoints`` states (:mod:`.checkpoint`);
 * ``final_state.npz``: the final population (flat parameters, fitness, keys, statistics);
@@ -48,16 +48,17 @@ import jax.numpy as jnp
 import numpy as np
 
 import selfref_ghn
-from selfref_ghn import distributed, memory
-from selfref_ghn import lineage as lineage_lib
-from selfref_ghn import monitor as monitor_lib
-from selfref_ghn import sharding as sharding_lib
-from selfref_ghn.checkpoint import Checkpoints, DamagedCheckpoint, describe_damaged
 from selfref_ghn.config import Config, ConfigError, Hyperparams
-from selfref_ghn.evolution import Evolution, EvoState
-from selfref_ghn.metrics import CSV_COLUMNS, csv_rows, parse_row, recovery
-from selfref_ghn.plotting import plot_run
-from selfref_ghn.schedule import inverted_host
+from selfref_ghn.evolution import memory
+from selfref_ghn.evolution import monitor as monitor_lib
+from selfref_ghn.evolution import sharding as sharding_lib
+from selfref_ghn.evolution.generation import Evolution, EvoState
+from selfref_ghn.evolution.schedule import inverted_host
+from selfref_ghn.run import distributed
+from selfref_ghn.run import lineage as lineage_lib
+from selfref_ghn.run.checkpoint import Checkpoints, DamagedCheckpoint, describe_damaged
+from selfref_ghn.run.metrics import CSV_COLUMNS, csv_rows, parse_row, recovery
+from selfref_ghn.run.plotting import plot_run
 
 # metrics.csv columns: the step's, then the runaway monitor's flags.
 COLUMNS = CSV_COLUMNS + monitor_lib.COLUMNS
@@ -104,7 +105,7 @@ def run_info() -> dict[str, Any]:
         "devices": [str(d) for d in jax.devices()],
         "processes": jax.process_count(),  # a run resumes only on as many (distributed.py)
         "python": sys.version.split()[0],
-        # compiler flags change float rounding (e.g. --fast-cpu-loops, selfref_ghn.xla_cpu)
+        # compiler flags change float rounding (e.g. --fast-cpu-loops, selfref_ghn.run.xla_cpu)
         "xla_flags": os.environ.get("XLA_FLAGS", ""),
     }
 
@@ -472,7 +473,7 @@ def evolve(
     # the caller's state is copied: the compiled chunk donates the state it is given
     state = None if state is None else jax.tree.map(jnp.copy, state)
     single_process = jax.process_count() == 1
-    # multi-host (selfref_ghn.distributed): every process reads the folder and writes its own
+    # multi-host (selfref_ghn.run.distributed): every process reads the folder and writes its own
     # shards of each checkpoint; only process 0 writes the host-side files
     main = distributed.is_main_process()
     if not main:

@@ -2,7 +2,8 @@
 
 The population is selected on episode returns (DESIGN §2, "Evolution loop"); this module lets
 you look at the behaviour behind the number. :func:`rollout` replays one member of an
-:class:`~selfref_ghn.evolution.EvoState` for one episode, exactly as the evaluation runs it (same
+:class:`~selfref_ghn.evolution.generation.EvoState` for one episode, exactly as the evaluation
+runs it (same
 reset, same per-step keys, same observation normalisation, rewards after termination left out),
 and records actions, rewards and, for MuJoCo-based environments (the Ant variants), the
 generalized positions. :func:`render_champion` does this for survivor slot 0 of a results
@@ -90,14 +91,15 @@ def rollout(
 ) -> Trajectory:
     """Replay one member of a population for one episode and record it.
 
-    The episode is the one :func:`selfref_ghn.rollout.episode` scores with ``key``: the same
+    The episode is the one :func:`selfref_ghn.evolution.rollout.episode` scores with ``key``: the
+    same
     reset and step keys, the same observation statistics (``state.obs_stats`` when
     ``config.obs_norm``), so ``episode_return`` is that member's fitness on it.
 
     Args:
         key: the episode's PRNG key.
-        evo: the run's :class:`~selfref_ghn.evolution.Evolution`.
-        state: an :class:`~selfref_ghn.evolution.EvoState` of that run.
+        evo: the run's :class:`~selfref_ghn.evolution.generation.Evolution`.
+        state: an :class:`~selfref_ghn.evolution.generation.EvoState` of that run.
         member: index into the population (survivors are ranked: 0 is the best).
         horizon: steps to simulate (default ``config.horizon``).
         generation: the switch schedule is applied at this generation (default the last one
@@ -288,7 +290,7 @@ def load_run_state(evo: Any, run_dir: str | Path, warn: bool = True) -> tuple[An
     dtypes). On a tie the file wins (both hold the same state).
 
     Args:
-        evo: the run's :class:`~selfref_ghn.evolution.Evolution`.
+        evo: the run's :class:`~selfref_ghn.evolution.generation.Evolution`.
         run_dir: the results folder.
         warn: print that line.
 
@@ -299,8 +301,8 @@ def load_run_state(evo: Any, run_dir: str | Path, warn: bool = True) -> tuple[An
         ConfigError: the folder has no state that can be read (the message names what is
             damaged).
     """
-    from selfref_ghn.checkpoint import Checkpoints, describe_damaged
-    from selfref_ghn.runner import CHECKPOINT_DIR, load_state
+    from selfref_ghn.run.checkpoint import Checkpoints, describe_damaged
+    from selfref_ghn.run.loop import CHECKPOINT_DIR, load_state
 
     run_dir = Path(run_dir)
     final, final_error = None, None
@@ -359,7 +361,7 @@ def render_champion(
     statistics.
 
     Args:
-        run_dir: a results folder written by :func:`selfref_ghn.runner.evolve`.
+        run_dir: a results folder written by :func:`selfref_ghn.run.loop.evolve`.
         member: survivor slot to replay.
         seed: the episode's key is ``jax.random.PRNGKey(seed)``.
         horizon: episode length (default the run's ``horizon``).
@@ -377,8 +379,8 @@ def render_champion(
         ConfigError: no state in the folder, an unknown format, or a member outside the
             population.
     """
-    from selfref_ghn.evolution import Evolution
-    from selfref_ghn.runner import load_run_config
+    from selfref_ghn.evolution.generation import Evolution
+    from selfref_ghn.run.loop import load_run_config
 
     run_dir = Path(run_dir)
     bad = [f for f in formats if f not in FORMATS]

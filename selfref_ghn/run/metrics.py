@@ -198,7 +198,7 @@ def recovery_curves(
     counts as back to ``f`` of its pre-switch level only once it stays there for 10 generations.
 
     Args:
-        metrics: metric columns by name (as returned by :func:`selfref_ghn.runner.evolve`).
+        metrics: metric columns by name (as returned by :func:`selfref_ghn.run.loop.evolve`).
         switch_points: generations at which the environment changes.
         curves: the columns to measure (default best and mean return).
         hold: generations a threshold must hold.

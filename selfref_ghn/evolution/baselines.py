@@ -2,20 +2,21 @@
 
 The paper's claim is comparative: after a switch SR-GHNs recover where OpenES, CMA-ES, a simple
 GA, GESMR and SAMR do not. :class:`BaselineEvolution` runs any evosax 0.3 algorithm, used as it
-is (its own ``init``/``ask``/``tell``), on exactly the task an :class:`~selfref_ghn.evolution.
+is (its own ``init``/``ask``/``tell``), on exactly the task an
+:class:`~selfref_ghn.evolution.generation.
 Evolution` sees:
 
 * the same policy module, evolved directly: a solution is the policy's parameters, flattened
   with ``jax.flatten_util.ravel_pytree`` (evosax's own layout);
 * the same environment, switch schedule (:meth:`SwitchSchedule.apply`), horizon, episodes and
-  observation normalisation, through the same :func:`selfref_ghn.rollout.evaluate`;
+  observation normalisation, through the same :func:`selfref_ghn.evolution.rollout.evaluate`;
 * the same budget: evosax's population size is ``config.num_members`` = P·(1+C), the episodes
   SR-GHN evaluates per generation;
 * the same keys: member ``m`` of generation ``g`` is evaluated with the generation's
   ``"evaluate"`` stream (:mod:`selfref_ghn.prng`), as in :class:`Evolution`, so for one seed
   every method sees the same episode starts;
 * the same interface (``create/init/step/run_chunk/compiled_chunk/describe/config``) and the
-  same metric keys, so :func:`selfref_ghn.runner.evolve` writes the same results folder.
+  same metric keys, so :func:`selfref_ghn.run.loop.evolve` writes the same results folder.
 
 Returns are maximised everywhere; evosax minimises, so the sign flips here, at the ``tell``
 boundary only. A member with non-finite parameters or return is told ``+inf`` (the worst).
@@ -45,14 +46,14 @@ import optax
 from flax import struct
 from jax.flatten_util import ravel_pytree
 
-from selfref_ghn import monitor as monitor_lib
 from selfref_ghn import prng
 from selfref_ghn.config import Config, ConfigError, Hyperparams
-from selfref_ghn.evolution import diversity, scan_generations
-from selfref_ghn.normalize import RunningStats
-from selfref_ghn.rollout import evaluate_flat
-from selfref_ghn.schedule import SwitchSchedule
-from selfref_ghn.task import make_task
+from selfref_ghn.evolution import monitor as monitor_lib
+from selfref_ghn.evolution.generation import diversity, scan_generations
+from selfref_ghn.evolution.normalize import RunningStats
+from selfref_ghn.evolution.rollout import evaluate_flat
+from selfref_ghn.evolution.schedule import SwitchSchedule
+from selfref_ghn.evolution.task import make_task
 from selfref_ghn.types import Array, Metrics, Params
 
 # The paper's five baselines: short name -> evosax class name.
@@ -157,7 +158,7 @@ class BaselineState:
         key: ``(2,)`` uint32 run key; every draw folds in the generation (and member index).
         obs_stats: running observation statistics (unused unless ``obs_norm``).
         hparams: SR-GHN's traced hyperparameters (only the runaway monitor reads them here).
-        monitor: the runaway monitor's state (:mod:`selfref_ghn.monitor`).
+        monitor: the runaway monitor's state (:mod:`selfref_ghn.evolution.monitor`).
     """
 
     es_state: Any
@@ -171,7 +172,8 @@ class BaselineState:
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class BaselineEvolution:
-    """An evosax algorithm on one task, with :class:`~selfref_ghn.evolution.Evolution`'s API.
+    """An evosax algorithm on one task, with
+    :class:`~selfref_ghn.evolution.generation.Evolution`'s API.
 
     Example:
         >>> cfg = Config(method="open_es", population_size=4, horizon=50, generations=5)
@@ -407,10 +409,10 @@ def make_evolution(config: Config, **kwargs: Any):
         **kwargs: ``env``, ``env_params``, ``policy``, ``action_fn`` as for ``create``.
 
     Returns:
-        The evolution object for :func:`selfref_ghn.runner.evolve`'s ``evo`` argument.
+        The evolution object for :func:`selfref_ghn.run.loop.evolve`'s ``evo`` argument.
     """
     if config.method == "srghn":
-        from selfref_ghn.evolution import Evolution
+        from selfref_ghn.evolution.generation import Evolution
 
         return Evolution.create(config, **kwargs)
     return BaselineEvolution.create(config, **kwargs)

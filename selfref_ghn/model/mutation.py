@@ -29,7 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from selfref_ghn.config import Hyperparams
-from selfref_ghn.model import SRGHN
+from selfref_ghn.model.srghn import SRGHN
 from selfref_ghn.prng import normal
 from selfref_ghn.types import Array
 

@@ -21,7 +21,7 @@ import jax.numpy as jnp
 from flax import struct
 
 from selfref_ghn import prng
-from selfref_ghn.normalize import RunningStats
+from selfref_ghn.evolution.normalize import RunningStats
 from selfref_ghn.types import Array, Params
 
 PolicyFn = Callable[[Params, Array], Array]  # (policy params, observation) -> action

@@ -9,7 +9,8 @@ kernels are split over more cores. A physics step of many small kernels (the Lun
 solver) therefore keeps a single core busy whatever the batch size. :func:`use_cpu_devices`
 makes JAX present the CPU as ``n`` devices (``jax_num_cpu_devices``); each device runs its part
 of a program on its own thread, and the library's runs split the population over all devices by
-default (:mod:`selfref_ghn.sharding`, each device playing its own members' episodes). Results
+default (:mod:`selfref_ghn.evolution.sharding`, each device playing its own members' episodes).
+Results
 are those of one device, up to float rounding in reductions over members (the same seed selects
 the same survivors: tests/test_sharding.py). Opt-in (``selfref-ghn ... --cpu-devices N``)
 because the population must then divide over ``n`` devices. On GPU and TPU machines it changes
@@ -30,7 +31,8 @@ It is opt-in (``selfref-ghn ... --fast-cpu-loops``, or :func:`fuse_small_cpu_loo
 script) because float rounding then depends on how a loop was compiled: a program is as
 deterministic as before, but two different programs that compute the same thing agree only to
 rounding where without it they agree bit for bit (the early-stopping rollout and the
-fixed-horizon scan of ``selfref_ghn.rollout``, on CartPole: tests/test_rollout.py). Measured
+fixed-horizon scan of ``selfref_ghn.evolution.rollout``, on CartPole: tests/test_rollout.py).
+Measured
 figures: docs/envs/lunar_lander.md.
 
 No YNNPACK fusions

@@ -14,7 +14,8 @@ side in the same process, interleaved, so that a loaded machine slows all three 
   ``P * (1 + C)`` (the same episodes per generation), one generation = ask + evaluate + tell.
 
 All three run the same number of generations per call in one ``lax.scan``; SR-GHN through
-:meth:`~selfref_ghn.evolution.Evolution.compiled_chunk`, the path a real run takes. For each
+:meth:`~selfref_ghn.evolution.generation.Evolution.compiled_chunk`, the path a real run takes. For
+each
 method: compile time, steady generations/s (median of the timed calls after a warm-up call),
 simulated environment steps/s (members x episodes x horizon per generation: what the bound
 simulates; the others may stop earlier), peak host memory (``VmHWM``, reset
@@ -34,7 +35,7 @@ Every measured case runs in a fresh subprocess, so peaks are per case. Results g
 throughput against population size to ``OUT/performance_population.png``.
 
 Example:
-    ``python -m selfref_ghn.bench --out bench_results --quick``
+    ``python -m selfref_ghn.tools.bench --out bench_results --quick``
 """
 
 from __future__ import annotations
@@ -266,14 +267,14 @@ def build_methods(case: Case) -> tuple[dict[str, tuple[Callable, Any, Callable |
     Returns:
         ``(methods, evo)``: ``methods`` maps each of :data:`METHODS` to ``(jitted fn, initial
         carry, call)`` where ``call(compiled, carry)`` runs it (``None``: ``compiled(carry)``);
-        ``evo`` is the case's :class:`~selfref_ghn.evolution.Evolution`.
+        ``evo`` is the case's :class:`~selfref_ghn.evolution.generation.Evolution`.
     """
     import jax
     import jax.numpy as jnp
     from evosax.algorithms import Open_ES
 
-    from selfref_ghn.evolution import Evolution
-    from selfref_ghn.rollout import evaluate
+    from selfref_ghn.evolution.generation import Evolution
+    from selfref_ghn.evolution.rollout import evaluate
 
     cfg = case.config
     evo = Evolution.create(cfg)
@@ -487,14 +488,14 @@ def generation_phases(evo: Any, state: Any) -> dict[str, tuple[Callable, tuple]]
     * ``rollout``: :meth:`Evolution.evaluate_members` of the ``(P * (1 + C),
       num_policy_params)`` flat policies, parents' first;
     * ``selection``: the step's (mu + lambda) selection: finiteness mask, ``child_factor``
-      mixing, :func:`~selfref_ghn.selection.survivors`, and the gather of the survivors'
+      mixing, :func:`~selfref_ghn.evolution.selection.survivors`, and the gather of the survivors'
       parameters and policies. It returns ``(fitness, params, policy)`` of the next state.
 
     What the step does besides (its metrics, observation statistics, the runaway monitor, the
     scan around it) belongs to no phase.
 
     Args:
-        evo: the :class:`~selfref_ghn.evolution.Evolution`.
+        evo: the :class:`~selfref_ghn.evolution.generation.Evolution`.
         state: the state the generation starts from.
 
     Returns:
@@ -521,7 +522,7 @@ def _selection(evo: Any, state: Any, children: Any, policies: Any, fitness: Any)
     """The selection part of :meth:`Evolution.step`: next ``(fitness, params, policy)``."""
     import jax.numpy as jnp
 
-    from selfref_ghn import selection
+    from selfref_ghn.evolution import selection
 
     P = evo.config.population_size
     params_finite = jnp.concatenate(
@@ -546,7 +547,7 @@ def profile_phases(
     on the state: profile the generation whose fused time it is compared with.
 
     Args:
-        evo: the :class:`~selfref_ghn.evolution.Evolution`.
+        evo: the :class:`~selfref_ghn.evolution.generation.Evolution`.
         repeats: timed rounds after a warm-up.
         bound_s: the rollout bound's generation time, reported beside the profile.
         state: the state the generation starts from; default the run's initial population.
@@ -606,7 +607,7 @@ def machine_info() -> dict[str, Any]:
     """CPU model, cores, memory, load, jax version and backend, git hash."""
     import jax
 
-    from selfref_ghn.runner import git_hash
+    from selfref_ghn.run.loop import git_hash
 
     cpu = platform.processor() or "unknown"
     try:
@@ -665,7 +666,7 @@ def _run_worker(case: Case, timeout_s: float | None) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         spec, result = Path(tmp) / "case.json", Path(tmp) / "result.json"
         spec.write_text(json.dumps(case.to_json()))
-        cmd = [sys.executable, "-m", "selfref_ghn.bench", "--worker", str(spec), str(result)]
+        cmd = [sys.executable, "-m", "selfref_ghn.tools.bench", "--worker", str(spec), str(result)]
         t0 = time.perf_counter()
         try:
             proc = subprocess.run(cmd, timeout=timeout_s, stdout=sys.stderr)
@@ -710,7 +711,7 @@ def run_benchmark(
     out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     results: dict[str, Any] = {
-        "command": " ".join(["python -m selfref_ghn.bench", *(argv or [])]),
+        "command": " ".join(["python -m selfref_ghn.tools.bench", *(argv or [])]),
         "started": time.strftime("%Y-%m-%d %H:%M:%S"),
         "machine": machine_info(),
         "skipped": list(skipped),
@@ -1069,7 +1070,7 @@ def register(subparsers: Any) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m selfref_ghn.bench``; ``--worker SPEC RESULT`` measures one case."""
+    """``python -m selfref_ghn.tools.bench``; ``--worker SPEC RESULT`` measures one case."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["--worker"]:
         case = Case.from_json(json.loads(Path(argv[1]).read_text()))
@@ -1078,7 +1079,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         Path(argv[2]).write_text(json.dumps(res, default=_json_default))
         return 0
-    parser = argparse.ArgumentParser(prog="python -m selfref_ghn.bench", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m selfref_ghn.tools.bench", description=__doc__)
     add_arguments(parser)
     return run_from_args(parser.parse_args(argv), argv)
 

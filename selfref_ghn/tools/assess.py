@@ -12,7 +12,7 @@ researcher reports: how well does the champion do on many episodes it has never 
   ``episodes`` further episodes drawn with a different key, so that the reported figure is not
   the maximum of noisy draws.
 
-Episodes run as in evolution (:func:`selfref_ghn.rollout.episode`: same reset, policy,
+Episodes run as in evolution (:func:`selfref_ghn.evolution.rollout.episode`: same reset, policy,
 observation statistics when ``obs_norm``; rewards after the episode's end left out), with the
 switch schedule applied at ``generation`` (default the last generation the state was evaluated
 at), so a checkpoint taken before a switch is assessed on the original task.
@@ -38,7 +38,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from selfref_ghn.config import ConfigError
-from selfref_ghn.rollout import episode
+from selfref_ghn.evolution.rollout import episode
 
 _RUNNERS: dict = {}
 
@@ -91,11 +91,11 @@ def _check(episodes, select_episodes, horizon, member=0, population_size=None) -
 
 def load_state_at(evo: Any, run_dir: Path, checkpoint: int | None) -> tuple[Any, str]:
     """The run's state at checkpoint ``checkpoint`` (a generation), or its newest state
-    (:func:`selfref_ghn.render.load_run_state`, which passes over damaged ones). A checkpoint
+    (:func:`selfref_ghn.tools.render.load_run_state`, which passes over damaged ones). A checkpoint
     asked for by its generation is not replaced by another: a damaged one is an error."""
-    from selfref_ghn.checkpoint import Checkpoints, DamagedCheckpoint
-    from selfref_ghn.render import load_run_state
-    from selfref_ghn.runner import CHECKPOINT_DIR
+    from selfref_ghn.run.checkpoint import Checkpoints, DamagedCheckpoint
+    from selfref_ghn.run.loop import CHECKPOINT_DIR
+    from selfref_ghn.tools.render import load_run_state
 
     if checkpoint is None:
         return load_run_state(evo, run_dir)
@@ -129,7 +129,7 @@ def assess_run(
     """Mean return of a run's champion over fresh episodes.
 
     Args:
-        run_dir: a results folder written by :func:`selfref_ghn.runner.evolve`.
+        run_dir: a results folder written by :func:`selfref_ghn.run.loop.evolve`.
         episodes: number of fresh episodes the champion is assessed on.
         select_episodes: if positive, pick the champion as the survivor with the best mean over
             this many selection episodes (independent of the assessment episodes); otherwise
@@ -152,8 +152,8 @@ def assess_run(
     Raises:
         ConfigError: a missing folder or state, or an argument out of range.
     """
-    from selfref_ghn.evolution import Evolution
-    from selfref_ghn.runner import load_run_config
+    from selfref_ghn.evolution.generation import Evolution
+    from selfref_ghn.run.loop import load_run_config
 
     run_dir = Path(run_dir)
     if not (run_dir / "config.json").exists():
@@ -243,7 +243,7 @@ def cmd_assess(args: argparse.Namespace) -> int:
 
 def register(subparsers) -> None:
     """Add ``assess DIR [--episodes N] [--select-episodes M] [--checkpoint GEN] ...``."""
-    from selfref_ghn.cli import add_fast_cpu_loops_option
+    from selfref_ghn.tools.cli import add_fast_cpu_loops_option
 
     p = subparsers.add_parser(
         "assess", help="a run's champion on fresh episodes (mean return, spread, solved rate)"

@@ -10,7 +10,8 @@ GRU update) turns embeddings into node states; then
 * the **stochastic head**, a ReLU trunk then Linear(D -> coeff_dim) and Linear(D -> M), turns
   self-graph states into per-node ``log_std`` and ``M`` mutation-rate logits.
 
-A member's parameters are one flat vector in self-graph order (:class:`~selfref_ghn.graph.Graph`
+A member's parameters are one flat vector in self-graph order
+(:class:`~selfref_ghn.model.graph.Graph`
 flat layout): mutation is an add, selection a gather.
 """
 
@@ -25,7 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from selfref_ghn.config import Config
-from selfref_ghn.graph import Graph, _natural, graph_of
+from selfref_ghn.model.graph import Graph, _natural, graph_of
 from selfref_ghn.types import Array, Params
 
 # Forward (data-flow) order of the SR-GHN's own tensors: the self graph's node order.
@@ -166,7 +167,7 @@ class SRGHN:
         config: the run :class:`~selfref_ghn.config.Config` (architecture fields).
 
     Example:
-        >>> from selfref_ghn.policy import MLPPolicy, policy_template
+        >>> from selfref_ghn.model.policy import MLPPolicy, policy_template
         >>> tmpl = policy_template(MLPPolicy((32,), 2), (4,))
         >>> ghn = SRGHN.create(tmpl, Config())
         >>> flat = ghn.init(jax.random.key(0))

@@ -17,7 +17,7 @@ head. ``tell`` takes the fitness evosax-style (minimised), flips it into a retur
 DESIGN §2's (μ+λ) selection: the parent's fitness optionally mixed with its children's mean
 (``child_factor``), the best ``P`` of parents and children survive. The genotypes (flat SR-GHN
 parameters) stay in the state; ``ask`` makes the children by self-mutation. Parents are
-re-evaluated every generation, as in :class:`~selfref_ghn.evolution.Evolution`.
+re-evaluated every generation, as in :class:`~selfref_ghn.evolution.generation.Evolution`.
 
 Unlike evosax's classes, the static object is a frozen dataclass and nothing here is jitted
 with ``self`` static: wrap ``ask``/``tell`` in one ``jax.jit`` (or a ``lax.scan``) of your own.
@@ -35,9 +35,9 @@ from jax.flatten_util import ravel_pytree
 
 from selfref_ghn import prng
 from selfref_ghn.config import Config, Hyperparams
-from selfref_ghn.model import SRGHN
-from selfref_ghn.mutation import mutate, mutation_params
-from selfref_ghn.selection import selection_fitness, survivors
+from selfref_ghn.evolution.selection import selection_fitness, survivors
+from selfref_ghn.model.mutation import mutate, mutation_params
+from selfref_ghn.model.srghn import SRGHN
 from selfref_ghn.types import Array, Params
 
 

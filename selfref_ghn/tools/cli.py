@@ -7,13 +7,14 @@ the traceback instead.
 ``run`` also takes ``--checkpoint-every N``, ``--keep-checkpoints K`` and ``--resume DIR``
 (continue DIR from its latest checkpoint; the preset may then be omitted) or ``--fork DIR
 [--fork-at G] --out NEW`` (a new run from DIR's checkpoint G, under a config that may change
-the traced hyperparameters: :func:`selfref_ghn.runner.fork`). Exit status: 0 done,
+the traced hyperparameters: :func:`selfref_ghn.run.loop.fork`). Exit status: 0 done,
 2 user error, 3 the runaway monitor stopped the run (checkpoint written), 130 interrupted
 (docs/reliability.md).
 
 Commands that take a preset (and ``assess``, to replay a run's episodes with the same float
 rounding) also take ``--fast-cpu-loops``: XLA:CPU compiles each small loop
-as one function and uses its own kernels instead of YNNPACK fusions (:mod:`selfref_ghn.xla_cpu`;
+as one function and uses its own kernels instead of YNNPACK fusions
+(:mod:`selfref_ghn.run.xla_cpu`;
 faster on CPU, float rounding may differ), and
 ``--cpu-devices N``: the CPU seen as N devices on their own threads, the population split over
 them (every core busy; N must divide the population).
@@ -31,18 +32,18 @@ from pathlib import Path
 
 from selfref_ghn import presets
 from selfref_ghn.config import ConfigError
-from selfref_ghn.xla_cpu import fuse_small_cpu_loops, skip_ynn_fusions, use_cpu_devices
+from selfref_ghn.run.xla_cpu import fuse_small_cpu_loops, skip_ynn_fusions, use_cpu_devices
 
 # Modules adding subcommands: each has ``register(subparsers)``, which adds its parser and sets
 # ``func`` (``args -> exit code``) with ``parser.set_defaults``.
 _COMMAND_MODULES: tuple[str, ...] = (
-    "selfref_ghn.compare",
-    "selfref_ghn.lineage",
-    "selfref_ghn.bench",
-    "selfref_ghn.sweep",
-    "selfref_ghn.render",
-    "selfref_ghn.assess",
-    "selfref_ghn.plotting",
+    "selfref_ghn.tools.compare",
+    "selfref_ghn.run.lineage",
+    "selfref_ghn.tools.bench",
+    "selfref_ghn.tools.sweep",
+    "selfref_ghn.tools.render",
+    "selfref_ghn.tools.assess",
+    "selfref_ghn.run.plotting",
 )
 
 
@@ -76,7 +77,7 @@ def add_run_options(p: argparse.ArgumentParser, preset_optional: bool = False) -
         default=None,
         metavar="N",
         help="run on N CPU devices, each on its own thread, and split the population over them "
-        "(0: one per core; N must divide the population; selfref_ghn.xla_cpu)",
+        "(0: one per core; N must divide the population; selfref_ghn.run.xla_cpu)",
     )
 
 
@@ -87,7 +88,7 @@ def add_fast_cpu_loops_option(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="XLA:CPU compiles each small loop as one function and uses its own kernels instead "
         "of YNNPACK fusions: faster physics on CPU; results may differ from the default's in "
-        "float rounding (selfref_ghn.xla_cpu)",
+        "float rounding (selfref_ghn.run.xla_cpu)",
     )
 
 
@@ -175,7 +176,7 @@ def config_from_args(args):
         resume, fork = getattr(args, "resume", None), getattr(args, "fork", None)
         if resume is None and fork is None:
             raise ConfigError("preset", None, f"one of {presets.names()} (or --resume DIR)")
-        from selfref_ghn.runner import load_run_config
+        from selfref_ghn.run.loop import load_run_config
 
         cfg = load_run_config(resume, "--resume") if resume else load_run_config(fork, "--fork")
     else:
@@ -196,8 +197,8 @@ def _cpu_devices_hint(cfg, args) -> str | None:
     cores, or None."""
     import jax
 
-    from selfref_ghn.sharding import divisors_up_to
-    from selfref_ghn.xla_cpu import default_cpu_devices
+    from selfref_ghn.evolution.sharding import divisors_up_to
+    from selfref_ghn.run.xla_cpu import default_cpu_devices
 
     if args.cpu_devices is not None or cfg.method != "srghn" or jax.process_count() > 1:
         return None
@@ -236,7 +237,7 @@ def cmd_run(args) -> int:
     if args.fork is not None and args.out is None:
         raise ConfigError("--out", None, "the new results folder, with --fork")
     cfg = config_from_args(args)
-    from selfref_ghn.distributed import initialize
+    from selfref_ghn.run.distributed import initialize
 
     # before any jax work (reading a run's checkpoints for --resume starts jax's backend)
     if initialize(args.coordinator, args.num_processes, args.process_id) and args.fork:
@@ -246,24 +247,24 @@ def cmd_run(args) -> int:
             "a fork is made by one process (no --coordinator, outside a multi-task job) and "
             "continues on one (docs/scaling.md)",
         )
-    from selfref_ghn.evolution import Evolution
-    from selfref_ghn.runner import evolve
+    from selfref_ghn.evolution.generation import Evolution
+    from selfref_ghn.run.loop import evolve
 
     if args.resume is not None and args.out is not None and args.out != args.resume:
         raise ConfigError("--out", str(args.out), "omit it, or give --resume's folder")
     if args.resume is not None:
-        from selfref_ghn.runner import check_resumable, load_run_config, played_generations
+        from selfref_ghn.run.loop import check_resumable, load_run_config, played_generations
 
         check_resumable(load_run_config(args.resume), cfg, played_generations(args.resume))
     if args.fork is not None:  # before anything is built
-        from selfref_ghn.runner import fork
+        from selfref_ghn.run.loop import fork
 
         fork(args.fork, args.out, cfg, args.fork_at, check_only=True)
     # validates env/policy compatibility and the split over devices before compiling
     if cfg.method == "srghn":
         evo = Evolution.create(cfg, devices=args.devices)
     else:
-        from selfref_ghn.baselines import BaselineEvolution
+        from selfref_ghn.evolution.baselines import BaselineEvolution
 
         if args.devices not in (None, 1):
             raise ConfigError(
@@ -293,7 +294,7 @@ def cmd_run(args) -> int:
     for r in summary["recovery_best"]:
         print(recovery_line(r))
     if summary["monitor_stop"]:
-        from selfref_ghn.monitor import EXIT_MONITOR_STOP
+        from selfref_ghn.evolution.monitor import EXIT_MONITOR_STOP
 
         print(f"selfref-ghn: {summary['monitor_stop']['message']}", file=sys.stderr)
         print(
