@@ -32,7 +32,7 @@ from selfref_ghn.evolution.rollout import evaluate
 def _population(args):
     """``(evo, state, policies, source)``: the run's or a fresh population's policies."""
     if args.run is not None:
-        from selfref_ghn.run.loop import load_run_config
+        from selfref_ghn.run.folder import load_run_config
         from selfref_ghn.tools.render import load_run_state
 
         evo = Evolution.create(load_run_config(args.run))

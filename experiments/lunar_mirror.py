@@ -103,7 +103,7 @@ def mirror_path(
     """
     from selfref_ghn.config import ConfigError
     from selfref_ghn.evolution.generation import Evolution
-    from selfref_ghn.run.loop import load_run_config
+    from selfref_ghn.run.folder import load_run_config
     from selfref_ghn.tools.assess import _runner, assess_state, load_state_at
 
     run_dir = Path(run_dir)

@@ -40,7 +40,7 @@ from selfref_ghn import envs  # noqa: E402
 from selfref_ghn.config import Config  # noqa: E402
 from selfref_ghn.prng import KEY_VERSION, KEY_VERSIONS  # noqa: E402
 from selfref_ghn.run import lineage as lineage_lib  # noqa: E402
-from selfref_ghn.run.loop import git_hash  # noqa: E402
+from selfref_ghn.run.folder import git_hash  # noqa: E402
 from selfref_ghn.tools.compare import ABLATIONS, enable_compile_cache, run_comparison  # noqa: E402
 
 SRGHN_METHODS = ("srghn",) + ABLATIONS

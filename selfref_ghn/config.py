@@ -15,6 +15,7 @@ Three tiers, never mixed:
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import json
 import math
 import typing
@@ -38,6 +39,58 @@ class ConfigError(ValueError):
         self.field, self.value, self.allowed = field, value, allowed
         # repr: a name read from a file or --set shows its control characters escaped
         super().__init__(f"invalid config field {str(field)!r} = {value!r}: {allowed}")
+
+
+# The paper's five evosax baselines: short name -> evosax class name. The names live here, with
+# the validation, so that the config needs nothing above it; evosax is imported only to check a
+# baseline method (selfref_ghn.evolution.baselines runs them).
+METHODS: dict[str, str] = {
+    "open_es": "Open_ES",
+    "cma_es": "CMA_ES",
+    "simple_ga": "SimpleGA",
+    "gesmr_ga": "GESMR_GA",
+    "samr_ga": "SAMR_GA",
+}
+
+
+def algorithm_class(method: str) -> type:
+    """The evosax class of ``method``: a short name of :data:`METHODS` or an evosax name.
+
+    Args:
+        method: e.g. ``"open_es"`` or ``"Open_ES"`` or ``"SNES"``.
+
+    Returns:
+        The evosax algorithm class.
+
+    Raises:
+        ConfigError: for a name that is neither (field ``method``).
+    """
+    from evosax.algorithms import algorithms
+
+    name = METHODS.get(method, method)
+    if name not in algorithms:
+        allowed = ["srghn", *METHODS, *sorted(algorithms)]
+        raise ConfigError("method", method, f"one of {allowed}")
+    return algorithms[name]
+
+
+def check_method(method: str, baseline_params: Mapping[str, Any]) -> None:
+    """Validate ``Config.method`` and ``Config.baseline_params`` (raises :class:`ConfigError`)."""
+    cls = algorithm_class(method)
+    if baseline_params:
+        fields = _params_fields(cls)
+        for k in baseline_params:
+            if fields is not None and k not in fields:
+                raise ConfigError(
+                    "baseline_params", k, f"not a field of {cls.__name__}'s Params: {fields}"
+                )
+
+
+def _params_fields(cls: type) -> list[str] | None:
+    params_cls = inspect.getmodule(cls).__dict__.get("Params")
+    if params_cls is None or not dataclasses.is_dataclass(params_cls):
+        return None
+    return [f.name for f in dataclasses.fields(params_cls)]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -227,10 +280,6 @@ class Config:
         if self.mutation_mode not in MUTATION_MODES:
             raise ConfigError("mutation_mode", self.mutation_mode, f"one of {MUTATION_MODES}")
         if self.method != "srghn":
-            from selfref_ghn.evolution.baselines import (
-                check_method,
-            )  # local: evosax only when used
-
             check_method(self.method, dict(self.baseline_params))
         self._validate_reliability()
         prev_end = 0

@@ -10,8 +10,8 @@ from evosax.algorithms import Open_ES
 from evosax.problems import GymnaxProblem
 from evosax.problems.networks import MLP
 
-from selfref_ghn.config import Config, ConfigError
-from selfref_ghn.evolution.baselines import METHODS, BaselineEvolution
+from selfref_ghn.config import METHODS, Config, ConfigError
+from selfref_ghn.evolution.baselines import BaselineEvolution
 from selfref_ghn.evolution.rollout import evaluate
 from selfref_ghn.model.policy import MLPPolicy
 from selfref_ghn.run.metrics import CSV_COLUMNS

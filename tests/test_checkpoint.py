@@ -18,7 +18,8 @@ from selfref_ghn.config import Config, ConfigError
 from selfref_ghn.evolution.generation import Evolution
 from selfref_ghn.run import lineage
 from selfref_ghn.run.checkpoint import DELAY_ENV, Checkpoints
-from selfref_ghn.run.loop import checkpoint_interval, evolve, fork
+from selfref_ghn.run.loop import evolve
+from selfref_ghn.run.resume import checkpoint_interval, fork
 from tests.conftest import TINY
 
 TMP = ".orbax-checkpoint-tmp"

@@ -28,15 +28,10 @@ from hypothesis import strategies as st
 from selfref_ghn.config import Config, ConfigError
 from selfref_ghn.evolution.generation import Evolution
 from selfref_ghn.run.checkpoint import DIGEST_FILE, Checkpoints, DamagedCheckpoint
-from selfref_ghn.run.loop import (
-    evolve,
-    fork,
-    load_state,
-    read_summary,
-    save_state,
-    write_summary,
-)
+from selfref_ghn.run.folder import load_state, read_summary, save_state, write_summary
+from selfref_ghn.run.loop import evolve
 from selfref_ghn.run.metrics import read_csv
+from selfref_ghn.run.resume import fork
 from selfref_ghn.tools import cli, render
 from tests.conftest import TINY
 

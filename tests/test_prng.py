@@ -10,7 +10,7 @@ from selfref_ghn import prng
 from selfref_ghn.config import Config, ConfigError
 from selfref_ghn.evolution.baselines import make_evolution
 from selfref_ghn.prng import fast_normal, normal
-from selfref_ghn.run.loop import load_run_config
+from selfref_ghn.run.folder import load_run_config
 from tests.conftest import TINY
 
 

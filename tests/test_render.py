@@ -19,7 +19,8 @@ from selfref_ghn.envs import ant
 from selfref_ghn import prng
 from selfref_ghn.config import Config
 from selfref_ghn.evolution.generation import Evolution
-from selfref_ghn.run.loop import evolve, load_state
+from selfref_ghn.run.folder import load_state
+from selfref_ghn.run.loop import evolve
 from selfref_ghn.tools import cli, render
 from tests.conftest import TINY
 

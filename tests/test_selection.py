@@ -5,7 +5,7 @@ import numpy as np
 
 from selfref_ghn.config import Config
 from selfref_ghn.evolution.selection import gather_survivors, selection_fitness, survivors
-from selfref_ghn.run.loop import check_resumable
+from selfref_ghn.run.resume import check_resumable
 
 # P = 3 parents (indices 0..2), C = 2 children each (indices 3..8)
 FIT = jnp.array([5.0, 1.0, 1.0, 1.0, 9.0, 1.0, 5.0, 0.0, 1.0])

@@ -36,7 +36,7 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any
 
 import flax.linen as nn
@@ -47,7 +47,7 @@ from flax import struct
 from jax.flatten_util import ravel_pytree
 
 from selfref_ghn import prng
-from selfref_ghn.config import Config, ConfigError, Hyperparams
+from selfref_ghn.config import Config, ConfigError, Hyperparams, algorithm_class
 from selfref_ghn.evolution import monitor as monitor_lib
 from selfref_ghn.evolution.generation import diversity, scan_generations
 from selfref_ghn.evolution.normalize import RunningStats
@@ -55,55 +55,6 @@ from selfref_ghn.evolution.rollout import evaluate_flat
 from selfref_ghn.evolution.schedule import SwitchSchedule
 from selfref_ghn.evolution.task import make_task
 from selfref_ghn.types import Array, Metrics, Params
-
-# The paper's five baselines: short name -> evosax class name.
-METHODS: dict[str, str] = {
-    "open_es": "Open_ES",
-    "cma_es": "CMA_ES",
-    "simple_ga": "SimpleGA",
-    "gesmr_ga": "GESMR_GA",
-    "samr_ga": "SAMR_GA",
-}
-
-
-def algorithm_class(method: str) -> type:
-    """The evosax class of ``method``: a short name of :data:`METHODS` or an evosax name.
-
-    Args:
-        method: e.g. ``"open_es"`` or ``"Open_ES"`` or ``"SNES"``.
-
-    Returns:
-        The evosax algorithm class.
-
-    Raises:
-        ConfigError: for a name that is neither (field ``method``).
-    """
-    from evosax.algorithms import algorithms
-
-    name = METHODS.get(method, method)
-    if name not in algorithms:
-        allowed = ["srghn", *METHODS, *sorted(algorithms)]
-        raise ConfigError("method", method, f"one of {allowed}")
-    return algorithms[name]
-
-
-def check_method(method: str, baseline_params: Mapping[str, Any]) -> None:
-    """Validate ``Config.method`` and ``Config.baseline_params`` (raises :class:`ConfigError`)."""
-    cls = algorithm_class(method)
-    if baseline_params:
-        fields = _params_fields(cls)
-        for k in baseline_params:
-            if fields is not None and k not in fields:
-                raise ConfigError(
-                    "baseline_params", k, f"not a field of {cls.__name__}'s Params: {fields}"
-                )
-
-
-def _params_fields(cls: type) -> list[str] | None:
-    params_cls = inspect.getmodule(cls).__dict__.get("Params")
-    if params_cls is None or not dataclasses.is_dataclass(params_cls):
-        return None
-    return [f.name for f in dataclasses.fields(params_cls)]
 
 
 def make_algorithm(config: Config, num_dims: int) -> tuple[Any, Any]:

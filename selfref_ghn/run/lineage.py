@@ -321,7 +321,7 @@ def summary_lines(line: Mapping[str, np.ndarray], rows: int = 20) -> list[str]:
 def cmd_lineage(args: argparse.Namespace) -> int:
     """``selfref-ghn lineage DIR``: print and draw the champion's ancestry."""
     from selfref_ghn.config import ConfigError
-    from selfref_ghn.run.loop import load_run_config
+    from selfref_ghn.run.folder import load_run_config
 
     run = Path(args.dir)
     cfg = load_run_config(run, "DIR")

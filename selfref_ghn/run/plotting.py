@@ -149,7 +149,7 @@ def summary_lines(metrics: Mapping[str, np.ndarray], switch_intervals: Sequence[
 def cmd_plot(args: argparse.Namespace) -> int:
     """``selfref-ghn plot DIR``: draw a run's figure from its metrics.csv and print a summary."""
     from selfref_ghn.config import ConfigError
-    from selfref_ghn.run.loop import load_run_config, method_label
+    from selfref_ghn.run.folder import load_run_config, method_label
 
     run = Path(args.dir)
     if args.smooth < 1:

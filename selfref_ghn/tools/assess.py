@@ -94,7 +94,7 @@ def load_state_at(evo: Any, run_dir: Path, checkpoint: int | None) -> tuple[Any,
     (:func:`selfref_ghn.tools.render.load_run_state`, which passes over damaged ones). A checkpoint
     asked for by its generation is not replaced by another: a damaged one is an error."""
     from selfref_ghn.run.checkpoint import Checkpoints, DamagedCheckpoint
-    from selfref_ghn.run.loop import CHECKPOINT_DIR
+    from selfref_ghn.run.folder import CHECKPOINT_DIR
     from selfref_ghn.tools.render import load_run_state
 
     if checkpoint is None:
@@ -153,7 +153,7 @@ def assess_run(
         ConfigError: a missing folder or state, or an argument out of range.
     """
     from selfref_ghn.evolution.generation import Evolution
-    from selfref_ghn.run.loop import load_run_config
+    from selfref_ghn.run.folder import load_run_config
 
     run_dir = Path(run_dir)
     if not (run_dir / "config.json").exists():
@@ -243,7 +243,7 @@ def cmd_assess(args: argparse.Namespace) -> int:
 
 def register(subparsers) -> None:
     """Add ``assess DIR [--episodes N] [--select-episodes M] [--checkpoint GEN] ...``."""
-    from selfref_ghn.tools.cli import add_fast_cpu_loops_option
+    from selfref_ghn.tools.options import add_fast_cpu_loops_option
 
     p = subparsers.add_parser(
         "assess", help="a run's champion on fresh episodes (mean return, spread, solved rate)"

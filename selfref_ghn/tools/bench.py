@@ -607,7 +607,7 @@ def machine_info() -> dict[str, Any]:
     """CPU model, cores, memory, load, jax version and backend, git hash."""
     import jax
 
-    from selfref_ghn.run.loop import git_hash
+    from selfref_ghn.run.folder import git_hash
 
     cpu = platform.processor() or "unknown"
     try:

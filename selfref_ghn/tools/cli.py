@@ -7,7 +7,7 @@ the traceback instead.
 ``run`` also takes ``--checkpoint-every N``, ``--keep-checkpoints K`` and ``--resume DIR``
 (continue DIR from its latest checkpoint; the preset may then be omitted) or ``--fork DIR
 [--fork-at G] --out NEW`` (a new run from DIR's checkpoint G, under a config that may change
-the traced hyperparameters: :func:`selfref_ghn.run.loop.fork`). Exit status: 0 done,
+the traced hyperparameters: :func:`selfref_ghn.run.resume.fork`). Exit status: 0 done,
 2 user error, 3 the runaway monitor stopped the run (checkpoint written), 130 interrupted
 (docs/reliability.md).
 
@@ -33,6 +33,7 @@ from pathlib import Path
 from selfref_ghn import presets
 from selfref_ghn.config import ConfigError
 from selfref_ghn.run.xla_cpu import fuse_small_cpu_loops, skip_ynn_fusions, use_cpu_devices
+from selfref_ghn.tools.options import add_device_options, add_run_options, config_from_args
 
 # Modules adding subcommands: each has ``register(subparsers)``, which adds its parser and sets
 # ``func`` (``args -> exit code``) with ``parser.set_defaults``.
@@ -45,77 +46,6 @@ _COMMAND_MODULES: tuple[str, ...] = (
     "selfref_ghn.tools.assess",
     "selfref_ghn.run.plotting",
 )
-
-
-def _parse_sets(pairs: list[str]) -> dict[str, str]:
-    out = {}
-    for p in pairs:
-        if "=" not in p:
-            raise ConfigError("--set", p, "expected key=value")
-        k, v = p.split("=", 1)
-        out[k.strip()] = v
-    return out
-
-
-def add_run_options(p: argparse.ArgumentParser, preset_optional: bool = False) -> None:
-    """Options shared by commands that take a preset: seed, generations, --set, --debug."""
-    p.add_argument(
-        "preset",
-        nargs="?" if preset_optional else None,
-        help=f"one of: {', '.join(presets.names())}",
-    )
-    p.add_argument("--seed", type=int, default=None)
-    p.add_argument("--generations", type=int, default=None)
-    p.add_argument(
-        "--set", action="append", default=[], metavar="KEY=VALUE", help="override a config field"
-    )
-    p.add_argument("--debug", action="store_true", help="show tracebacks for errors")
-    add_fast_cpu_loops_option(p)
-    p.add_argument(
-        "--cpu-devices",
-        type=_device_count,
-        default=None,
-        metavar="N",
-        help="run on N CPU devices, each on its own thread, and split the population over them "
-        "(0: one per core; N must divide the population; selfref_ghn.run.xla_cpu)",
-    )
-
-
-def add_fast_cpu_loops_option(p: argparse.ArgumentParser) -> None:
-    """``--fast-cpu-loops``, applied by :func:`main` before anything compiles."""
-    p.add_argument(
-        "--fast-cpu-loops",
-        action="store_true",
-        help="XLA:CPU compiles each small loop as one function and uses its own kernels instead "
-        "of YNNPACK fusions: faster physics on CPU; results may differ from the default's in "
-        "float rounding (selfref_ghn.run.xla_cpu)",
-    )
-
-
-def _device_count(text: str) -> int:
-    try:
-        n = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if n < 0:
-        raise argparse.ArgumentTypeError(f"expected 0 (one per core) or more, got {n}")
-    return n
-
-
-def add_device_options(p: argparse.ArgumentParser) -> None:
-    """``--devices`` and the multi-host flags (docs/scaling.md)."""
-    p.add_argument(
-        "--devices",
-        type=int,
-        default=None,
-        metavar="N",
-        help="split the population over the first N devices (default: all)",
-    )
-    p.add_argument(
-        "--coordinator", default=None, metavar="HOST:PORT", help="multi-host: process 0's address"
-    )
-    p.add_argument("--num-processes", type=int, default=None, metavar="N", help="multi-host")
-    p.add_argument("--process-id", type=int, default=None, metavar="I", help="multi-host")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -168,28 +98,6 @@ def build_parser() -> argparse.ArgumentParser:
     for module in _COMMAND_MODULES:
         importlib.import_module(module).register(sub)
     return parser
-
-
-def config_from_args(args):
-    """The preset's config with ``--seed``, ``--generations`` and ``--set`` applied."""
-    if args.preset is None:
-        resume, fork = getattr(args, "resume", None), getattr(args, "fork", None)
-        if resume is None and fork is None:
-            raise ConfigError("preset", None, f"one of {presets.names()} (or --resume DIR)")
-        from selfref_ghn.run.loop import load_run_config
-
-        cfg = load_run_config(resume, "--resume") if resume else load_run_config(fork, "--fork")
-    else:
-        cfg = presets.get(args.preset)
-    sets = _parse_sets(args.set)
-    if args.seed is not None:
-        sets["seed"] = str(args.seed)
-    if args.generations is not None:
-        sets["generations"] = str(args.generations)
-    for field in ("checkpoint_every", "keep_checkpoints"):
-        if getattr(args, field, None) is not None:
-            sets[field] = str(getattr(args, field))
-    return cfg.with_overrides(sets) if sets else cfg
 
 
 def _cpu_devices_hint(cfg, args) -> str | None:
@@ -253,11 +161,12 @@ def cmd_run(args) -> int:
     if args.resume is not None and args.out is not None and args.out != args.resume:
         raise ConfigError("--out", str(args.out), "omit it, or give --resume's folder")
     if args.resume is not None:
-        from selfref_ghn.run.loop import check_resumable, load_run_config, played_generations
+        from selfref_ghn.run.folder import load_run_config
+        from selfref_ghn.run.resume import check_resumable, played_generations
 
         check_resumable(load_run_config(args.resume), cfg, played_generations(args.resume))
     if args.fork is not None:  # before anything is built
-        from selfref_ghn.run.loop import fork
+        from selfref_ghn.run.resume import fork
 
         fork(args.fork, args.out, cfg, args.fork_at, check_only=True)
     # validates env/policy compatibility and the split over devices before compiling

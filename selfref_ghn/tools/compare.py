@@ -14,7 +14,7 @@ folder per run under ``DIR/<method>/seed<k>``), then writes into ``DIR``:
   95% band), inverted intervals shaded.
 
 Methods: ``srghn`` and the ablations ``fixed_rate``, ``frozen_head``, ``external``
-(``Config.mutation_mode``); the baselines of :data:`selfref_ghn.evolution.baselines.METHODS`; or
+(``Config.mutation_mode``); the baselines of :data:`selfref_ghn.config.METHODS`; or
 any
 evosax algorithm by its registry name. A finished run (its ``summary.json`` exists) is read
 back rather than run again, so an interrupted comparison continues where it stopped.
@@ -87,7 +87,7 @@ def parse_methods(text: str) -> list[str]:
         raise ConfigError("--methods", text, "at least one method")
     for m in methods:
         if m != "srghn" and m not in ABLATIONS:
-            from selfref_ghn.evolution.baselines import algorithm_class
+            from selfref_ghn.config import algorithm_class
 
             try:
                 algorithm_class(m)
@@ -125,13 +125,9 @@ def run_comparison(
         >>> run_comparison(cfg, ["srghn", "open_es"], [0, 1], "results/cmp")  # doctest: +SKIP
     """
     from selfref_ghn.evolution.baselines import make_evolution
-    from selfref_ghn.run.loop import (
-        RESUME_MAY_CHANGE,
-        check_resumable,
-        evolve,
-        load_run_config,
-        run_info,
-    )
+    from selfref_ghn.run.folder import load_run_config, run_info
+    from selfref_ghn.run.loop import evolve
+    from selfref_ghn.run.resume import RESUME_MAY_CHANGE, check_resumable
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -375,7 +371,7 @@ def enable_compile_cache(path: str | Path) -> None:
 
 def register(subparsers) -> None:
     """Add the ``compare`` subcommand to ``selfref-ghn``'s parser."""
-    from selfref_ghn.tools.cli import add_run_options
+    from selfref_ghn.tools.options import add_run_options
 
     p = subparsers.add_parser("compare", help="SR-GHN vs ablations vs evosax baselines")
     add_run_options(p)
@@ -403,7 +399,7 @@ def register(subparsers) -> None:
 
 def cmd_compare(args) -> int:
     """Run ``selfref-ghn compare`` (``args`` from :func:`register`'s parser)."""
-    from selfref_ghn.tools.cli import config_from_args
+    from selfref_ghn.tools.options import config_from_args
 
     if args.seed is not None:
         raise ConfigError("--seed", args.seed, "compare takes --seeds")

@@ -302,7 +302,7 @@ def load_run_state(evo: Any, run_dir: str | Path, warn: bool = True) -> tuple[An
             damaged).
     """
     from selfref_ghn.run.checkpoint import Checkpoints, describe_damaged
-    from selfref_ghn.run.loop import CHECKPOINT_DIR, load_state
+    from selfref_ghn.run.folder import CHECKPOINT_DIR, load_state
 
     run_dir = Path(run_dir)
     final, final_error = None, None
@@ -380,7 +380,7 @@ def render_champion(
             population.
     """
     from selfref_ghn.evolution.generation import Evolution
-    from selfref_ghn.run.loop import load_run_config
+    from selfref_ghn.run.folder import load_run_config
 
     run_dir = Path(run_dir)
     bad = [f for f in formats if f not in FORMATS]

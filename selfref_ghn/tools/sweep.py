@@ -156,7 +156,7 @@ def run_group(runs: Sequence[Run], out_dir: str | Path | None, progress: bool = 
     """
     from selfref_ghn.evolution import memory
     from selfref_ghn.evolution.generation import Evolution
-    from selfref_ghn.run.loop import COLUMNS, metric_value, run_info, save_state, write_summary
+    from selfref_ghn.run.folder import COLUMNS, metric_value, run_info, save_state, write_summary
     from selfref_ghn.run.plotting import plot_run
 
     base = runs[0].config
@@ -460,7 +460,7 @@ def _parse_params(items: Sequence[str]) -> dict[str, Any]:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    from selfref_ghn.tools.cli import config_from_args
+    from selfref_ghn.tools.options import config_from_args
 
     base = config_from_args(args)
     out = args.out or Path("results") / f"sweep-{args.preset}-{time.strftime('%Y%m%d-%H%M%S')}"
@@ -480,7 +480,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 def register(subparsers: Any) -> None:
     """Add ``selfref-ghn sweep``."""
-    from selfref_ghn.tools.cli import add_run_options
+    from selfref_ghn.tools.options import add_run_options
 
     p = subparsers.add_parser("sweep", help="seeds x hyperparameters: vmapped, or a job array")
     add_run_options(p)
