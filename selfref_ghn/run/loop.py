@@ -69,6 +69,165 @@ def _progress_line(
     )
 
 
+class RunFiles:
+    """One run's rows on the host and, with a folder, its ``metrics.csv`` and ``lineage.bin``.
+
+    Args:
+        out: the run's folder (``metrics.csv`` is appended to, or created with its header);
+            ``None``: rows are kept in memory only.
+        population: ``P``, the survivors per generation (lineage records).
+        rows: the rows already played (a resume's kept rows), continued by :meth:`add`.
+    """
+
+    def __init__(self, out: Path | None, population: int, rows: list[dict] | None = None):
+        self.out, self.population = out, population
+        self.rows: list[dict[str, float]] = rows if rows is not None else []
+        self.steps = int(self.rows[-1]["env_steps"]) if self.rows else 0
+        self._file = self._writer = None
+        if out is not None:
+            path = out / "metrics.csv"
+            fresh = not path.exists() or path.stat().st_size == 0
+            self._file = path.open("a", newline="")
+            self._writer = csv.DictWriter(self._file, fieldnames=COLUMNS)
+            if fresh:
+                self._writer.writeheader()
+
+    def add(self, m: dict[str, np.ndarray], wall_time: float) -> list[dict[str, float]]:
+        """The rows of the generations a chunk played (``m``: its metrics on the host, one
+        entry per scan step, ``generation = -1`` where skipped), written and flushed."""
+        done = np.nonzero(m["generation"] >= 0)[0]
+        new = []
+        for i in done:
+            self.steps += int(m["live_steps"][i])
+            row = {k: metric_value(m[k][i]) for k in COLUMNS if k in m}
+            row["env_steps"] = self.steps
+            row["wall_time"] = wall_time
+            new.append(row)
+        self.rows.extend(new)
+        if self._writer is not None:
+            self._writer.writerows(new)
+            self._file.flush()
+            lineage_lib.append(
+                self.out / lineage_lib.FILE, lineage_lib.records(m, done, self.population)
+            )
+        return new
+
+    def sync(self) -> None:
+        """Rows written so far reach the disk (before a checkpoint that covers them)."""
+        if self._file is not None:
+            self._file.flush()
+            os.fsync(self._file.fileno())
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+
+def host_loop(
+    compiled: Callable[[Any, int], tuple[Any, dict]],
+    state: Any,
+    stop: int,
+    length: int,
+    runs: list[RunFiles],
+    *,
+    start_generation: int,
+    stopped: bool = False,
+    every: int = 0,
+    save: Callable[[Any], None] | None = None,
+    on_chunk: Callable[[Any, list[list[dict]], float, int], None] | None = None,
+    wants_state: bool = False,
+    overlap: bool = True,
+    wall_start: float | None = None,
+) -> tuple[Any, list[tuple[float, int]]]:
+    """The host side of every run (``evolve``, the sweep's batched runs, and through them
+    compare): call the compiled chunk until generation ``stop``, turning each chunk's metrics
+    into rows (:class:`RunFiles`), checkpointing every ``every`` generations.
+
+    With ``overlap``, chunk ``k + 1`` is dispatched before chunk ``k``'s metrics are read and
+    written, so the device computes while the host writes CSV, lineage and progress. The chunk
+    donates its state, so where chunk ``k``'s state is still needed (a checkpoint falls in it,
+    or ``wants_state``) a copy is queued before the next dispatch. Whether to dispatch is
+    decided on the host without waiting: the generation the dispatched chunks reach is known
+    (``min(start + k * length, stop)``), and a run whose rows say ``monitor_stop`` (or that
+    played fewer generations than that) was stopped by the runaway monitor. A chunk dispatched
+    past a stop plays nothing (skipped generations leave the state unchanged), so the files are
+    identical to the one-chunk-at-a-time loop's (``overlap=False``).
+
+    Args:
+        compiled: ``(state, stop) -> (state, metrics)``, the state donated; for a batch of runs
+            every state leaf and metric has a leading run axis (one entry of ``runs`` each).
+        state: the state to continue (generation ``start_generation``).
+        stop: the generation to stop at.
+        length: generations per chunk.
+        runs: one :class:`RunFiles` per run.
+        start_generation: the state's generation (every run of a batch starts at the same one).
+        stopped: the state's monitor has already stopped it (nothing is dispatched).
+        every: checkpoint when a chunk ends past a multiple of ``every`` (0: never here).
+        save: called with the state after such a chunk.
+        on_chunk: called after each chunk with its state (a copy nobody else holds, or ``None``
+            unless ``wants_state``), each run's new rows, the seconds since the previous chunk
+            ended and the generations played.
+        wants_state: ``on_chunk`` needs each chunk's state.
+        overlap: keep one chunk running while the host handles the previous one.
+        wall_start: the ``perf_counter`` time that ``wall_time`` counts from.
+
+    Returns:
+        ``(state, chunk_times)``: the final state and ``(seconds, generations)`` per chunk.
+    """
+    batched = np.ndim(state.generation) == 1  # a batch of runs: a leading run axis
+    wall_start = time.perf_counter() if wall_start is None else wall_start
+    live = [not stopped] * len(runs)
+    reached = start_generation  # the generation every live run reaches once dispatched work ends
+    last_saved = start_generation
+    queue: list[tuple[dict, int, int, Any]] = []
+    chunk_times: list[tuple[float, int]] = []
+    t_last = time.perf_counter()
+
+    def handle(item: tuple[dict, int, int, Any], current: Any) -> None:
+        nonlocal t_last, last_saved
+        m, before, after, snapshot = item
+        m = jax.device_get(m)
+        if not any(live):
+            return  # dispatched before the host saw the monitor stop: it played nothing
+        now = time.perf_counter()
+        new_rows = []
+        for i, run in enumerate(runs):
+            mi = {k: v[i] for k, v in m.items()} if batched else m
+            new = run.add(mi, now - wall_start)
+            if len(new) < after - before or any(r.get("monitor_stop") for r in new):
+                live[i] = False  # the monitor stopped this run (it plays nothing more)
+            new_rows.append(new)
+        played = max(len(r) for r in new_rows)
+        chunk_times.append((now - t_last, played))
+        t_last = now
+        s = snapshot if snapshot is not None else current
+        gen = before + played
+        if save is not None and every and gen // every > last_saved // every:
+            save(s)
+            last_saved = gen
+        if on_chunk is not None:
+            state_out = None
+            if wants_state:
+                state_out = snapshot if snapshot is not None else jax.tree.map(jnp.copy, s)
+            on_chunk(state_out, new_rows, chunk_times[-1][0], played)
+
+    while reached < stop and any(live):
+        state, m = compiled(state, stop)
+        before, reached = reached, min(reached + length, stop)
+        snapshot = None
+        crosses = every and reached // every > before // every
+        if overlap and (wants_state or (save is not None and crosses)):
+            snapshot = jax.tree.map(jnp.copy, state)  # queued before the next chunk donates it
+        queue.append((m, before, reached, snapshot))
+        if overlap and len(queue) < 2:
+            continue  # dispatch the next chunk, then write this one's rows while it runs
+        handle(queue.pop(0), state)
+    while queue:  # the last chunk (or one dispatched past a monitor stop: it plays nothing)
+        handle(queue.pop(0), state)
+    return state, chunk_times
+
+
 def evolve(
     config: Config,
     out_dir: str | Path | None = None,
@@ -77,6 +236,7 @@ def evolve(
     progress: bool | TextIO = True,
     callback: Callable[[EvoState, list[dict[str, float]]], None] | None = None,
     resume: bool = False,
+    overlap: bool = True,
 ) -> tuple[EvoState, dict[str, np.ndarray], dict[str, Any]]:
     """Run ``config.generations`` generations, logging every ``config.log_every``.
 
@@ -93,6 +253,9 @@ def evolve(
         resume: continue ``out_dir`` from its latest checkpoint (from generation 0 if it has
             none). Its ``config.json`` must match ``config`` except for
             :data:`RESUME_MAY_CHANGE`.
+        overlap: dispatch each chunk before writing the previous one's rows, so the device
+            works while the host writes (:func:`host_loop`); ``False``: one chunk at a time.
+            The files are the same either way (``tests/test_loop.py``).
 
     Returns:
         ``(final_state, metrics, summary)``: metric columns as arrays (every generation of the
@@ -178,7 +341,6 @@ def evolve(
             lineage_lib.truncate(
                 out / lineage_lib.FILE, P, start_gen if resume else 0, config.num_children
             )
-    steps_total = int(rows[-1]["env_steps"]) if rows else 0
     wall_offset = rows[-1]["wall_time"] if rows else 0.0
 
     chunk = config.log_every
@@ -196,67 +358,55 @@ def evolve(
             flush=True,
         )
 
-    csv_file = (out / "metrics.csv").open("a", newline="") if out is not None and main else None
-    writer = csv.DictWriter(csv_file, fieldnames=COLUMNS) if csv_file else None
+    files = RunFiles(out if main else None, P, rows)
     every = checkpoint_interval(config)
-    last_saved = start_gen
     ckpt_times: list[float] = []
     warnings: dict[str, int] = {}
-    chunk_times: list[tuple[float, int]] = []
     start = time.perf_counter()
 
-    def checkpoint() -> None:
-        if ckpts is None or int(state.generation) in ckpts.steps():
+    def save(s: EvoState) -> None:
+        if ckpts is None or int(s.generation) in ckpts.steps():
             return
-        if csv_file:
-            csv_file.flush()
-            os.fsync(csv_file.fileno())
+        files.sync()  # the rows a checkpoint covers are on disk before it
         t = time.perf_counter()
-        ckpts.save(sharding_lib.gather(state) if single_process else state)
+        ckpts.save(sharding_lib.gather(s) if single_process else s)
         ckpt_times.append(time.perf_counter() - t)
 
+    def on_chunk(s: EvoState | None, new_rows: list[list[dict]], dt: float, n: int) -> None:
+        new = new_rows[0]
+        flags = [k for k in monitor_lib.FLAGS if any(r[f"monitor_{k}"] for r in new)]
+        for r in new:
+            for k in monitor_lib.FLAGS:
+                if r[f"monitor_{k}"]:
+                    warnings.setdefault(k, int(r["generation"]))
+        if stream and new:
+            print(
+                _progress_line(new[-1], config.generations, n / max(dt, 1e-9), flags),
+                file=stream,
+                flush=True,
+            )
+        if callback:  # a copy the run does not touch again
+            callback(s, new)
+
     try:
-        while int(state.generation) < config.generations and not int(state.monitor.stopped):
-            t_chunk = time.perf_counter()
-            state, m = compiled(state, config.generations)
-            m = jax.device_get(m)
-            done = np.nonzero(m["generation"] >= 0)[0]
-            chunk_times.append((time.perf_counter() - t_chunk, len(done)))
-            new_rows = []
-            for i in done:
-                steps_total += int(m["live_steps"][i])
-                row = {k: metric_value(m[k][i]) for k in COLUMNS if k in m}
-                row["env_steps"] = steps_total
-                row["wall_time"] = wall_offset + time.perf_counter() - start
-                new_rows.append(row)
-            rows.extend(new_rows)
-            flags = [n for n in monitor_lib.FLAGS if any(r[f"monitor_{n}"] for r in new_rows)]
-            for r in new_rows:
-                for n in monitor_lib.FLAGS:
-                    if r[f"monitor_{n}"]:
-                        warnings.setdefault(n, int(r["generation"]))
-            if writer:
-                writer.writerows(new_rows)
-                csv_file.flush()
-                lineage_lib.append(out / lineage_lib.FILE, lineage_lib.records(m, done, P))
-            gen = int(state.generation)
-            if ckpts and every and gen // every > last_saved // every:
-                checkpoint()
-                last_saved = gen
-            if stream and new_rows:
-                dt, n = chunk_times[-1]
-                print(
-                    _progress_line(new_rows[-1], config.generations, n / dt, flags),
-                    file=stream,
-                    flush=True,
-                )
-            if callback:  # a copy: the next chunk donates ``state``
-                callback(jax.tree.map(jnp.copy, state), new_rows)
-        if ckpts:
-            checkpoint()
+        state, chunk_times = host_loop(
+            compiled,
+            state,
+            config.generations,
+            chunk,
+            [files],
+            start_generation=start_gen,
+            stopped=bool(int(state.monitor.stopped)),
+            every=every if ckpts else 0,
+            save=save,
+            on_chunk=on_chunk,
+            wants_state=callback is not None,
+            overlap=overlap,
+            wall_start=start - wall_offset,
+        )
+        save(state)
     finally:
-        if csv_file:
-            csv_file.close()
+        files.close()
 
     metrics = {k: np.array([r[k] for r in rows]) for k in COLUMNS} if rows else {}
     steady = chunk_times[1:] or chunk_times

@@ -156,7 +156,8 @@ def run_group(runs: Sequence[Run], out_dir: str | Path | None, progress: bool = 
     """
     from selfref_ghn.evolution import memory
     from selfref_ghn.evolution.generation import Evolution
-    from selfref_ghn.run.folder import COLUMNS, metric_value, run_info, save_state, write_summary
+    from selfref_ghn.run.folder import COLUMNS, run_info, save_state, write_summary
+    from selfref_ghn.run.loop import RunFiles, host_loop
     from selfref_ghn.run.plotting import plot_run
 
     base = runs[0].config
@@ -175,7 +176,6 @@ def run_group(runs: Sequence[Run], out_dir: str | Path | None, progress: bool = 
     compile_time = time.perf_counter() - t0
 
     outs = [Path(out_dir) / r.name if out_dir is not None else None for r in runs]
-    files = []
     for r, o in zip(runs, outs, strict=True):
         if o is None:
             continue
@@ -185,46 +185,24 @@ def run_group(runs: Sequence[Run], out_dir: str | Path | None, progress: bool = 
             json.dumps({**r.config.to_dict(), "_run": info}, indent=2, default=str)
         )
         lineage_lib.truncate(o / lineage_lib.FILE, base.population_size, 0, base.num_children)
-        f = (o / "metrics.csv").open("w", newline="")
-        w = csv.DictWriter(f, fieldnames=COLUMNS)
-        w.writeheader()
-        files.append((f, w))
-    rows: list[list[dict[str, float]]] = [[] for _ in runs]
-    steps = [0] * len(runs)
-    start = time.perf_counter()
-    chunk_times = []
+        (o / "metrics.csv").unlink(missing_ok=True)  # a fresh run: RunFiles writes the header
+    files = [RunFiles(o, base.population_size) for o in outs]
+
+    def on_chunk(_, new_rows, dt, n) -> None:
+        if progress:
+            best = max(r.rows[-1]["best_fitness"] for r in files if r.rows)
+            print(f"  {len(runs)} runs: gen {int(files[0].rows[-1]['generation']) + 1}/{G}, "
+                  f"best {best:.2f}", flush=True)  # fmt: skip
+
     try:
-        while (np.asarray(state.generation) < G).any() and not np.asarray(
-            state.monitor.stopped
-        ).all():
-            t = time.perf_counter()
-            state, m = compiled(state, G)
-            m = jax.device_get(m)
-            chunk_times.append(time.perf_counter() - t)
-            for i, o in enumerate(outs):
-                mi = {k: v[i] for k, v in m.items()}
-                done = np.nonzero(mi["generation"] >= 0)[0]
-                new = []
-                for j in done:
-                    steps[i] += int(mi["live_steps"][j])
-                    row = {k: metric_value(mi[k][j]) for k in COLUMNS if k in mi}
-                    row["env_steps"] = steps[i]
-                    row["wall_time"] = time.perf_counter() - start
-                    new.append(row)
-                rows[i].extend(new)
-                if o is not None:
-                    files[i][1].writerows(new)
-                    files[i][0].flush()
-                    lineage_lib.append(
-                        o / lineage_lib.FILE, lineage_lib.records(mi, done, base.population_size)
-                    )
-            if progress:
-                g = int(np.max(np.asarray(state.generation)))
-                best = max(r[-1]["best_fitness"] for r in rows if r)
-                print(f"  {len(runs)} runs: gen {g}/{G}, best {best:.2f}", flush=True)
+        state, times = host_loop(
+            compiled, state, G, L, files, start_generation=0, on_chunk=on_chunk
+        )
     finally:
-        for f, _ in files:
+        for f in files:
             f.close()
+    rows = [f.rows for f in files]
+    chunk_times = [t for t, _ in times]
 
     steady = chunk_times[1:] or chunk_times
     gens_per_s = L / max(float(np.mean(steady)), 1e-9) if steady else 0.0
