@@ -30,6 +30,7 @@ from selfref_ghn.prng import KEY_VERSION, KEY_VERSIONS
 MUTATION_MODES = ("self", "fixed_rate", "frozen_head", "external")
 SELECTION_TIES = ("parents", "children")
 MONITOR_POLICIES = ("off", "warn", "stop")
+HEADS = ("dense", "block", "random_basis")  # selfref_ghn.model.heads
 
 
 class ConfigError(ValueError):
@@ -145,6 +146,13 @@ class Config:
     coeff_dim: int = 32
     num_rates: int = 5
     basis_seed: int = 0
+    # deterministic head (selfref_ghn.model.heads; docs/design.md "Heads"): "dense" (the
+    # paper's Linear(D -> P_max)), "block" or "random_basis" (sizes bounded by block_size)
+    head: str = "dense"
+    block_size: int = 64  # values per block (block, random_basis)
+    # block, random_basis: expected std of one entry of a learned update is
+    # std * block_update_scale (before the clip and the rate), whatever the block or tensor size
+    block_update_scale: float = 0.1
     # self-mutation
     std_max: float = 2.0
     square_std: bool = False
@@ -277,6 +285,12 @@ class Config:
             raise ConfigError("fixed_rate", self.fixed_rate, "must lie in [0, 1]")
         if self.selection_ties not in SELECTION_TIES:
             raise ConfigError("selection_ties", self.selection_ties, f"one of {SELECTION_TIES}")
+        if self.head not in HEADS:
+            raise ConfigError("head", self.head, f"one of {HEADS}")
+        if self.block_size <= 0:
+            raise ConfigError("block_size", self.block_size, "must be a positive integer")
+        if not self.block_update_scale > 0:
+            raise ConfigError("block_update_scale", self.block_update_scale, "must be > 0")
         if self.mutation_mode not in MUTATION_MODES:
             raise ConfigError("mutation_mode", self.mutation_mode, f"one of {MUTATION_MODES}")
         if self.method != "srghn":

@@ -12,6 +12,13 @@ Per self-graph node the stochastic head gives ``log_std`` (coeff_dim) and ``M`` 
 population and never mutated. Only the columns each leaf needs are computed: leaves are grouped
 by size and each group is one matrix product with ``B[:, :size]``.
 
+With the block heads (``Config.head`` ``block`` or ``random_basis``, DESIGN §2b) the same
+happens per block of ``block_size`` values of every SR-GHN tensor instead of per tensor: one
+``std``, one ``rate`` per block, and ``B`` is ``coeff_dim x block_size`` with unit-norm
+columns, scaled by ``block_update_scale`` (:mod:`selfref_ghn.model.heads`): the std of one
+entry of ``c @ B`` is ``std * block_update_scale`` whatever the block or tensor size (the dense
+head's is ``std * sqrt(coeff_dim / S_max)`` on average).
+
 Ablations (``Config.mutation_mode``): ``fixed_rate`` (rate = ``fixed_rate``), ``frozen_head``
 (the stochastic head's own tensors are never updated), ``external`` (no self-reference:
 ``u ~ N(0, external_sigma^2)`` on every parameter of the same genotype).
@@ -43,7 +50,8 @@ def mutation_params(ghn: SRGHN, flat: Array, hp: Hyperparams) -> tuple[Array, Ar
         hp: traced hyperparameters.
 
     Returns:
-        ``std`` of shape ``(N_self, coeff_dim)`` and ``rate`` of shape ``(N_self,)``.
+        ``std`` of shape ``(U, coeff_dim)`` and ``rate`` of shape ``(U,)``, ``U`` =
+        ``ghn.num_mutation_units`` (self-graph nodes, or self blocks for the block heads).
     """
     log_std, logits = ghn.mutation_outputs(flat)
     std = jnp.clip(jnp.exp(log_std), 0.0, hp.std_max)
@@ -76,6 +84,8 @@ def project(ghn: SRGHN, coeffs: Array, rate: Array, basis: Array, update_clip: A
     Returns:
         ``(num_params,)`` the update without the constant noise.
     """
+    if ghn.blockwise:
+        return project_blocks(ghn, coeffs, rate, basis, update_clip)
     pieces: list[Array | None] = [None] * ghn.self_graph.num_nodes
     for size, nodes in _size_groups(ghn):
         block = jnp.clip(coeffs[nodes] @ basis[:, :size], -update_clip, update_clip)
@@ -83,6 +93,26 @@ def project(ghn: SRGHN, coeffs: Array, rate: Array, basis: Array, update_clip: A
         for j, node in enumerate(nodes):
             pieces[int(node)] = block[j]
     return jnp.concatenate(pieces)
+
+
+def project_blocks(
+    ghn: SRGHN, coeffs: Array, rate: Array, basis: Array, update_clip: Array
+) -> Array:
+    """Block heads: ``clip(c @ B * block_update_scale, ±update_clip) * rate`` per self block.
+
+    Args:
+        ghn: the static SR-GHN (a block head).
+        coeffs: ``(num_blocks, coeff_dim)`` coefficients, one row per self block.
+        rate: ``(num_blocks,)`` per-block mutation rates.
+        basis: ``(coeff_dim, block_size)`` the fixed basis ``B`` (unit-norm columns).
+        update_clip: the update clip.
+
+    Returns:
+        ``(num_params,)`` the update without the constant noise.
+    """
+    scale = ghn.config.block_update_scale
+    values = jnp.clip((coeffs @ basis) * scale, -update_clip, update_clip) * rate[:, None]
+    return ghn.self_layout.assemble(values)
 
 
 def mutate(

@@ -10,6 +10,11 @@ GRU update) turns embeddings into node states; then
 * the **stochastic head**, a ReLU trunk then Linear(D -> coeff_dim) and Linear(D -> M), turns
   self-graph states into per-node ``log_std`` and ``M`` mutation-rate logits.
 
+``Config.head`` picks the deterministic head (DESIGN §2b, :mod:`selfref_ghn.model.heads`):
+``dense`` is the one above; ``block`` and ``random_basis`` generate every tensor block by block
+(and the stochastic head then works per block of the GHN's own tensors), so that no size of the
+SR-GHN depends on the largest policy tensor.
+
 A member's parameters are one flat vector in self-graph order
 (:class:`~selfref_ghn.model.graph.Graph`
 flat layout): mutation is an add, selection a gather.
@@ -18,6 +23,8 @@ flat layout): mutation is an add, selection a gather.
 from __future__ import annotations
 
 import dataclasses
+import functools
+import math
 from collections.abc import Sequence
 
 import flax.linen as nn
@@ -27,6 +34,14 @@ import numpy as np
 
 from selfref_ghn.config import Config
 from selfref_ghn.model.graph import Graph, _natural, graph_of
+from selfref_ghn.model.heads import (
+    BLOCKWISE,
+    NUM_BLOCK_FEATURES,
+    BlockDecoder,
+    BlockLayout,
+    orthogonal_basis,
+    unit_columns,
+)
 from selfref_ghn.types import Array, Params
 
 # Forward (data-flow) order of the SR-GHN's own tensors: the self graph's node order.
@@ -36,7 +51,7 @@ _SELF_ORDER = {
         [
             "policy_embed", "self_embed", "gnn", "rounds", "message", "gru", "input", "hidden",
             "det_head", "stoch_head", "trunk_0", "trunk_1", "log_std",
-            "rate_logits", "kernel", "bias",
+            "rate_logits", "out", "kernel", "bias",
         ]
     )
 }  # fmt: skip
@@ -123,7 +138,12 @@ class StochasticHead(nn.Module):
 
 
 class SRGHNNet(nn.Module):
-    """The network: embeddings, shared GNN backbone, deterministic and stochastic heads."""
+    """The network: embeddings, shared GNN backbone, deterministic and stochastic heads.
+
+    ``head`` ``"dense"``: the deterministic head is ``Dense(policy_max)``; ``"block"`` and
+    ``"random_basis"``: a :class:`~selfref_ghn.model.heads.BlockDecoder` with output width
+    ``block_out`` (``block_size`` or ``coeff_dim``), applied per block.
+    """
 
     num_policy_nodes: int
     num_self_nodes: int
@@ -133,6 +153,8 @@ class SRGHNNet(nn.Module):
     trunk_dim: int
     coeff_dim: int
     num_rates: int
+    head: str = "dense"
+    block_out: int = 0
 
     def setup(self):
         init = nn.initializers.normal(stddev=1.0)
@@ -141,7 +163,10 @@ class SRGHNNet(nn.Module):
         )
         self.self_embed = self.param("self_embed", init, (self.num_self_nodes, self.embed_dim))
         self.gnn = GNN(self.embed_dim, self.gnn_rounds)
-        self.det_head = nn.Dense(self.policy_max)
+        if BLOCKWISE[self.head]:
+            self.det_head = BlockDecoder(self.embed_dim, self.block_out)
+        else:
+            self.det_head = nn.Dense(self.policy_max)
         self.stoch_head = StochasticHead(self.trunk_dim, self.coeff_dim, self.num_rates)
 
     def policy_rows(self, policy_adjacency: Array) -> Array:
@@ -152,8 +177,26 @@ class SRGHNNet(nn.Module):
         """``(N_self, coeff_dim)`` log-std and ``(N_self, M)`` rate logits."""
         return self.stoch_head(self.gnn(self.self_embed, self_adjacency))
 
+    def policy_blocks(self, policy_adjacency: Array, layout: BlockLayout) -> Array:
+        """``(num_blocks, block_out)`` block heads' output for every policy block."""
+        return self.det_head(layout.inputs(self.gnn(self.policy_embed, policy_adjacency)))
+
+    def block_mutation_outputs(
+        self, self_adjacency: Array, layout: BlockLayout
+    ) -> tuple[Array, Array]:
+        """``(num_blocks, coeff_dim)`` log-std and ``(num_blocks, M)`` logits, per self block."""
+        return self.stoch_head(layout.inputs(self.gnn(self.self_embed, self_adjacency)))
+
     def __call__(self, policy_adjacency: Array, self_adjacency: Array):
-        return self.policy_rows(policy_adjacency), self.mutation_outputs(self_adjacency)
+        if not BLOCKWISE[self.head]:
+            return self.policy_rows(policy_adjacency), self.mutation_outputs(self_adjacency)
+
+        def with_features(h: Array) -> Array:  # the widths of the block inputs, for init
+            return jnp.concatenate([h, jnp.zeros((h.shape[0], NUM_BLOCK_FEATURES))], -1)
+
+        hp = self.gnn(self.policy_embed, policy_adjacency)
+        hs = self.gnn(self.self_embed, self_adjacency)
+        return self.det_head(with_features(hp)), self.stoch_head(with_features(hs))
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -194,6 +237,8 @@ class SRGHN:
                 trunk_dim=config.trunk_dim,
                 coeff_dim=config.coeff_dim,
                 num_rates=config.num_rates,
+                head=config.head,
+                block_out=config.block_size if config.head == "block" else config.coeff_dim,
             )
 
         def shapes(net: SRGHNNet) -> Params:
@@ -218,14 +263,55 @@ class SRGHN:
         return self.self_graph.num_params
 
     @property
+    def blockwise(self) -> bool:
+        """Whether the head works per block (``block``, ``random_basis``)."""
+        return BLOCKWISE[self.config.head]
+
+    @functools.cached_property
+    def policy_layout(self) -> BlockLayout:
+        """The policy's tensors in blocks of ``block_size`` (block heads)."""
+        return BlockLayout(self.policy_graph, self.config.block_size)
+
+    @functools.cached_property
+    def self_layout(self) -> BlockLayout:
+        """The SR-GHN's own tensors in blocks of ``block_size`` (block heads' self-mutation)."""
+        return BlockLayout(self.self_graph, self.config.block_size)
+
+    @property
+    def num_mutation_units(self) -> int:
+        """Rows of the stochastic head's output: self-graph nodes (dense) or self blocks."""
+        return self.self_layout.num_blocks if self.blockwise else self.self_graph.num_nodes
+
+    @property
     def basis_shape(self) -> tuple[int, int]:
-        """``(coeff_dim, S_max)``: the fixed random basis of the stochastic head."""
-        return (self.config.coeff_dim, self.self_graph.max_leaf_size)
+        """The stochastic head's fixed random basis: ``(coeff_dim, S_max)`` for ``dense``,
+        ``(coeff_dim, block_size)`` for the block heads."""
+        width = self.config.block_size if self.blockwise else self.self_graph.max_leaf_size
+        return (self.config.coeff_dim, width)
+
+    @property
+    def basis_floats(self) -> int:
+        """Floats of every fixed basis: the stochastic head's, and ``random_basis``'s own."""
+        n = math.prod(self.basis_shape)
+        if self.config.head == "random_basis":
+            n += self.config.coeff_dim * self.config.block_size
+        return n
 
     def make_basis(self) -> Array:
-        """The fixed orthogonal random basis (rows orthonormal), from ``basis_seed``."""
-        key = jax.random.key(self.config.basis_seed)
-        return jax.nn.initializers.orthogonal()(key, self.basis_shape, jnp.float32)
+        """The stochastic head's fixed random basis, from ``basis_seed``: orthogonal (rows
+        orthonormal) for ``dense``; for the block heads the same with unit-norm columns
+        (:func:`~selfref_ghn.model.heads.unit_columns`)."""
+        basis = orthogonal_basis(self.config.basis_seed, self.basis_shape)
+        return unit_columns(basis) if self.blockwise else basis
+
+    @functools.cached_property
+    def policy_basis(self) -> np.ndarray:
+        """``random_basis``: the deterministic head's fixed ``(coeff_dim, block_size)`` basis
+        with unit-norm columns; a constant from ``basis_seed`` (a stream apart from the
+        stochastic head's basis), never a parameter."""
+        shape = (self.config.coeff_dim, self.config.block_size)
+        with jax.ensure_compile_time_eval():
+            return np.asarray(unit_columns(orthogonal_basis(self.config.basis_seed, shape, 1)))
 
     # ------------------------------------------------------------------------------ params
     def init_scale(self) -> np.ndarray:
@@ -259,6 +345,16 @@ class SRGHN:
 
     def policy_params(self, flat: Array) -> Params:
         """Deterministic head: the policy parameter pytree this member generates."""
+        if self.blockwise:
+            values = self.net.apply(
+                {"params": self.unravel(flat)},
+                jnp.asarray(self.policy_graph.adjacency),
+                self.policy_layout,
+                method=SRGHNNet.policy_blocks,
+            )
+            if self.config.head == "random_basis":
+                values = values @ jnp.asarray(self.policy_basis)
+            return self.policy_graph.unravel(self.policy_layout.assemble(values))
         rows = self.net.apply(
             {"params": self.unravel(flat)},
             jnp.asarray(self.policy_graph.adjacency),
@@ -267,7 +363,15 @@ class SRGHN:
         return self.policy_graph.split_rows(rows)
 
     def mutation_outputs(self, flat: Array) -> tuple[Array, Array]:
-        """Stochastic head: ``(N_self, coeff_dim)`` log-std and ``(N_self, M)`` rate logits."""
+        """Stochastic head: ``(U, coeff_dim)`` log-std and ``(U, M)`` rate logits, ``U`` =
+        :attr:`num_mutation_units` (one row per self-graph node, or per self block)."""
+        if self.blockwise:
+            return self.net.apply(
+                {"params": self.unravel(flat)},
+                jnp.asarray(self.self_graph.adjacency),
+                self.self_layout,
+                method=SRGHNNet.block_mutation_outputs,
+            )
         return self.net.apply(
             {"params": self.unravel(flat)},
             jnp.asarray(self.self_graph.adjacency),
