@@ -153,6 +153,10 @@ class Config:
     # block, random_basis: expected std of one entry of a learned update is
     # std * block_update_scale (before the clip and the rate), whatever the block or tensor size
     block_update_scale: float = 0.1
+    # block, random_basis: a child changes only the ceil(block_ratio * blocks) blocks of its
+    # parent's tensors with the highest mutation rates (the learned score; ties broken at
+    # random); 1: every block
+    block_ratio: float = 1.0
     # self-mutation
     std_max: float = 2.0
     square_std: bool = False
@@ -291,6 +295,14 @@ class Config:
             raise ConfigError("block_size", self.block_size, "must be a positive integer")
         if not self.block_update_scale > 0:
             raise ConfigError("block_update_scale", self.block_update_scale, "must be > 0")
+        if not 0.0 < self.block_ratio <= 1.0:
+            raise ConfigError("block_ratio", self.block_ratio, "must lie in (0, 1]")
+        if self.block_ratio != 1.0 and self.head == "dense":
+            raise ConfigError(
+                "block_ratio",
+                self.block_ratio,
+                "applies to heads 'block' and 'random_basis' (1 here)",
+            )
         if self.mutation_mode not in MUTATION_MODES:
             raise ConfigError("mutation_mode", self.mutation_mode, f"one of {MUTATION_MODES}")
         if self.method != "srghn":

@@ -226,6 +226,9 @@ def test_dense_head_reproduces_recorded_runs():
         (dict(block_size=0), "block_size"),
         (dict(block_size=-4), "block_size"),
         (dict(block_update_scale=0.0), "block_update_scale"),
+        (dict(head="block", block_ratio=0.0), "block_ratio"),
+        (dict(head="block", block_ratio=1.5), "block_ratio"),
+        (dict(block_ratio=0.5), "block_ratio"),  # the dense head has no blocks
     ],
 )
 def test_bad_head_fields_name_the_field(changes, field):
@@ -241,3 +244,27 @@ def test_block_layout_of_a_tensor_smaller_than_a_block():
     assert layout.num_blocks == 1
     out = np.asarray(layout.assemble(jnp.arange(64.0)[None]))
     np.testing.assert_array_equal(out, [0.0, 1.0, 2.0])
+
+
+@pytest.mark.parametrize("ratio", [0.25, 0.5])
+def test_block_ratio_changes_only_the_highest_rate_blocks(ratio):
+    tmpl = {"Dense_0": {"kernel": jnp.zeros((2, 5)), "bias": jnp.zeros(5)}}
+    ghn = SRGHN.create(tmpl, SMALL.replace(head="block", block_ratio=ratio))
+    layout, hp = ghn.self_layout, Hyperparams.from_config(SMALL)
+    k = int(np.ceil(ratio * layout.num_blocks))
+    assert ghn.blocks_changed == k < layout.num_blocks
+    flat = ghn.init(jax.random.key(1))
+
+    @jax.jit
+    def child_of(key):
+        std, rate = mutation_params(ghn, flat, hp)
+        return mutate(key, ghn, flat, std, rate, ghn.make_basis(), hp), rate
+
+    child, rate = child_of(jax.random.key(2))
+    changed = np.asarray(child != flat)
+    block_of_entry = np.repeat(np.arange(layout.num_blocks), layout.block_size)
+    block_of_entry = np.asarray(layout.assemble(jnp.asarray(block_of_entry.reshape(-1, 4))))
+    changed_blocks = np.unique(block_of_entry[changed])
+    np.testing.assert_array_equal(changed_blocks, np.sort(np.argsort(-np.asarray(rate))[:k]))
+    # every entry of a chosen block changes (noise included); the others are the parent's
+    assert changed[np.isin(block_of_entry, changed_blocks)].all()

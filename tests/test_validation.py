@@ -58,6 +58,9 @@ BAD = [
     (["quick", "--set", "child_factor=[0.5]"], "'child_factor' = [0.5]: expected float"),
     # the preset itself
     ([], "'preset' = None"),
+    (["quick", "--set", "head=sparse"], "'head' = 'sparse': one of ('dense', 'block', 'random"),
+    (["quick", "--set", "block_size=0"], "'block_size' = 0: must be a positive integer"),
+    (["quick", "--set", "head=block", "--set", "block_ratio=0"], "'block_ratio' = 0.0: must lie"),
 ]
 
 

@@ -17,7 +17,10 @@ happens per block of ``block_size`` values of every SR-GHN tensor instead of per
 ``std``, one ``rate`` per block, and ``B`` is ``coeff_dim x block_size`` with unit-norm
 columns, scaled by ``block_update_scale`` (:mod:`selfref_ghn.model.heads`): the std of one
 entry of ``c @ B`` is ``std * block_update_scale`` whatever the block or tensor size (the dense
-head's is ``std * sqrt(coeff_dim / S_max)`` on average).
+head's is ``std * sqrt(coeff_dim / S_max)`` on average). With ``block_ratio < 1`` a child
+changes only the ``ceil(block_ratio * blocks)`` blocks with the highest rates (the learned
+score; ties, e.g. under ``fixed_rate``, broken at random): the others, noise included, stay
+the parent's.
 
 Ablations (``Config.mutation_mode``): ``fixed_rate`` (rate = ``fixed_rate``), ``frozen_head``
 (the stochastic head's own tensors are never updated), ``external`` (no self-reference:
@@ -115,6 +118,15 @@ def project_blocks(
     return ghn.self_layout.assemble(values)
 
 
+def _top_blocks(key: Array, ghn: SRGHN, rate: Array) -> Array:
+    """``(num_params,)`` mask of the entries in the ``blocks_changed`` highest-rate blocks."""
+    score = rate + 1e-6 * jax.random.uniform(key, rate.shape)  # ties at random
+    _, top = jax.lax.top_k(score, ghn.blocks_changed)
+    keep = jnp.zeros(rate.shape, bool).at[top].set(True)
+    layout = ghn.self_layout
+    return layout.assemble(jnp.broadcast_to(keep[:, None], (layout.num_blocks, layout.block_size)))
+
+
 def mutate(
     key: Array,
     ghn: SRGHN,
@@ -145,6 +157,8 @@ def mutate(
         update = project(ghn, std * eps, rate, basis, hp.update_clip)
         noise = normal(k_noise, parent.shape, parent.dtype, cfg.noise_rng, cfg.key_version)
         update = update + hp.noise_std * noise
+        if ghn.blockwise and ghn.blocks_changed < ghn.self_layout.num_blocks:
+            update = jnp.where(_top_blocks(jax.random.fold_in(k_coef, 1), ghn, rate), update, 0.0)
         if mode == "frozen_head":
             update = jnp.where(jnp.asarray(ghn.leaf_mask("stoch_head")), 0.0, update)
     return jnp.clip(parent + update, -hp.param_clip, hp.param_clip)

@@ -283,6 +283,11 @@ class SRGHN:
         return self.self_layout.num_blocks if self.blockwise else self.self_graph.num_nodes
 
     @property
+    def blocks_changed(self) -> int:
+        """Self blocks a child changes: ``ceil(block_ratio * blocks)`` (block heads)."""
+        return math.ceil(self.config.block_ratio * self.self_layout.num_blocks)
+
+    @property
     def basis_shape(self) -> tuple[int, int]:
         """The stochastic head's fixed random basis: ``(coeff_dim, S_max)`` for ``dense``,
         ``(coeff_dim, block_size)`` for the block heads."""
