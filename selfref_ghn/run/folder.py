@@ -25,6 +25,7 @@ The host loop that writes them is :mod:`selfref_ghn.run.loop`; resume and fork r
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import os
 import resource
@@ -94,8 +95,18 @@ def method_label(config: Config) -> str:
     return "SR-GHN" if config.mutation_mode == "self" else f"SR-GHN ({config.mutation_mode})"
 
 
-def load_run_config(run_dir: str | Path, option: str = "--resume") -> Config:
-    """The :class:`Config` a results folder was run with (its ``config.json``).
+@dataclasses.dataclass(frozen=True)
+class StoredRun:
+    """A results folder's ``config.json``, read once: the whole object (with the ``_run``
+    provenance and a fork's ``_fork`` record) and the :class:`Config` it holds."""
+
+    stored: dict[str, Any]
+    config: Config
+
+
+def read_run(run_dir: str | Path, option: str = "--resume") -> StoredRun:
+    """A results folder's ``config.json`` (:class:`StoredRun`); ``option`` names the command
+    line option that gave the folder, for the error.
 
     Raises:
         ConfigError: if the folder has no readable ``config.json`` or it is not a valid config.
@@ -111,15 +122,16 @@ def load_run_config(run_dir: str | Path, option: str = "--resume") -> Config:
         raise ConfigError(option, str(run_dir), "config.json must hold a JSON object")
     fields = {k: v for k, v in stored.items() if not k.startswith("_")}
     fields.setdefault("key_version", 1)  # written before key versions existed
-    return Config.from_dict(fields)
+    return StoredRun(stored, Config.from_dict(fields))
 
 
-def stored_json(run_dir: Path) -> dict[str, Any]:
-    try:
-        stored = json.loads((run_dir / "config.json").read_text())
-    except (OSError, ValueError):
-        return {}
-    return stored if isinstance(stored, dict) else {}
+def load_run_config(run_dir: str | Path, option: str = "--resume") -> Config:
+    """The :class:`Config` a results folder was run with (its ``config.json``).
+
+    Raises:
+        ConfigError: if the folder has no readable ``config.json`` or it is not a valid config.
+    """
+    return read_run(run_dir, option).config
 
 
 def metric_value(x: Any) -> int | float:

@@ -36,14 +36,14 @@ from selfref_ghn.run.checkpoint import Checkpoints
 from selfref_ghn.run.folder import (
     CHECKPOINT_DIR,
     COLUMNS,
-    load_run_config,
+    StoredRun,
     method_label,
     metric_value,
     peak_memory_mb,
     read_kept_rows,
+    read_run,
     run_info,
     save_state,
-    stored_json,
     write_summary,
 )
 from selfref_ghn.run.metrics import recovery
@@ -51,7 +51,6 @@ from selfref_ghn.run.plotting import plot_run
 from selfref_ghn.run.resume import (
     check_resumable,
     checkpoint_interval,
-    played_generations,
     restore_intact,
 )
 
@@ -235,7 +234,7 @@ def evolve(
     state: EvoState | None = None,
     progress: bool | TextIO = True,
     callback: Callable[[EvoState, list[dict[str, float]]], None] | None = None,
-    resume: bool = False,
+    resume: bool | StoredRun = False,
     overlap: bool = True,
 ) -> tuple[EvoState, dict[str, np.ndarray], dict[str, Any]]:
     """Run ``config.generations`` generations, logging every ``config.log_every``.
@@ -252,7 +251,8 @@ def evolve(
             state is a copy the run does not touch again, safe to keep.
         resume: continue ``out_dir`` from its latest checkpoint (from generation 0 if it has
             none). Its ``config.json`` must match ``config`` except for
-            :data:`RESUME_MAY_CHANGE`.
+            :data:`RESUME_MAY_CHANGE`. A :class:`~selfref_ghn.run.folder.StoredRun` the
+            caller already read (:func:`~selfref_ghn.run.folder.read_run`) is used as it is.
         overlap: dispatch each chunk before writing the previous one's rows, so the device
             works while the host writes (:func:`host_loop`); ``False``: one chunk at a time.
             The files are the same either way (``tests/test_loop.py``).
@@ -288,9 +288,10 @@ def evolve(
     resumed_from = None
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
-        if resume:
-            distributed.check_processes(out, distributed.recorded_processes(stored_json(out)))
-            check_resumable(load_run_config(out), config, played_generations(out))
+        record = None
+        if resume:  # config.json read once, the checkpoints opened once
+            record = resume if isinstance(resume, StoredRun) else read_run(out)
+            distributed.check_processes(out, distributed.recorded_processes(record.stored))
         elif (out / CHECKPOINT_DIR).exists() and any((out / CHECKPOINT_DIR).iterdir()):
             raise ConfigError(
                 "--out",
@@ -300,8 +301,9 @@ def evolve(
             )
         ckpts = Checkpoints(out / CHECKPOINT_DIR, config.keep_checkpoints)
         kept = {}  # a fork's record survives its resumes
-        if resume and (out / "config.json").exists():
-            kept = {k: v for k, v in stored_json(out).items() if k == "_fork"}
+        if record is not None:
+            check_resumable(record.config, config, ckpts.latest_step() or 0)
+            kept = {k: v for k, v in record.stored.items() if k == "_fork"}
         if resume and ckpts.latest_step() is not None:
             resumed_from = ckpts.latest_step()
             if resumed_from > config.generations:

@@ -124,6 +124,7 @@ def fork(
     config: Config,
     generation: int | None = None,
     check_only: bool = False,
+    stored: Config | None = None,
 ) -> int:
     """Start a new results folder from one checkpoint of another run, under a changed config.
 
@@ -143,6 +144,7 @@ def fork(
             changed (and ``switch_intervals`` after ``generation``).
         generation: the checkpoint to fork at; default the source's latest.
         check_only: only check all of that, and write nothing.
+        stored: the source's config, when the caller has read it already.
 
     Returns:
         The generation forked at.
@@ -156,15 +158,43 @@ def fork(
         >>> fork("results/ll", "results/ll-floor", cfg, generation=5000)  # doctest: +SKIP
         >>> evolve(cfg, "results/ll-floor", resume=True)  # doctest: +SKIP
     """
+    plan = plan_fork(source, out_dir, config, generation, stored)
+    return plan.generation if check_only else write_fork(plan)
+
+
+@dataclasses.dataclass(frozen=True)
+class ForkPlan:
+    """A fork checked and ready to write (:func:`plan_fork`, then :func:`write_fork`)."""
+
+    source: Path
+    out: Path
+    generation: int
+    stored: Config
+    config: Config
+
+
+def plan_fork(
+    source: str | Path,
+    out_dir: str | Path,
+    config: Config,
+    generation: int | None = None,
+    stored: Config | None = None,
+) -> ForkPlan:
+    """Every check of :func:`fork`, reading the source once and writing nothing: the command
+    line plans a fork before it builds anything, and writes it after.
+
+    Raises:
+        ConfigError: as :func:`fork`.
+    """
     source, out = Path(source), Path(out_dir)
-    stored = load_run_config(source, "--fork")
+    stored = stored if stored is not None else load_run_config(source, "--fork")
     ckpt_dir = source / CHECKPOINT_DIR
     steps: list[int] = []
     if ckpt_dir.is_dir():
         with Checkpoints(ckpt_dir, read_only=True) as ckpts:
             steps = ckpts.steps()
             if steps:
-                generation = _fork_step(ckpts, generation, warn=not check_only)
+                generation = _fork_step(ckpts, generation, warn=True)
     if not steps:
         raise ConfigError("--fork", str(source), "a results folder with a checkpoint")
     if generation not in steps:
@@ -182,8 +212,15 @@ def fork(
     check_resumable(stored, config, generation, FORK_MAY_CHANGE, "fork")
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise ConfigError("--out", str(out), "a new or empty folder for the fork")
-    if check_only:
-        return generation
+    return ForkPlan(source, out, generation, stored, config)
+
+
+def write_fork(plan: ForkPlan) -> int:
+    """Write a planned fork's folder (:func:`plan_fork`); returns the generation forked at."""
+    source, out, generation, stored, config = (
+        plan.source, plan.out, plan.generation, plan.stored, plan.config
+    )  # fmt: skip
+    ckpt_dir = source / CHECKPOINT_DIR
     out.mkdir(parents=True, exist_ok=True)
     shutil.copytree(ckpt_dir / str(generation), out / CHECKPOINT_DIR / str(generation))
     for name in ("metrics.csv", lineage_lib.FILE):

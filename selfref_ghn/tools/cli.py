@@ -144,7 +144,13 @@ def cmd_run(args) -> int:
         raise ConfigError("--fork-at", str(args.fork_at), "only with --fork DIR")
     if args.fork is not None and args.out is None:
         raise ConfigError("--out", None, "the new results folder, with --fork")
-    cfg = config_from_args(args)
+    from selfref_ghn.run.folder import read_run
+
+    # a resumed or forked run's config.json, read once (no jax work yet)
+    record = None
+    if args.resume is not None or args.fork is not None:
+        record = read_run(*((args.resume, "--resume") if args.resume else (args.fork, "--fork")))
+    cfg = config_from_args(args, record.config if record else None)
     from selfref_ghn.run.distributed import initialize
 
     # before any jax work (reading a run's checkpoints for --resume starts jax's backend)
@@ -160,15 +166,16 @@ def cmd_run(args) -> int:
 
     if args.resume is not None and args.out is not None and args.out != args.resume:
         raise ConfigError("--out", str(args.out), "omit it, or give --resume's folder")
+    # a resume or fork is checked before anything is built
     if args.resume is not None:
-        from selfref_ghn.run.folder import load_run_config
         from selfref_ghn.run.resume import check_resumable, played_generations
 
-        check_resumable(load_run_config(args.resume), cfg, played_generations(args.resume))
-    if args.fork is not None:  # before anything is built
-        from selfref_ghn.run.resume import fork
+        check_resumable(record.config, cfg, played_generations(args.resume))
+    plan = None
+    if args.fork is not None:
+        from selfref_ghn.run.resume import plan_fork, write_fork
 
-        fork(args.fork, args.out, cfg, args.fork_at, check_only=True)
+        plan = plan_fork(args.fork, args.out, cfg, args.fork_at, stored=record.config)
     # validates env/policy compatibility and the split over devices before compiling
     if cfg.method == "srghn":
         evo = Evolution.create(cfg, devices=args.devices)
@@ -180,8 +187,8 @@ def cmd_run(args) -> int:
                 "--devices", str(args.devices), f"1 (method {cfg.method!r} runs on one device)"
             )
         evo = BaselineEvolution.create(cfg)
-    if args.fork is not None:
-        at = fork(args.fork, args.out, cfg, args.fork_at)
+    if plan is not None:
+        at = write_fork(plan)
         if not args.quiet:
             print(f"forked {args.fork} at generation {at} into {args.out}", file=sys.stderr)
     hint = _cpu_devices_hint(cfg, args)
@@ -193,6 +200,8 @@ def cmd_run(args) -> int:
         or Path("results") / f"{args.preset}-seed{cfg.seed}-{time.strftime('%Y%m%d-%H%M%S')}"
     )
     resume = args.resume is not None or args.fork is not None
+    if args.resume is not None:
+        resume = record  # evolve checks it against cfg and the checkpoints, before compiling
     _, _, summary = evolve(cfg, out, evo=evo, progress=not args.quiet, resume=resume)
     print(f"results: {out}")
     print(

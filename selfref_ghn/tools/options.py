@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 
 from selfref_ghn import presets
-from selfref_ghn.config import ConfigError
+from selfref_ghn.config import Config, ConfigError
 
 
 def parse_sets(pairs: list[str]) -> dict[str, str]:
@@ -83,9 +83,13 @@ def add_device_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--process-id", type=int, default=None, metavar="I", help="multi-host")
 
 
-def config_from_args(args):
-    """The preset's config with ``--seed``, ``--generations`` and ``--set`` applied."""
-    if args.preset is None:
+def config_from_args(args, stored: Config | None = None):
+    """The preset's config with ``--seed``, ``--generations`` and ``--set`` applied; with no
+    preset, the config of ``--resume``'s or ``--fork``'s folder (``stored``, when the caller has
+    read it already)."""
+    if args.preset is None and stored is not None:
+        cfg = stored
+    elif args.preset is None:
         resume, fork = getattr(args, "resume", None), getattr(args, "fork", None)
         if resume is None and fork is None:
             raise ConfigError("preset", None, f"one of {presets.names()} (or --resume DIR)")
