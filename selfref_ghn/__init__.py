@@ -3,18 +3,18 @@
 The flat public API::
 
     Config, Hyperparams, ConfigError       configuration (config.py)
-    SRGHN                                  the static model (model.py)
-    Evolution, EvoState                    the generation step and loop (evolution.py)
-    SwitchSchedule                         inverted intervals (schedule.py)
-    MLPPolicy                              default policy (policy.py)
-    evolve                                 host-side run with results folder (runner.py)
-    recovery, recovery_curves              recovery after switches (metrics.py)
-    BaselineEvolution, BaselineState       evosax baselines on the same harness (baselines.py)
+    SRGHN                                  the static model (model/srghn.py)
+    Evolution, EvoState                    the generation step and loop (evolution/generation.py)
+    SwitchSchedule                         inverted intervals (evolution/schedule.py)
+    MLPPolicy                              default policy (model/policy.py)
+    evolve                                 host-side run with results folder (run/loop.py)
+    recovery, recovery_curves              recovery after switches (run/metrics.py)
+    BaselineEvolution, BaselineState       evosax baselines on the same harness (evolution/baselines.py)
     make_evolution                         Evolution or BaselineEvolution from config.method
-    SelfReferentialGHN, AskTellState       SR-GHN with evosax's ask/tell contract (ask_tell.py)
-    run_comparison                         methods x seeds, recovery table, figure (compare.py)
-    run_sweep                              seeds x hyperparameters, vmapped (sweep.py)
-    Checkpoints                            orbax checkpoints of a run's state (checkpoint.py)
+    SelfReferentialGHN, AskTellState       SR-GHN with evosax's ask/tell contract (evolution/ask_tell.py)
+    run_comparison                         methods x seeds, recovery table, figure (tools/compare.py)
+    run_sweep                              seeds x hyperparameters, vmapped (tools/sweep.py)
+    Checkpoints                            orbax checkpoints of a run's state (run/checkpoint.py)
     presets                                named configurations: presets.get("cartpole-switch")
 
 Names are imported on first use (PEP 562), so ``import selfref_ghn`` loads none of JAX, flax,

@@ -53,7 +53,8 @@ class EvoState:
         generation: ``()`` int32, the next generation to run.
         key: ``(2,)`` uint32 run key; every draw folds in the generation and member index.
         hparams: traced hyperparameters.
-        basis: ``(coeff_dim, S_max)`` the stochastic head's fixed random basis (constant).
+        basis: the stochastic head's fixed random basis (constant): ``(coeff_dim, S_max)``
+            with the ``dense`` head, ``(coeff_dim, block_size)`` with the block heads.
         obs_stats: running observation statistics (unused unless ``obs_norm``).
         monitor: the runaway monitor's state (:mod:`selfref_ghn.evolution.monitor`).
     """
@@ -190,7 +191,8 @@ class Evolution:
 
     def describe(self) -> str:
         """One line for progress output."""
-        return f"SR-GHN ({self.config.mutation_mode}), {self.ghn.num_params} parameters"
+        head = "" if self.config.head == "dense" else f", {self.config.head} head"
+        return f"SR-GHN ({self.config.mutation_mode}{head}), {self.ghn.num_params} parameters"
 
     # ------------------------------------------------------------------------------- init
     def init(self, key: Array | None = None, hparams: Hyperparams | None = None) -> EvoState:
