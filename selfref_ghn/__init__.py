@@ -9,10 +9,10 @@ The flat public API::
     MLPPolicy                              default policy (model/policy.py)
     evolve                                 host-side run with results folder (run/loop.py)
     recovery, recovery_curves              recovery after switches (run/metrics.py)
-    BaselineEvolution, BaselineState       evosax baselines on the same harness (evolution/baselines.py)
+    BaselineEvolution, BaselineState       evosax baselines, same harness (evolution/baselines.py)
     make_evolution                         Evolution or BaselineEvolution from config.method
-    SelfReferentialGHN, AskTellState       SR-GHN with evosax's ask/tell contract (evolution/ask_tell.py)
-    run_comparison                         methods x seeds, recovery table, figure (tools/compare.py)
+    SelfReferentialGHN, AskTellState       SR-GHN behind evosax ask/tell (evolution/ask_tell.py)
+    run_comparison                         methods x seeds, recovery table (tools/compare.py)
     run_sweep                              seeds x hyperparameters, vmapped (tools/sweep.py)
     Checkpoints                            orbax checkpoints of a run's state (run/checkpoint.py)
     presets                                named configurations: presets.get("cartpole-switch")
