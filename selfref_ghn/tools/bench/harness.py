@@ -1,25 +1,10 @@
 """Benchmark harness: one case's three methods, built and timed side by side.
 
-DESIGN §4 makes a generation one compiled program (mutate, generate policies, roll out, select);
-this module measures that program against the two things it should be compared with, side by
-side in the same process, interleaved, so that a loaded machine slows all three alike:
-
-* the **rollout bound**: the same environment, horizon, episodes, policy network and batch size
-  (``P * (1 + C)`` members x ``episodes``), rolling out *fixed* per-member policy parameters
-  (one distinct copy per member, drawn once and passed in as an argument) for every step of
-  the horizon: no mutation, no hypernetwork, no selection. The other two methods' rollouts stop
-  once every episode of the batch has ended, which an evolved population's rarely do; only a
-  generation whose episodes all end early can beat the bound;
-* **evosax** ``Open_ES`` evolving the same policy network directly, with population
-  ``P * (1 + C)`` (the same episodes per generation), one generation = ask + evaluate + tell.
-
-All three run the same number of generations per call in one ``lax.scan``; SR-GHN through
-:meth:`~selfref_ghn.evolution.generation.Evolution.compiled_chunk`, the path a real run takes. For
-each method: compile time, steady generations/s (median of the timed calls after a warm-up call),
-simulated environment steps/s (members x episodes x horizon per generation: what the bound
-simulates; the others may stop earlier), peak host memory (``VmHWM``, reset
-before each method; SR-GHN runs first, so its peak is that of a process that ran nothing else)
-and, where the device reports it, device memory. :func:`build_methods` builds the three,
+The three methods of a case (the package docstring says what each is and why): SR-GHN's
+generation, the rollout bound, and evosax ``Open_ES`` on the same policy network, timed in the
+same process, interleaved. For each: compile time, steady generations/s, simulated
+environment steps/s, peak host memory and, where the device reports it, device memory.
+:func:`build_methods` builds the three,
 :func:`measure_case` times them (and runs the phase profile where the case asks for it).
 """
 
