@@ -48,3 +48,29 @@ def test_a_run_recorded_before_key_versions_resumes_with_version_1(tmp_path):
             return [{k: v for k, v in r.items() if k != "wall_time"} for r in csv.DictReader(f)]
 
     assert rows(part) == rows(tmp_path / "whole")
+
+
+def test_summary_and_start_line_say_what_the_run_evolves(tmp_path):
+    import io
+
+    from selfref_ghn.evolution.baselines import BaselineEvolution
+
+    cfg = Config(**{**TINY, "horizon": 10, "generations": 3})
+    evo = Evolution.create(cfg)
+    stream = io.StringIO()
+    _, _, summary = evolve(cfg, tmp_path / "srghn", evo=evo, progress=stream)
+    stored = json.loads((tmp_path / "srghn" / "summary.json").read_text())
+    want = {
+        "ghn_params": evo.ghn.num_params,
+        "policy_params": evo.ghn.policy_graph.num_params,
+        "basis_floats": evo.ghn.basis_floats,
+    }
+    assert {k: stored[k] for k in want} == {k: summary[k] for k in want} == want
+    assert want["policy_params"] == 4 * 8 + 8 + 8 * 2 + 2  # CartPole 4-8-2 (TINY's policy)
+    first = stream.getvalue().splitlines()[0]
+    assert f"{want['ghn_params']} parameters" in first
+    assert f"{want['policy_params']} policy params" in first
+    assert f"{want['basis_floats']} basis floats" in first
+    base = BaselineEvolution.create(cfg.replace(method="open_es"))
+    _, _, summary = evolve(base.config, None, evo=base, progress=False)
+    assert summary["ghn_params"] is None and summary["policy_params"] == want["policy_params"]

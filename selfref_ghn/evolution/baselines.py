@@ -197,6 +197,11 @@ class BaselineEvolution:
             f"{self.num_dims} policy parameters"
         )
 
+    def sizes(self) -> dict[str, int | None]:
+        """What the run evolves, for ``summary.json``: the policy's parameters (no GHN, no
+        basis)."""
+        return {"ghn_params": None, "policy_params": self.num_dims, "basis_floats": None}
+
     # ------------------------------------------------------------------------------- init
     def initial_solution(self, key: Array) -> Array:
         """A flat policy from the policy module's own initialiser."""

@@ -194,6 +194,15 @@ class Evolution:
         head = "" if self.config.head == "dense" else f", {self.config.head} head"
         return f"SR-GHN ({self.config.mutation_mode}{head}), {self.ghn.num_params} parameters"
 
+    def sizes(self) -> dict[str, int | None]:
+        """What the run costs, for ``summary.json`` and the start line: the SR-GHN's parameters,
+        the policy's it generates, and the floats of every fixed random basis."""
+        return {
+            "ghn_params": self.ghn.num_params,
+            "policy_params": self.ghn.policy_graph.num_params,
+            "basis_floats": self.ghn.basis_floats,
+        }
+
     # ------------------------------------------------------------------------------- init
     def init(self, key: Array | None = None, hparams: Hyperparams | None = None) -> EvoState:
         """The initial population (generation 0), from ``key`` or ``config.seed``."""

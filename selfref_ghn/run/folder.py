@@ -12,7 +12,8 @@ A results folder holds:
 * ``checkpoints/<generation>/``: the last ``keep_checkpoints`` states
   (:mod:`selfref_ghn.run.checkpoint`); ``damaged_checkpoints/``: those a resume could not read;
 * ``final_state.npz``: the final population (:func:`save_state`, :func:`load_state`);
-* ``summary.json``: compile time, steady generations/s, peak memory, recovery after switches,
+* ``summary.json``: what the run evolves (``ghn_params``, ``policy_params``, ``basis_floats``),
+  compile time, steady generations/s, peak memory, recovery after switches,
   checkpoint count, time and size, and what the monitor reported (:func:`write_summary`,
   :func:`read_summary`);
 * ``fitness.png``: return, mutation rate and diversity over generations

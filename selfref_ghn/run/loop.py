@@ -348,6 +348,7 @@ def evolve(
     chunk = config.log_every
     if isinstance(evo, Evolution):
         memory.check(evo)  # a population that cannot fit: a ConfigError before compiling
+    sizes = evo.sizes() if hasattr(evo, "sizes") else {}
     t0 = time.perf_counter()
     compiled = evo.compiled_chunk(chunk).lower(state, config.generations).compile()
     compile_time = time.perf_counter() - t0
@@ -355,6 +356,11 @@ def evolve(
         print(
             f"compiled in {compile_time:.1f} s: {config.env_id}, P={config.population_size}, "
             f"C={config.num_children}, {evo.describe()}"
+            + "".join(
+                f", {v} {k.replace('_', ' ')}"
+                for k, v in sizes.items()
+                if k != "ghn_params" and v is not None
+            )
             + (f"; resumed at generation {resumed_from}" if resumed_from is not None else ""),
             file=stream,
             flush=True,
@@ -426,6 +432,7 @@ def evolve(
             + "; ".join(f"{n}: {monitor_lib.explain(n, row, config)}" for n in names),
         }
     summary = {
+        **sizes,
         "compile_time_s": compile_time,
         "steady_generations_per_s": gens_per_s,
         "wall_time_s": time.perf_counter() - start,

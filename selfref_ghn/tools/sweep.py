@@ -214,6 +214,7 @@ def run_group(runs: Sequence[Run], out_dir: str | Path | None, progress: bool = 
         switches = [p for iv in r.config.switch_intervals for p in iv if p < G]
         rec = recovery(metrics["best_fitness"], switches) if rows[i] else []
         summary = {
+            **evo.sizes(),
             "compile_time_s": compile_time,
             "steady_generations_per_s": gens_per_s,
             "batched_runs": len(runs),
