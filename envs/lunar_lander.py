@@ -5,7 +5,10 @@ terrain with a flat helipad), the engines (impulses at Gymnasium's application p
 dispersion noise), the reward shaping, fuel costs and terminations (hull contact, ``|x| >= 1``,
 the lander falling asleep) are Gymnasium's, constant for constant. The physics is a fixed-size
 re-implementation of Box2D 2.3's step for exactly this scene (see :mod:`selfref_ghn.envs._box2d`)
-so the environment jits in seconds and vmaps to thousands of landers.
+so the environment jits in seconds and vmaps to thousands of landers. The constants, the scene
+and the terrain are built in :mod:`selfref_ghn.envs._lunar_scene`, Gymnasium's heuristic pilot
+and the mirror image of an observation live in :mod:`selfref_ghn.envs._lunar_control`; both
+modules' public names are importable from here.
 
 ``params.inverted`` swaps the left and right side engines (discrete actions 1 and 3; for
 continuous actions the lateral command is negated). A switch schedule sets it inside the
@@ -32,70 +35,37 @@ from gymnax.environments import environment, spaces
 from selfref_ghn.envs import _box2d as b2
 from selfref_ghn.envs._lanes import lane_cond
 
-# Gymnasium's lunar_lander.py constants.
-FPS = 50
-SCALE = 30.0
-MAIN_ENGINE_POWER = 13.0
-SIDE_ENGINE_POWER = 0.6
-INITIAL_RANDOM = 1000.0
-LANDER_POLY = [(-14, +17), (-17, 0), (-17, -10), (+17, -10), (+17, 0), (+14, +17)]
-LEG_AWAY = 20
-LEG_DOWN = 18
-LEG_W, LEG_H = 2, 8
-LEG_SPRING_TORQUE = 40
-SIDE_ENGINE_HEIGHT = 14
-SIDE_ENGINE_AWAY = 12
-MAIN_ENGINE_Y_LOCATION = 4
-VIEWPORT_W = 600
-VIEWPORT_H = 400
-W = VIEWPORT_W / SCALE
-H = VIEWPORT_H / SCALE
-CHUNKS = 11
-HELIPAD_Y = H / 4
-NUM_SEGMENTS = CHUNKS  # the flat floor edge (0, 0)-(W, 0) plus CHUNKS - 1 terrain edges
+# relative: the API docs load this folder as ``envs``, where ``selfref_ghn.envs`` is unknown
+from ._lunar_control import heuristic_action, mirror_observation
+from ._lunar_scene import (
+    CHUNKS,
+    FPS,
+    HELIPAD_Y,
+    INITIAL_RANDOM,
+    LANDER_POLY,
+    LEG_AWAY,
+    LEG_DOWN,
+    LEG_H,
+    LEG_SPRING_TORQUE,
+    LEG_W,
+    MAIN_ENGINE_POWER,
+    MAIN_ENGINE_Y_LOCATION,
+    NUM_SEGMENTS,
+    SCALE,
+    SCENE,
+    SIDE_ENGINE_AWAY,
+    SIDE_ENGINE_HEIGHT,
+    SIDE_ENGINE_POWER,
+    VIEWPORT_H,
+    VIEWPORT_W,
+    H,
+    W,
+    _initial_phys,
+    terrain_segments,
+)
 
 _OBS_HIGH = np.array([2.5, 2.5, 10.0, 10.0, 2 * math.pi, 10.0, 1.0, 1.0], np.float32)
 _OBS_LOW = np.array([-2.5, -2.5, -10.0, -10.0, -2 * math.pi, -10.0, -0.0, -0.0], np.float32)
-
-
-def _make_scene() -> b2.Scene:
-    hull = b2.polygon_hull(np.array(LANDER_POLY, np.float64) / SCALE)
-    leg = b2.box_vertices(LEG_W / SCALE, LEG_H / SCALE)
-    hull_mass, hull_center, hull_inertia = b2.polygon_mass(hull, 5.0)
-    leg_mass, leg_center, leg_inertia = b2.polygon_mass(leg, 1.0)
-    f32 = lambda x: np.asarray(x, np.float32)
-    # friction mixing b2MixFriction = sqrt(fa * fb): hull 0.1, legs 0.2 (default);
-    # the floor edge has the default 0.2, the terrain edges 0.1.
-    body_f = np.array([0.1, 0.2, 0.2], np.float32)
-    seg_f = np.array([0.2] + [0.1] * (NUM_SEGMENTS - 1), np.float32)
-    friction = np.sqrt(body_f[:, None] * seg_f[None, :]).astype(np.float32)
-    return b2.Scene(
-        hull_verts=f32(hull),
-        hull_normals=f32(b2.polygon_normals(hull)),
-        hull_centroid=f32(hull_center),
-        leg_verts=f32(leg),
-        leg_normals=f32(b2.polygon_normals(leg)),
-        inv_mass=f32([1.0 / hull_mass, 1.0 / leg_mass, 1.0 / leg_mass]),
-        inv_inertia=f32([1.0 / hull_inertia, 1.0 / leg_inertia, 1.0 / leg_inertia]),
-        local_center=f32([hull_center, leg_center, leg_center]),
-        anchor_a=f32(np.zeros((2, 2))),
-        anchor_b=f32(
-            [[-LEG_AWAY / SCALE, LEG_DOWN / SCALE], [LEG_AWAY / SCALE, LEG_DOWN / SCALE]]
-        ),
-        lower=f32([0.9 - 0.5, -0.9]),
-        upper=f32([0.9, -0.9 + 0.5]),
-        motor_speed=f32([-0.3, 0.3]),
-        # pybox2d's revoluteJointDef sets referenceAngle = bodyB.angle - bodyA.angle
-        reference_angle=f32([-0.05, 0.05]),
-        max_motor_torque=float(LEG_SPRING_TORQUE),
-        friction=f32(friction),
-        dt=1.0 / FPS,
-        velocity_iterations=6 * 30,
-        position_iterations=2 * 30,
-    )
-
-
-SCENE = _make_scene()
 
 
 @struct.dataclass
@@ -125,105 +95,9 @@ class EnvState(environment.EnvState):
     torque_idx: jax.Array
 
 
-def terrain_segments(heights: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """Gymnasium's terrain from its ``CHUNKS + 1`` random chunk heights.
-
-    Args:
-        heights: [12] raw heights (``np_random.uniform(0, H / 2, 12)`` in Gymnasium); the
-            helipad chunks are overwritten with ``H / 4`` as Gymnasium does.
-
-    Returns:
-        ``(seg_a, seg_b)``, each [11, 2]: the floor edge then the 10 terrain edges.
-    """
-    heights = jnp.asarray(heights, jnp.float32)
-    heights = heights.at[CHUNKS // 2 - 2 : CHUNKS // 2 + 3].set(HELIPAD_Y)
-    smooth = 0.33 * (jnp.roll(heights, 1)[:CHUNKS] + heights[:CHUNKS] + heights[1 : CHUNKS + 1])
-    chunk_x = jnp.asarray([W / (CHUNKS - 1) * i for i in range(CHUNKS)], jnp.float32)
-    pts = jnp.stack([chunk_x, smooth], axis=-1)
-    seg_a = jnp.concatenate([jnp.zeros((1, 2)), pts[:-1]])
-    seg_b = jnp.concatenate([jnp.array([[W, 0.0]]), pts[1:]])
-    return seg_a.astype(jnp.float32), seg_b.astype(jnp.float32)
-
-
-def _initial_phys() -> b2.PhysState:
-    x0, y0 = VIEWPORT_W / SCALE / 2, VIEWPORT_H / SCALE
-    lc = np.asarray(SCENE.local_center)
-    c = np.array([[x0, y0], [x0 + LEG_AWAY / SCALE, y0], [x0 - LEG_AWAY / SCALE, y0]], np.float32)
-    c = c + lc  # angle-0 hull: centre = origin + local centre; legs' centres are origins
-    z = lambda *s: jnp.zeros(s, jnp.float32)
-    return b2.PhysState(
-        c=jnp.asarray(c),
-        a=jnp.asarray([0.0, -0.05, 0.05], jnp.float32),
-        v=z(3, 2),
-        w=z(3),
-        sleep_time=z(3),
-        joint_impulse=z(2, 3),
-        motor_impulse=z(2),
-        limit_state=jnp.zeros(2, jnp.int32),
-        seg=jnp.full((3, b2.NUM_SLOTS), -1, jnp.int32),
-        touching=jnp.zeros((3, b2.NUM_SLOTS), bool),
-        ids=jnp.zeros((3, b2.NUM_SLOTS, 2), jnp.int32),
-        count=jnp.zeros((3, b2.NUM_SLOTS), jnp.int32),
-        normal_impulse=z(3, b2.NUM_SLOTS, 2),
-        tangent_impulse=z(3, b2.NUM_SLOTS, 2),
-    )
-
-
 def _wind(idx: jax.Array, power: jax.Array) -> jax.Array:
     idx = idx.astype(jnp.float32)
     return jnp.tanh(jnp.sin(0.02 * idx) + jnp.sin(math.pi * 0.01 * idx)) * power
-
-
-def mirror_observation(obs: jax.Array) -> jax.Array:
-    """The observation of the lander seen in a mirror at ``x = 0`` (the helipad's centre).
-
-    Horizontal position and velocity, angle and angular velocity change sign, and the two leg
-    contacts trade places; height and vertical velocity stay as they are. The scene is mirror
-    symmetric: the hull, the legs and their joints, the engines, and the terrain's
-    distribution. With the side engines swapped (``inverted``), the best controller is
-    therefore the old one looking at the mirror image, ``policy(mirror_observation(obs))``.
-
-    Args:
-        obs: [..., 8] observations.
-
-    Returns:
-        The mirrored observations, same shape.
-
-    Example:
-        >>> o = jnp.array([0.1, 1.0, 0.2, -0.3, 0.05, -0.01, 1.0, 0.0])
-        >>> [round(v, 3) for v in mirror_observation(o).tolist()]
-        [-0.1, 1.0, -0.2, -0.3, -0.05, 0.01, 0.0, 1.0]
-    """
-    obs = jnp.asarray(obs)
-    sign = jnp.array([-1.0, 1.0, -1.0, 1.0, -1.0, -1.0, 1.0, 1.0], obs.dtype)
-    return (obs * sign)[..., jnp.array([0, 1, 2, 3, 4, 5, 7, 6])]
-
-
-def heuristic_action(obs: jax.Array, continuous: bool = False) -> jax.Array:
-    """Gymnasium's ``heuristic(env, s)`` lander controller, in JAX.
-
-    Args:
-        obs: [8] observation.
-        continuous: return a continuous ``[main, lateral]`` action instead of a discrete one.
-
-    Returns:
-        An int32 action in ``{0, 1, 2, 3}`` or a float32 [2] action in [-1, 1].
-    """
-    s = obs
-    angle_targ = jnp.clip(s[0] * 0.5 + s[2] * 1.0, -0.4, 0.4)
-    hover_targ = 0.55 * jnp.abs(s[0])
-    angle_todo = (angle_targ - s[4]) * 0.5 - s[5] * 1.0
-    hover_todo = (hover_targ - s[1]) * 0.5 - s[3] * 0.5
-    legs = (s[6] != 0) | (s[7] != 0)
-    angle_todo = jnp.where(legs, 0.0, angle_todo)
-    hover_todo = jnp.where(legs, -s[3] * 0.5, hover_todo)
-    if continuous:
-        return jnp.clip(jnp.stack([hover_todo * 20 - 1, -angle_todo * 20]), -1.0, 1.0)
-    return jnp.where(
-        (hover_todo > jnp.abs(angle_todo)) & (hover_todo > 0.05),
-        2,
-        jnp.where(angle_todo < -0.05, 3, jnp.where(angle_todo > 0.05, 1, 0)),
-    ).astype(jnp.int32)
 
 
 class LunarLander(environment.Environment[EnvState, EnvParams]):
@@ -575,3 +449,37 @@ def make_lunar_lander_switch(
         ``(env, params)``.
     """
     return make_lunar_lander(continuous=continuous, toi=toi, **param_overrides)
+
+
+__all__ = [
+    "CHUNKS",
+    "FPS",
+    "H",
+    "HELIPAD_Y",
+    "INITIAL_RANDOM",
+    "LANDER_POLY",
+    "LEG_AWAY",
+    "LEG_DOWN",
+    "LEG_H",
+    "LEG_SPRING_TORQUE",
+    "LEG_W",
+    "MAIN_ENGINE_POWER",
+    "MAIN_ENGINE_Y_LOCATION",
+    "NUM_SEGMENTS",
+    "SCALE",
+    "SCENE",
+    "SIDE_ENGINE_AWAY",
+    "SIDE_ENGINE_HEIGHT",
+    "SIDE_ENGINE_POWER",
+    "VIEWPORT_H",
+    "VIEWPORT_W",
+    "W",
+    "EnvParams",
+    "EnvState",
+    "LunarLander",
+    "heuristic_action",
+    "make_lunar_lander",
+    "make_lunar_lander_switch",
+    "mirror_observation",
+    "terrain_segments",
+]
