@@ -30,6 +30,14 @@ _REGISTRY: dict[str, str] = {
     "Ant": "selfref_ghn.envs.ant:make_brax_ant",
     "Ant-v5": "selfref_ghn.envs.ant:make_ant_v5",
     "Ant-Switch": "selfref_ghn.envs.ant:make_ant_switch",
+    "Breakout-MinAtar": "selfref_ghn.envs.minatar:make_breakout",
+    "Breakout-MinAtar-Switch": "selfref_ghn.envs.minatar:make_breakout",
+    "Asterix-MinAtar": "selfref_ghn.envs.minatar:make_asterix",
+    "Asterix-MinAtar-Switch": "selfref_ghn.envs.minatar:make_asterix",
+    "Freeway-MinAtar": "selfref_ghn.envs.minatar:make_freeway",
+    "Freeway-MinAtar-Switch": "selfref_ghn.envs.minatar:make_freeway",
+    "SpaceInvaders-MinAtar": "selfref_ghn.envs.minatar:make_space_invaders",
+    "SpaceInvaders-MinAtar-Switch": "selfref_ghn.envs.minatar:make_space_invaders",
 }
 
 
