@@ -268,3 +268,20 @@ def test_block_ratio_changes_only_the_highest_rate_blocks(ratio):
     np.testing.assert_array_equal(changed_blocks, np.sort(np.argsort(-np.asarray(rate))[:k]))
     # every entry of a chosen block changes (noise included); the others are the parent's
     assert changed[np.isin(block_of_entry, changed_blocks)].all()
+
+
+def test_a_64_64_policy_with_the_block_head_improves_on_cartpole_switch():
+    """Evolution still works with a wider, deeper policy than the paper's: the population's mean
+    return grows by half or more in 12 generations (measured: seed 0, 25.3 -> 49.2 over the
+    first and last 3 generations; seed 1, not run here to save time, 9.7 -> 39.8)."""
+    from selfref_ghn.run.loop import evolve
+
+    cfg = Config(
+        env_id="CartPole-Switch", population_size=8, num_children=2, horizon=100,
+        generations=12, policy_hidden=(64, 64), head="block", switch_intervals=(),
+        log_every=12, seed=0,
+    )  # fmt: skip
+    _, m, _ = evolve(cfg, None, progress=False)
+    first, last = m["mean_fitness"][:3].mean(), m["mean_fitness"][-3:].mean()
+    assert last > 1.5 * first, (first, last)
+    assert m["best_fitness"][-1] == cfg.horizon
