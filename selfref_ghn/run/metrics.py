@@ -12,9 +12,10 @@ same seed (compare ``checksum``).
 from __future__ import annotations
 
 import csv
+import math
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 import numpy as np
 
@@ -123,39 +124,66 @@ def read_rows(path: str | Path) -> tuple[dict[str, np.ndarray], int | None, int]
     return dict(zip(names, np.array(rows, dtype=np.float64).T, strict=True)), bad_line, after
 
 
+# Why a normalised recovery is undefined (the ``undefined`` key of :func:`recovery`'s rows).
+NOT_ABOVE_FLOOR = "pre-switch level not above the floor"
+
+FLOOR_POLICIES = ("random", "zero")
+
+
 def recovery(
     curve: Sequence[float],
     switch_points: Sequence[int],
     fractions: Sequence[float] = (0.5, 0.9, 1.0),
     window: int = 10,
     hold: int = 1,
+    floor: float | None = None,
 ) -> list[dict[str, float]]:
     """Recovery of ``curve`` after each switch.
 
     For a switch at generation ``s`` the *level* is the mean of ``curve`` over the ``window``
     generations before ``s``; the *drop* is ``level - min(curve[s : s + window])``. For each
-    fraction ``f``, ``gens_to_{f}`` is the number of generations after ``s`` until the curve is
-    at least ``f * level`` and stays there for ``hold`` generations (0: never fell below; NaN:
-    never recovered before the run or the next switch ended). ``auc`` is the mean of
-    ``curve / level`` from ``s`` to the next switch. Both need a positive level: for a level
-    of 0 or below (LunarLander's returns often are), a fraction of it is not a target above
-    it (50% of -180 is -90), so ``gens_to_*`` and ``auc`` are NaN.
+    fraction ``f``, ``gens_to_{f}`` is the number of generations after ``s`` until the curve
+    reaches its target and stays there for ``hold`` generations (0: never fell below; NaN:
+    never recovered before the run or the next switch ended). Two definitions of the target:
+
+    * raw (``floor=None``): the curve is at least ``f * level``; ``auc`` is the mean of
+      ``curve / level`` from ``s`` to the next switch. Both need a positive level: for a level
+      of 0 or below (LunarLander's, Pendulum's returns), a fraction of it is not a target
+      above it (50% of -180 is -90), so ``gens_to_*`` and ``auc`` are NaN.
+    * normalised (``floor`` given, e.g. from :func:`measure_floor`): the curve is measured
+      as ``(curve - floor) / (level - floor)``, 0 at the floor, 1 at the pre-switch level, and
+      ``gens_to_{f}`` counts until that is at least ``f``, i.e. the curve is at least
+      ``floor + f * (level - floor)``; ``auc`` is its mean. This works for returns of any
+      sign. Where ``level <= floor`` (the population was no better than the floor before the
+      switch) there is nothing to recover: ``gens_to_*`` and ``auc`` are NaN and the row's
+      ``undefined`` says why (:data:`NOT_ABOVE_FLOOR`); it is ``""`` where they are defined.
 
     Args:
         curve: one value per generation (e.g. best return).
         switch_points: generations at which the environment changes.
-        fractions: recovery thresholds as fractions of the level.
+        fractions: recovery thresholds as fractions of the level (or of the way from the
+            floor to it).
         window: generations averaged for the level.
         hold: generations the threshold must hold.
+        floor: the floor return for the normalised definition; ``None``: raw.
 
     Returns:
-        One dict per switch with ``switch, level, drop, gens_to_<pct>, auc``.
+        One dict per switch with ``switch, level, drop, gens_to_<pct>, auc``; normalised, also
+        ``floor`` and ``undefined``.
+
+    Raises:
+        ValueError: if ``floor`` is not a finite number.
 
     Example:
         >>> r = recovery([10, 10, 10, 2, 5, 10, 10], [3], window=3)
         >>> r[0]["gens_to_90"]
         2
+        >>> r = recovery([-150, -150, -1100, -600, -200], [2], window=2, floor=-1200)
+        >>> r[0]["gens_to_50"], r[0]["gens_to_90"], r[0]["gens_to_100"]
+        (1, 2, nan)
     """
+    if floor is not None and not math.isfinite(floor):
+        raise ValueError(f"floor must be a finite number, not {floor!r}")
     y = np.asarray(curve, dtype=np.float64)
     points = [int(p) for p in switch_points if 0 < int(p) < len(y)]
     out = []
@@ -168,18 +196,112 @@ def recovery(
             "level": level,
             "drop": float(level - np.min(y[s : min(end, s + window)])),
         }
-        for f in fractions:
+        if floor is None:
+            # a fraction of a level <= 0 is no target (see above)
+            defined = level > 0
+            norm = seg / level if defined else seg
+            targets = [f * level - 1e-9 for f in fractions]
+            seg_ok = seg
+        else:
+            span = level - float(floor)
+            # a span within rounding of 0 is no span: no division by ~0
+            defined = span > 1e-9 * max(1.0, abs(level), abs(float(floor)))
+            norm = (seg - floor) / span if defined else seg
+            targets = [f - 1e-9 for f in fractions]
+            seg_ok = norm
+        for f, target in zip(fractions, targets, strict=True):
             gens = float("nan")
-            if level > 0:  # a fraction of a level <= 0 is no target (see above)
-                ok = seg >= f * level - 1e-9
+            if defined:
+                ok = seg_ok >= target
                 for t in range(len(seg) - hold + 1):
                     if ok[t : t + hold].all():
                         gens = t
                         break
             row[f"gens_to_{round(100 * f)}"] = gens
-        row["auc"] = float(np.mean(seg / level)) if level > 0 and len(seg) else float("nan")
+        row["auc"] = float(np.mean(norm)) if defined and len(seg) else float("nan")
+        if floor is not None:
+            row["floor"] = float(floor)
+            row["undefined"] = "" if defined else NOT_ABOVE_FLOOR  # type: ignore[assignment]
         out.append(row)
     return out
+
+
+def measure_floor(
+    config: Any,
+    episodes: int = 100,
+    policy: str = "random",
+    seed: int = 0,
+) -> float:
+    """The floor return of ``config``'s environment: the mean return of a policy that does
+    not look, through the same rollout as the runs (:func:`selfref_ghn.evolution.rollout.
+    evaluate`, ``config.horizon`` steps, the environment's default, un-switched params).
+
+    Args:
+        config: a run configuration (its ``env_id``, ``env_kwargs`` and ``horizon``).
+        episodes: episodes averaged.
+        policy: ``"random"`` (an action drawn uniformly from the action space at every step)
+            or ``"zero"`` (action 0 of a discrete space; zeros, clipped to the bounds, of a
+            box).
+        seed: seed of the episodes (and of the random actions).
+
+    Returns:
+        The mean return, e.g. about 22 for CartPole's random policy.
+
+    Raises:
+        ValueError: for an unknown ``policy`` or fewer than one episode.
+
+    Example:
+        >>> measure_floor(Config(env_id="CartPole-Switch"))  # doctest: +SKIP
+        22.3
+    """
+    import jax
+    import jax.numpy as jnp
+
+    from selfref_ghn.evolution.rollout import evaluate
+    from selfref_ghn.evolution.task import make_task
+
+    if policy not in FLOOR_POLICIES:
+        raise ValueError(f"policy must be one of {FLOOR_POLICIES}, not {policy!r}")
+    if episodes < 1:
+        raise ValueError(f"episodes must be at least 1, not {episodes}")
+    task = make_task(config)
+    env, params = task.env, task.env_params
+    space = env.action_space(params)
+    if hasattr(space, "n"):
+        zero = jnp.zeros((), getattr(space, "dtype", jnp.int32))
+    else:
+        low = np.broadcast_to(np.asarray(space.low, np.float32), tuple(space.shape))
+        high = np.broadcast_to(np.asarray(space.high, np.float32), tuple(space.shape))
+        zero = jnp.asarray(np.clip(np.zeros(tuple(space.shape), np.float32), low, high))
+    if policy == "random":
+        env = _RandomActions(env)
+
+    def run(key: Any) -> Any:
+        return evaluate(
+            key, env, params, lambda _p, _o: zero, None, config.horizon, episodes
+        ).fitness
+
+    return float(jax.jit(run)(jax.random.key(seed)))
+
+
+class _RandomActions:
+    """An environment whose every step takes a uniformly random action, whatever it is given."""
+
+    def __init__(self, env: Any) -> None:
+        self.env = env
+
+    def reset_env(self, key: Any, params: Any) -> Any:
+        return self.env.reset_env(key, params)
+
+    def is_truncated(self, state: Any, params: Any) -> Any:
+        return self.env.is_truncated(state, params)
+
+    def step_env(self, key: Any, state: Any, action: Any, params: Any) -> Any:
+        import jax
+
+        k_action, k_step = jax.random.split(key)
+        action = self.env.action_space(params).sample(k_action)
+        return self.env.step_env(k_step, state, action, params)
 
 
 RECOVERY_CURVES = ("best_fitness", "mean_fitness")
@@ -191,6 +313,7 @@ def recovery_curves(
     curves: Sequence[str] = RECOVERY_CURVES,
     hold: int = 10,
     window: int = 10,
+    floor: float | None = None,
 ) -> list[dict[str, float | str]]:
     """:func:`recovery` of several metric columns, the same way for every method.
 
@@ -203,6 +326,8 @@ def recovery_curves(
         curves: the columns to measure (default best and mean return).
         hold: generations a threshold must hold.
         window: generations averaged for the pre-switch level.
+        floor: the environment's floor return for the normalised definition (the same for
+            every curve); ``None``: raw (see :func:`recovery`).
 
     Returns:
         One dict per curve and switch: :func:`recovery`'s keys plus ``curve``.
@@ -214,6 +339,6 @@ def recovery_curves(
     """
     rows: list[dict[str, float | str]] = []
     for name in curves:
-        for r in recovery(metrics[name], switch_points, window=window, hold=hold):
+        for r in recovery(metrics[name], switch_points, window=window, hold=hold, floor=floor):
             rows.append({"curve": name, **r})
     return rows
