@@ -88,3 +88,68 @@ def test_floor_of_cartpole_is_a_random_policys_return():
     assert 5.0 <= zero < floor
     with pytest.raises(ValueError, match="policy"):
         measure_floor(cfg, policy="greedy")
+
+
+def test_summary_with_a_floor_counts_levels_above_it():
+    from selfref_ghn.tools.compare import markdown_tables, summarize
+
+    y = _pendulum_like()
+    flat = np.full(30, -1300.0)  # never above the floor
+    curves = {"srghn": {0: {"best_fitness": y, "mean_fitness": flat},
+                        1: {"best_fitness": y, "mean_fitness": flat}}}  # fmt: skip
+    raw = {(r["curve"], r["stat"]): r for r in summarize(curves, [(10, 30)])}
+    assert raw[("best_fitness", "gens_to_90")]["n_ok"] == 0  # raw: a negative level is n/a
+    rows = summarize(curves, [(10, 30)], floor=-1200.0)
+    get = {(r["curve"], r["stat"]): r for r in rows}
+    # hold=10: -250 at 15 is followed by -200 to the end, so 90% holds from 15
+    assert get[("best_fitness", "gens_to_90")]["mean"] == 5.0
+    assert get[("best_fitness", "gens_to_50")]["mean"] == 3.0
+    assert get[("best_fitness", "gens_to_90")]["n_level"] == 2
+    assert get[("mean_fitness", "gens_to_90")]["n_level"] == 0
+    md = markdown_tables(rows)
+    assert "| srghn | -150.0 ± 0.0 | 950.0 ± 0.0 | 3.0 ± 0.0 | 5.0 ± 0.0 | never |" in md
+    assert "| srghn | -1300.0 ± 0.0 | 0.0 ± 0.0 | n/a | n/a | n/a | n/a |" in md
+
+
+def test_floor_option_parsing():
+    from selfref_ghn.config import ConfigError
+    from selfref_ghn.tools.compare import parse_floor, recovery_floor
+
+    assert parse_floor("random") == "random" and parse_floor("zero") == "zero"
+    assert parse_floor("-1200") == -1200.0
+    for bad in ("greedy", "nan", "inf"):
+        with pytest.raises(ConfigError):
+            parse_floor(bad)
+    assert recovery_floor(Config(), "raw") == (None, {"definition": "raw"})
+    value, info = recovery_floor(Config(), "normalised", -1200.0)
+    assert value == -1200.0 and info["definition"] == "normalised"
+    assert info["floor_policy"] == "given" and info["env_id"] == Config().env_id
+    with pytest.raises(ConfigError):
+        recovery_floor(Config(), "normalized")
+
+
+def test_compare_command_measures_the_floor_and_reports_the_definition(tmp_path, capsys):
+    import json
+
+    from selfref_ghn.tools import cli
+
+    out = tmp_path / "cmp"
+    base = ["compare", "quick", "--methods", "srghn", "--seeds", "0", "--out", str(out),
+            "--quiet", "--report-only", "--compile-cache", str(tmp_path / "cache"),
+            "--set", "horizon=50"]  # fmt: skip
+    assert cli.main([*base, "--recovery", "normalised", "--floor", "-7.5"]) == 0
+    info = json.loads((out / "compare.json").read_text())["recovery"]
+    assert info == {"definition": "normalised", "env_id": info["env_id"], "floor": -7.5,
+                    "floor_policy": "given"}  # fmt: skip
+    assert "normalised: floor -7.5 (given)" in (out / "recovery.md").read_text()
+    assert cli.main([*base, "--recovery", "normalised"]) == 0  # measured: random policy
+    info = json.loads((out / "compare.json").read_text())["recovery"]
+    assert info["floor_policy"] == "random" and info["floor_episodes"] == 100
+    assert 10.0 <= info["floor"] <= 30.0  # CartPole, as above
+    assert "random-action policy over 100 episodes" in (out / "recovery.md").read_text()
+    assert cli.main(base) == 0  # the default is raw
+    assert json.loads((out / "compare.json").read_text())["recovery"] == {"definition": "raw"}
+    assert "normalised" not in (out / "recovery.md").read_text()
+    capsys.readouterr()
+    assert cli.main([*base, "--floor", "zero"]) == 2  # a floor only with normalised
+    assert "--floor" in capsys.readouterr().err

@@ -13,6 +13,12 @@ folder per run under ``DIR/<method>/seed<k>``), then writes into ``DIR``:
 * ``returns.png``: best and mean return over generations per method (mean over seeds and its
   95% band), inverted intervals shaded.
 
+``--recovery normalised`` measures recovery from the environment's floor return instead of
+from zero (:func:`selfref_ghn.run.metrics.recovery` with ``floor``): the floor is measured once
+for the task (:func:`selfref_ghn.run.metrics.measure_floor`, ``--floor random`` or ``zero``)
+or given (``--floor -1200``), and written into ``compare.json``, ``recovery.csv`` and
+``recovery.md``. The default, ``raw``, is the fraction of the pre-switch return.
+
 Methods: ``srghn`` and the ablations ``fixed_rate``, ``frozen_head``, ``external``
 (``Config.mutation_mode``); the baselines of :data:`selfref_ghn.config.METHODS`; or
 any
@@ -34,12 +40,14 @@ from typing import Any, TextIO
 import numpy as np
 
 from selfref_ghn.config import Config, ConfigError
-from selfref_ghn.run.metrics import read_csv, recovery_curves
+from selfref_ghn.run.metrics import FLOOR_POLICIES, measure_floor, read_csv, recovery_curves
 
 ABLATIONS = ("fixed_rate", "frozen_head", "external")
 DEFAULT_METHODS = ("srghn", "open_es", "cma_es", "simple_ga", "gesmr_ga", "samr_ga")
 RECOVERY_HOLD = 10
 _STATS = ("level", "drop", "gens_to_50", "gens_to_90", "gens_to_100", "auc")
+RECOVERY_DEFINITIONS = ("raw", "normalised")
+FLOOR_EPISODES = 100
 
 
 def method_config(config: Config, method: str) -> Config:
@@ -96,6 +104,46 @@ def parse_methods(text: str) -> list[str]:
     return list(dict.fromkeys(methods))
 
 
+def parse_floor(text: str | float) -> str | float:
+    """``--floor``: a policy to measure the floor with (``random``, ``zero``) or a number."""
+    if isinstance(text, str) and text.strip() in FLOOR_POLICIES:
+        return text.strip()
+    try:
+        value = float(text)
+    except (TypeError, ValueError):
+        value = float("nan")
+    if not math.isfinite(value):
+        raise ConfigError("--floor", text, f"one of {', '.join(FLOOR_POLICIES)}, or a number")
+    return value
+
+
+def recovery_floor(
+    config: Config, recovery: str = "raw", floor: str | float = "random"
+) -> tuple[float | None, dict[str, Any]]:
+    """The floor of ``config``'s task for a recovery ``definition``, and how it was found.
+
+    Args:
+        config: the shared task configuration.
+        recovery: ``raw`` (no floor) or ``normalised``.
+        floor: a policy to measure it with (:func:`selfref_ghn.run.metrics.measure_floor`,
+            :data:`FLOOR_EPISODES` episodes) or a known floor return.
+
+    Returns:
+        ``(floor, info)``: the floor (``None`` for raw) and what ``compare.json`` records of it.
+    """
+    if recovery not in RECOVERY_DEFINITIONS:
+        raise ConfigError("--recovery", recovery, f"one of {', '.join(RECOVERY_DEFINITIONS)}")
+    if recovery == "raw":
+        return None, {"definition": "raw"}
+    floor = parse_floor(floor)
+    if isinstance(floor, str):
+        value = measure_floor(config, episodes=FLOOR_EPISODES, policy=floor)
+        how = {"floor_policy": floor, "floor_episodes": FLOOR_EPISODES}
+    else:
+        value, how = floor, {"floor_policy": "given"}
+    return value, {"definition": "normalised", "env_id": config.env_id, "floor": value, **how}
+
+
 def run_comparison(
     config: Config,
     methods: Sequence[str],
@@ -103,6 +151,8 @@ def run_comparison(
     out_dir: str | Path,
     progress: bool | TextIO = True,
     report_only: bool = False,
+    recovery: str = "raw",
+    floor: str | float = "random",
 ) -> dict[str, dict[int, dict[str, np.ndarray]]]:
     """Run (or read back) every method on every seed, then write the table and figure.
 
@@ -116,6 +166,10 @@ def run_comparison(
         out_dir: the comparison's results folder.
         progress: print progress lines (``True``: stdout; or a stream; ``False``: quiet).
         report_only: run nothing; report on the runs that have finished.
+        recovery: ``raw`` (fraction of the pre-switch return) or ``normalised`` (from the
+            floor return, measured once before any run; see :func:`recovery_floor`).
+        floor: for ``normalised``: ``random`` or ``zero`` (the policy whose return is the
+            floor) or a known floor return.
 
     Returns:
         ``curves[method][seed]``: each run's metric columns.
@@ -133,6 +187,9 @@ def run_comparison(
     out.mkdir(parents=True, exist_ok=True)
     stream = sys.stdout if progress is True else (progress or None)
     configs = {m: method_config(config, m) for m in methods}  # validate all before any run
+    floor_value, floor_info = recovery_floor(config, recovery, floor)
+    if stream and floor_value is not None:
+        print(f"[floor] {_floor_text(floor_info)}", file=stream, flush=True)
     (out / "compare.json").write_text(
         json.dumps(
             {
@@ -140,6 +197,7 @@ def run_comparison(
                 "seeds": list(seeds),
                 "config": config.to_dict(),
                 "recovery_hold": RECOVERY_HOLD,
+                "recovery": floor_info,
                 "_run": run_info(),
             },
             indent=2,
@@ -178,7 +236,7 @@ def run_comparison(
                     flush=True,
                 )
     curves = {m: runs for m, runs in curves.items() if runs}
-    write_report(curves, config.switch_intervals, out)
+    write_report(curves, config.switch_intervals, out, floor=floor_value, floor_info=floor_info)
     return curves
 
 
@@ -192,6 +250,7 @@ def summarize(
     curves: Mapping[str, Mapping[int, Mapping[str, np.ndarray]]],
     switch_intervals: Sequence[Sequence[int]],
     hold: int = RECOVERY_HOLD,
+    floor: float | None = None,
 ) -> list[dict[str, Any]]:
     """Recovery statistics over seeds: one row per method, switch, curve and statistic.
 
@@ -199,6 +258,9 @@ def summarize(
     defined; ``n_ok`` of ``n`` seeds have it (a ``gens_to_*`` is undefined when the curve never
     got back to that fraction of its level, for ``hold`` generations, before the next switch,
     and, with ``auc``, when the level is not positive); ``n_level`` seeds had a positive level.
+    With a ``floor`` (the normalised definition, :func:`selfref_ghn.run.metrics.recovery`),
+    the fractions are of the way from the floor to the level, and ``n_level`` counts the
+    seeds whose level is above the floor.
 
     Returns:
         Rows with keys ``method, switch, curve, stat, mean, ci95, n_ok, n, n_level``.
@@ -207,12 +269,16 @@ def summarize(
     rows: list[dict[str, Any]] = []
     for method, runs in curves.items():
         per_seed = [
-            recovery_curves(metrics, points, hold=hold) for _, metrics in sorted(runs.items())
+            recovery_curves(metrics, points, hold=hold, floor=floor)
+            for _, metrics in sorted(runs.items())
         ]
         if not per_seed or not per_seed[0]:
             continue
         for i, template in enumerate(per_seed[0]):
-            n_level = sum(float(rs[i]["level"]) > 0 for rs in per_seed)
+            if floor is None:
+                n_level = sum(float(rs[i]["level"]) > 0 for rs in per_seed)
+            else:
+                n_level = sum(rs[i]["undefined"] == "" for rs in per_seed)
             for stat in _STATS:
                 vals = np.array([float(rs[i][stat]) for rs in per_seed], np.float64)
                 ok = vals[np.isfinite(vals)]
@@ -240,7 +306,7 @@ def summarize(
 
 def _cell(row: Mapping[str, Any]) -> str:
     if row["n_ok"] == 0:
-        # recovery is measured against a positive level: with none, there is nothing to reach
+        # recovery needs a level above 0 (raw) or the floor: with none, there is nothing to reach
         return "n/a" if row["stat"] not in ("level", "drop") and row["n_level"] == 0 else "never"
     digits = 2 if row["stat"] == "auc" else 1
     text = f"{row['mean']:.{digits}f}"
@@ -271,37 +337,70 @@ def markdown_tables(rows: Sequence[Mapping[str, Any]]) -> str:
     return "\n".join(parts)
 
 
+def _floor_text(info: Mapping[str, Any]) -> str:
+    how = (
+        "given"
+        if info.get("floor_policy") == "given"
+        else f"the mean return of a {info['floor_policy']}-action policy over "
+        f"{info['floor_episodes']} episodes"
+    )
+    return f"floor {info['floor']:.1f} ({how})"
+
+
 def write_report(
     curves: Mapping[str, Mapping[int, Mapping[str, np.ndarray]]],
     switch_intervals: Sequence[Sequence[int]],
     out_dir: str | Path,
     hold: int = RECOVERY_HOLD,
+    floor: float | None = None,
+    floor_info: Mapping[str, Any] | None = None,
 ) -> dict[str, Path]:
     """Write ``recovery.csv``, ``recovery.md`` and ``returns.png`` into ``out_dir``.
+
+    Args:
+        floor: the floor return of the normalised definition; ``None``: raw.
+        floor_info: how the floor was found (:func:`recovery_floor`), for the report.
 
     Returns:
         The paths written, by kind (``csv``, ``markdown``, ``figure``).
     """
     out = Path(out_dir)
-    rows = summarize(curves, switch_intervals, hold=hold)
+    rows = summarize(curves, switch_intervals, hold=hold, floor=floor)
+    fields = ["method", "switch", "curve", "stat", "mean", "ci95", "n_ok", "n", "n_level"]
+    if floor is not None:
+        # the normalised table says so in every row; the raw one keeps its columns
+        fields += ["recovery", "floor"]
+        rows = [{**r, "recovery": "normalised", "floor": floor} for r in rows]
     csv_path = out / "recovery.csv"
     with csv_path.open("w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=["method", "switch", "curve", "stat", "mean", "ci95",
-                                          "n_ok", "n", "n_level"])  # fmt: skip
+        w = csv.DictWriter(f, fieldnames=fields)
         w.writeheader()
         w.writerows(rows)
     seeds = sorted({s for runs in curves.values() for s in runs})
-    md = (
-        f"Recovery after each switch: mean ± 95% interval over seeds {seeds}; →X% is the "
-        f"number of generations until the curve is back to X% of its pre-switch level (mean "
-        f"of the 10 generations before) and stays there for {hold} generations; (k/n): only k "
-        f"of n seeds got there before the next switch or the end; AUC: mean of curve/level "
-        f"after the switch; n/a: no seed had a positive level to get back to.\n\n"
-        + markdown_tables(rows)
-    )
+    if floor is None:
+        md = (
+            f"Recovery after each switch: mean ± 95% interval over seeds {seeds}; →X% is the "
+            f"number of generations until the curve is back to X% of its pre-switch level "
+            f"(mean of the 10 generations before) and stays there for {hold} generations; "
+            f"(k/n): only k of n seeds got there before the next switch or the end; AUC: mean "
+            f"of curve/level after the switch; n/a: no seed had a positive level to get back "
+            f"to.\n\n"
+        )
+    else:
+        info = floor_info or {"floor": floor, "floor_policy": "given"}
+        md = (
+            f"Recovery after each switch, normalised: {_floor_text(info)}. Mean ± 95% "
+            f"interval over seeds {seeds}; →X% is the number of generations until the curve "
+            f"is back X% of the way from the floor to its pre-switch level (mean of the 10 "
+            f"generations before), i.e. (curve - floor) / (level - floor) >= X%, and stays "
+            f"there for {hold} generations; (k/n): only k of n seeds got there before the next "
+            f"switch or the end; AUC: mean of (curve - floor) / (level - floor) after the "
+            f"switch; n/a: no seed had a level above the floor to get back to.\n\n"
+        )
+    md += markdown_tables(rows)
     md_path = out / "recovery.md"
     md_path.write_text(md)
-    fig_path = plot_comparison(curves, switch_intervals, out / "returns.png")
+    fig_path = plot_comparison(curves, switch_intervals, out / "returns.png", floor=floor)
     return {"csv": csv_path, "markdown": md_path, "figure": fig_path}
 
 
@@ -309,9 +408,11 @@ def plot_comparison(
     curves: Mapping[str, Mapping[int, Mapping[str, np.ndarray]]],
     switch_intervals: Sequence[Sequence[int]],
     path: str | Path,
+    floor: float | None = None,
 ) -> Path:
     """Best and mean return over generations per method: mean over seeds and 95% band (the
-    t-interval of the mean, clipped to the range of the seeds' curves).
+    t-interval of the mean, clipped to the range of the seeds' curves); the floor return of
+    a normalised recovery as a dotted line, if given.
 
     Returns:
         The path written.
@@ -328,6 +429,8 @@ def plot_comparison(
     ):
         for i, (start, end) in enumerate(switch_intervals):
             ax.axvspan(start, end, color="0.85", lw=0, label="inverted" if i == 0 else None)
+        if floor is not None:
+            ax.axhline(floor, color="0.4", ls=":", lw=1.0, label="floor")
         for k, (method, runs) in enumerate(curves.items()):
             if not runs:
                 continue
@@ -388,6 +491,19 @@ def register(subparsers) -> None:
         "--report-only", action="store_true", help="only tabulate the runs already finished"
     )
     p.add_argument(
+        "--recovery",
+        choices=RECOVERY_DEFINITIONS,
+        default="raw",
+        help="raw: back to a fraction of the pre-switch return (default); normalised: back a "
+        "fraction of the way from the floor return to it, for returns of any sign",
+    )
+    p.add_argument(
+        "--floor",
+        default=None,
+        help="with --recovery normalised: random (default) or zero, the policy whose mean "
+        f"return over {FLOOR_EPISODES} episodes is the floor, or a known floor return",
+    )
+    p.add_argument(
         "--compile-cache",
         type=Path,
         default=None,
@@ -406,9 +522,21 @@ def cmd_compare(args) -> int:
     cfg = config_from_args(args)
     methods = parse_methods(args.methods)
     seeds = parse_seeds(args.seeds)
+    if args.floor is not None and args.recovery != "normalised":
+        raise ConfigError("--floor", args.floor, "only with --recovery normalised")
+    floor = parse_floor(args.floor if args.floor is not None else "random")
     out = args.out or Path("results") / f"compare-{args.preset}-{time.strftime('%Y%m%d-%H%M%S')}"
     enable_compile_cache(args.compile_cache or out / ".compile-cache")
-    run_comparison(cfg, methods, seeds, out, progress=not args.quiet, report_only=args.report_only)
+    run_comparison(
+        cfg,
+        methods,
+        seeds,
+        out,
+        progress=not args.quiet,
+        report_only=args.report_only,
+        recovery=args.recovery,
+        floor=floor,
+    )
     print(f"results: {out}")
     print((out / "recovery.md").read_text())
     return 0
