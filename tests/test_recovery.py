@@ -153,3 +153,20 @@ def test_compare_command_measures_the_floor_and_reports_the_definition(tmp_path,
     capsys.readouterr()
     assert cli.main([*base, "--floor", "zero"]) == 2  # a floor only with normalised
     assert "--floor" in capsys.readouterr().err
+
+
+def test_end_of_run_line_of_a_normalised_recovery():
+    from selfref_ghn.tools.cli import recovery_line
+
+    (r,) = recovery(_pendulum_like(), [10], window=10, floor=-1200.0)
+    assert recovery_line(r) == (
+        "switch at 10: level -150.0 (floor -1200.0), drop 950.0, "
+        "back to 90% (normalised) in 5 generations"
+    )
+    (r,) = recovery(_pendulum_like()[:15], [10], window=10, floor=-1200.0)
+    never = "not back to 90% (normalised) before the next switch or the end"
+    assert recovery_line(r).endswith(never)
+    (r,) = recovery(np.full(20, -1300.0), [10], window=10, floor=-1200.0)
+    assert recovery_line(r).endswith(f"recovery not measured ({NOT_ABOVE_FLOOR})")
+    (r,) = recovery(_pendulum_like(), [10], window=10)  # raw, as before
+    assert recovery_line(r).endswith("recovery not measured (the level is not positive)")

@@ -122,19 +122,29 @@ def _cpu_devices_hint(cfg, args) -> str | None:
 
 
 def recovery_line(r: dict) -> str:
-    """The end-of-run line for one switch of ``summary.json``'s ``recovery_best``.
+    """The end-of-run line for one switch of ``summary.json``'s ``recovery_best`` (raw), or of
+    a normalised recovery (a row with a ``floor``, :func:`selfref_ghn.run.metrics.recovery`).
 
     Example:
         >>> recovery_line({"switch": 50, "level": 500.0, "drop": 490.0, "gens_to_90": 7})
         'switch at 50: level 500.0, drop 490.0, back to 90% in 7 generations'
+        >>> r = {"switch": 50, "level": -150.0, "drop": 950.0, "gens_to_90": 5, "floor": -1200.0}
+        >>> recovery_line(r).split(", ")[::2]
+        ['switch at 50: level -150.0 (floor -1200.0)', 'back to 90% (normalised) in 5 generations']
     """
-    if not r["level"] > 0:
-        back = "recovery not measured (the level is not positive)"
-    elif math.isnan(r["gens_to_90"]):
-        back = "not back to 90% before the next switch or the end"
+    if r.get("floor") is None:
+        level, target = f"level {r['level']:.1f}", "90%"
+        undefined = "" if r["level"] > 0 else "the level is not positive"
     else:
-        back = f"back to 90% in {r['gens_to_90']} generations"
-    return f"switch at {r['switch']}: level {r['level']:.1f}, drop {r['drop']:.1f}, {back}"
+        level = f"level {r['level']:.1f} (floor {r['floor']:.1f})"
+        target, undefined = "90% (normalised)", r.get("undefined", "")
+    if undefined:
+        back = f"recovery not measured ({undefined})"
+    elif math.isnan(r["gens_to_90"]):
+        back = f"not back to {target} before the next switch or the end"
+    else:
+        back = f"back to {target} in {r['gens_to_90']} generations"
+    return f"switch at {r['switch']}: {level}, drop {r['drop']:.1f}, {back}"
 
 
 def cmd_run(args) -> int:
