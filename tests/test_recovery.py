@@ -7,7 +7,14 @@ import numpy as np
 import pytest
 
 from selfref_ghn.config import Config
-from selfref_ghn.run.metrics import NOT_ABOVE_FLOOR, measure_floor, recovery, recovery_curves
+from selfref_ghn.run.metrics import (
+    NOT_ABOVE_FLOOR,
+    floor_text,
+    measure_floor,
+    recovery,
+    recovery_curves,
+    recovery_floor,
+)
 
 
 def _pendulum_like() -> np.ndarray:
@@ -111,9 +118,9 @@ def test_summary_with_a_floor_counts_levels_above_it():
     assert "| srghn | -1300.0 ± 0.0 | 0.0 ± 0.0 | n/a | n/a | n/a | n/a |" in md
 
 
-def test_floor_option_parsing():
+def test_floor_option_parsing(tmp_path):
     from selfref_ghn.config import ConfigError
-    from selfref_ghn.tools.compare import parse_floor, recovery_floor
+    from selfref_ghn.tools.compare import parse_floor, run_comparison
 
     assert parse_floor("random") == "random" and parse_floor("zero") == "zero"
     assert parse_floor("-1200") == -1200.0
@@ -124,8 +131,13 @@ def test_floor_option_parsing():
     value, info = recovery_floor(Config(), "normalised", -1200.0)
     assert value == -1200.0 and info["definition"] == "normalised"
     assert info["floor_policy"] == "given" and info["env_id"] == Config().env_id
-    with pytest.raises(ConfigError):
-        recovery_floor(Config(), "normalized")
+    assert floor_text(info) == "floor -1200.0 (given)"
+    for definition, floor in (("normalized", -1.0), ("normalised", float("inf"))):
+        with pytest.raises(ValueError):
+            recovery_floor(Config(), definition, floor)
+    with pytest.raises(ConfigError) as e:
+        run_comparison(Config(), ["srghn"], [0], tmp_path / "x", recovery="normalized")
+    assert e.value.field == "--recovery" and not (tmp_path / "x").exists()
 
 
 def test_compare_command_measures_the_floor_and_reports_the_definition(tmp_path, capsys):

@@ -128,6 +128,7 @@ def read_rows(path: str | Path) -> tuple[dict[str, np.ndarray], int | None, int]
 NOT_ABOVE_FLOOR = "pre-switch level not above the floor"
 
 FLOOR_POLICIES = ("random", "zero")
+RECOVERY_DEFINITIONS = ("raw", "normalised")
 
 
 def recovery(
@@ -282,6 +283,60 @@ def measure_floor(
         ).fitness
 
     return float(jax.jit(run)(jax.random.key(seed)))
+
+
+def recovery_floor(
+    config: Any, definition: str = "raw", floor: str | float = "random", episodes: int = 100
+) -> tuple[float | None, dict[str, Any]]:
+    """The floor a recovery ``definition`` is measured from, and a record of how it was found.
+
+    Args:
+        config: the run configuration whose environment the floor is of.
+        definition: ``raw`` (no floor) or ``normalised``.
+        floor: a policy of :data:`FLOOR_POLICIES` to measure it with (:func:`measure_floor`,
+            ``episodes`` episodes), or a known floor return.
+        episodes: episodes averaged when measured.
+
+    Returns:
+        ``(floor, info)``: the floor (``None`` for raw) and what a report records of it
+        (``definition``; normalised: ``env_id``, ``floor``, ``floor_policy`` and, when
+        measured, ``floor_episodes``).
+
+    Raises:
+        ValueError: for an unknown definition or policy, or a floor that is not finite.
+
+    Example:
+        >>> recovery_floor(None, "normalised", -1200.0)[1]["floor_policy"]
+        'given'
+    """
+    if definition not in RECOVERY_DEFINITIONS:
+        raise ValueError(f"definition must be one of {RECOVERY_DEFINITIONS}, not {definition!r}")
+    if definition == "raw":
+        return None, {"definition": "raw"}
+    if isinstance(floor, str):
+        value = measure_floor(config, episodes=episodes, policy=floor)
+        how: dict[str, Any] = {"floor_policy": floor, "floor_episodes": episodes}
+    elif math.isfinite(floor):
+        value, how = float(floor), {"floor_policy": "given"}
+    else:
+        raise ValueError(f"floor must be a finite number, not {floor!r}")
+    env_id = getattr(config, "env_id", None)
+    return value, {"definition": "normalised", "env_id": env_id, "floor": value, **how}
+
+
+def floor_text(info: Mapping[str, Any]) -> str:
+    """How a report states its floor (``info`` from :func:`recovery_floor`).
+
+    Example:
+        >>> floor_text({"floor": 21.7, "floor_policy": "random", "floor_episodes": 100})
+        'floor 21.7 (the mean return of a random-action policy over 100 episodes)'
+    """
+    if info.get("floor_policy") == "given":
+        return f"floor {info['floor']:.1f} (given)"
+    return (
+        f"floor {info['floor']:.1f} (the mean return of a {info['floor_policy']}-action policy "
+        f"over {info['floor_episodes']} episodes)"
+    )
 
 
 class _RandomActions:

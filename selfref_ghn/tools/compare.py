@@ -13,11 +13,9 @@ folder per run under ``DIR/<method>/seed<k>``), then writes into ``DIR``:
 * ``returns.png``: best and mean return over generations per method (mean over seeds and its
   95% band), inverted intervals shaded.
 
-``--recovery normalised`` measures recovery from the environment's floor return instead of
-from zero (:func:`selfref_ghn.run.metrics.recovery` with ``floor``): the floor is measured once
-for the task (:func:`selfref_ghn.run.metrics.measure_floor`, ``--floor random`` or ``zero``)
-or given (``--floor -1200``), and written into ``compare.json``, ``recovery.csv`` and
-``recovery.md``. The default, ``raw``, is the fraction of the pre-switch return.
+``--recovery normalised`` measures recovery from the task's floor return, measured once
+(``--floor random|zero``) or given (``--floor -1200``) and written into the report
+(:func:`selfref_ghn.run.metrics.recovery_floor`); the default, ``raw``, from zero.
 
 Methods: ``srghn`` and the ablations ``fixed_rate``, ``frozen_head``, ``external``
 (``Config.mutation_mode``); the baselines of :data:`selfref_ghn.config.METHODS`; or
@@ -40,14 +38,13 @@ from typing import Any, TextIO
 import numpy as np
 
 from selfref_ghn.config import Config, ConfigError
-from selfref_ghn.run.metrics import FLOOR_POLICIES, measure_floor, read_csv, recovery_curves
+from selfref_ghn.run import metrics as run_metrics
+from selfref_ghn.run.metrics import FLOOR_POLICIES, RECOVERY_DEFINITIONS, read_csv, recovery_curves
 
 ABLATIONS = ("fixed_rate", "frozen_head", "external")
 DEFAULT_METHODS = ("srghn", "open_es", "cma_es", "simple_ga", "gesmr_ga", "samr_ga")
 RECOVERY_HOLD = 10
 _STATS = ("level", "drop", "gens_to_50", "gens_to_90", "gens_to_100", "auc")
-RECOVERY_DEFINITIONS = ("raw", "normalised")
-FLOOR_EPISODES = 100
 
 
 def method_config(config: Config, method: str) -> Config:
@@ -117,33 +114,6 @@ def parse_floor(text: str | float) -> str | float:
     return value
 
 
-def recovery_floor(
-    config: Config, recovery: str = "raw", floor: str | float = "random"
-) -> tuple[float | None, dict[str, Any]]:
-    """The floor of ``config``'s task for a recovery ``definition``, and how it was found.
-
-    Args:
-        config: the shared task configuration.
-        recovery: ``raw`` (no floor) or ``normalised``.
-        floor: a policy to measure it with (:func:`selfref_ghn.run.metrics.measure_floor`,
-            :data:`FLOOR_EPISODES` episodes) or a known floor return.
-
-    Returns:
-        ``(floor, info)``: the floor (``None`` for raw) and what ``compare.json`` records of it.
-    """
-    if recovery not in RECOVERY_DEFINITIONS:
-        raise ConfigError("--recovery", recovery, f"one of {', '.join(RECOVERY_DEFINITIONS)}")
-    if recovery == "raw":
-        return None, {"definition": "raw"}
-    floor = parse_floor(floor)
-    if isinstance(floor, str):
-        value = measure_floor(config, episodes=FLOOR_EPISODES, policy=floor)
-        how = {"floor_policy": floor, "floor_episodes": FLOOR_EPISODES}
-    else:
-        value, how = floor, {"floor_policy": "given"}
-    return value, {"definition": "normalised", "env_id": config.env_id, "floor": value, **how}
-
-
 def run_comparison(
     config: Config,
     methods: Sequence[str],
@@ -167,7 +137,8 @@ def run_comparison(
         progress: print progress lines (``True``: stdout; or a stream; ``False``: quiet).
         report_only: run nothing; report on the runs that have finished.
         recovery: ``raw`` (fraction of the pre-switch return) or ``normalised`` (from the
-            floor return, measured once before any run; see :func:`recovery_floor`).
+            floor return, measured once before any run;
+            :func:`selfref_ghn.run.metrics.recovery_floor`).
         floor: for ``normalised``: ``random`` or ``zero`` (the policy whose return is the
             floor) or a known floor return.
 
@@ -183,13 +154,15 @@ def run_comparison(
     from selfref_ghn.run.loop import evolve
     from selfref_ghn.run.resume import RESUME_MAY_CHANGE, check_resumable
 
+    if recovery not in RECOVERY_DEFINITIONS:
+        raise ConfigError("--recovery", recovery, f"one of {', '.join(RECOVERY_DEFINITIONS)}")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     stream = sys.stdout if progress is True else (progress or None)
     configs = {m: method_config(config, m) for m in methods}  # validate all before any run
-    floor_value, floor_info = recovery_floor(config, recovery, floor)
+    floor_value, floor_info = run_metrics.recovery_floor(config, recovery, parse_floor(floor))
     if stream and floor_value is not None:
-        print(f"[floor] {_floor_text(floor_info)}", file=stream, flush=True)
+        print(f"[floor] {run_metrics.floor_text(floor_info)}", file=stream, flush=True)
     (out / "compare.json").write_text(
         json.dumps(
             {
@@ -337,16 +310,6 @@ def markdown_tables(rows: Sequence[Mapping[str, Any]]) -> str:
     return "\n".join(parts)
 
 
-def _floor_text(info: Mapping[str, Any]) -> str:
-    how = (
-        "given"
-        if info.get("floor_policy") == "given"
-        else f"the mean return of a {info['floor_policy']}-action policy over "
-        f"{info['floor_episodes']} episodes"
-    )
-    return f"floor {info['floor']:.1f} ({how})"
-
-
 def write_report(
     curves: Mapping[str, Mapping[int, Mapping[str, np.ndarray]]],
     switch_intervals: Sequence[Sequence[int]],
@@ -359,7 +322,7 @@ def write_report(
 
     Args:
         floor: the floor return of the normalised definition; ``None``: raw.
-        floor_info: how the floor was found (:func:`recovery_floor`), for the report.
+        floor_info: how the floor was found (:func:`~selfref_ghn.run.metrics.recovery_floor`).
 
     Returns:
         The paths written, by kind (``csv``, ``markdown``, ``figure``).
@@ -389,7 +352,7 @@ def write_report(
     else:
         info = floor_info or {"floor": floor, "floor_policy": "given"}
         md = (
-            f"Recovery after each switch, normalised: {_floor_text(info)}. Mean ± 95% "
+            f"Recovery after each switch, normalised: {run_metrics.floor_text(info)}. Mean ± 95% "
             f"interval over seeds {seeds}; →X% is the number of generations until the curve "
             f"is back X% of the way from the floor to its pre-switch level (mean of the 10 "
             f"generations before), i.e. (curve - floor) / (level - floor) >= X%, and stays "
@@ -501,7 +464,7 @@ def register(subparsers) -> None:
         "--floor",
         default=None,
         help="with --recovery normalised: random (default) or zero, the policy whose mean "
-        f"return over {FLOOR_EPISODES} episodes is the floor, or a known floor return",
+        "return over 100 episodes is the floor, or a known floor return",
     )
     p.add_argument(
         "--compile-cache",
@@ -527,16 +490,8 @@ def cmd_compare(args) -> int:
     floor = parse_floor(args.floor if args.floor is not None else "random")
     out = args.out or Path("results") / f"compare-{args.preset}-{time.strftime('%Y%m%d-%H%M%S')}"
     enable_compile_cache(args.compile_cache or out / ".compile-cache")
-    run_comparison(
-        cfg,
-        methods,
-        seeds,
-        out,
-        progress=not args.quiet,
-        report_only=args.report_only,
-        recovery=args.recovery,
-        floor=floor,
-    )
+    run = {"progress": not args.quiet, "report_only": args.report_only}
+    run_comparison(cfg, methods, seeds, out, **run, recovery=args.recovery, floor=floor)
     print(f"results: {out}")
     print((out / "recovery.md").read_text())
     return 0
