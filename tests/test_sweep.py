@@ -111,3 +111,25 @@ def test_settings_table_marks_seeds_without_a_value():
     # t(0.975, 1) = 12.706: half-width 12.706 * std([500, 480]) / sqrt(2) = 127.06
     assert lines[-2] == "| child_factor=0 | 2 | 490.00 ± 127.06 | 4.00 (1/2 seeds) |"
     assert lines[-1] == "| child_factor=0.5 | 1 | 400.00 | n/a (0/1 seeds) |"
+
+
+def test_a_grid_of_list_values_is_summarised(tmp_path, monkeypatch):
+    """``--grid "policy_hidden=[32];[64,64]"`` gives list values: the summary groups them."""
+    from selfref_ghn.tools.sweep import settings_table, write_summary
+
+    rows = [
+        {"run": f"r{i}", "seed": i % 2, "policy_hidden": h, "final_best": 100.0 + i}
+        for i, h in enumerate([[32], [32], [64, 64], [64, 64]])
+    ]
+    lines = settings_table(rows, ["policy_hidden"]).splitlines()
+    assert [ln.split("|")[1:3] for ln in lines[-2:]] == [
+        [" policy_hidden=(32,) ", " 2 "],
+        [" policy_hidden=(64, 64) ", " 2 "],
+    ]
+    from selfref_ghn.tools import sweep
+
+    seen = {}
+    monkeypatch.setattr(sweep, "plot_sweep", lambda out, settings, base: seen.update(settings))
+    write_summary(rows, tmp_path, Config(), ["policy_hidden"])
+    assert sorted(seen) == [(("policy_hidden", (32,)),), (("policy_hidden", (64, 64)),)]
+    assert (tmp_path / "sweep_settings.md").exists() and (tmp_path / "sweep.csv").exists()

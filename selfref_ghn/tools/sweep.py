@@ -319,9 +319,18 @@ def write_summary(
     (out_dir / "sweep.md").write_text(_markdown(rows, cols))
     settings: dict[tuple, list[Mapping[str, Any]]] = {}
     for r in rows:
-        settings.setdefault(tuple((k, r.get(k)) for k in keys), []).append(r)
+        settings.setdefault(_setting(r, keys), []).append(r)
     (out_dir / "sweep_settings.md").write_text(settings_table(rows, keys))
     plot_sweep(out_dir, settings, base)
+
+
+def _setting(row: Mapping[str, Any], keys: Sequence[str]) -> tuple:
+    """A run's setting as a hashable key: list values (``policy_hidden=[64, 64]``) as tuples."""
+
+    def frozen(v: Any) -> Any:
+        return tuple(frozen(x) for x in v) if isinstance(v, (list, tuple)) else v
+
+    return tuple((k, frozen(row.get(k))) for k in keys)
 
 
 def settings_table(rows: Sequence[Mapping[str, Any]], keys: Sequence[str]) -> str:
@@ -336,7 +345,7 @@ def settings_table(rows: Sequence[Mapping[str, Any]], keys: Sequence[str]) -> st
     cols = list(dict.fromkeys(k for r in rows for k in r))
     settings: dict[tuple, list[Mapping[str, Any]]] = {}
     for r in rows:
-        settings.setdefault(tuple((k, r.get(k)) for k in keys), []).append(r)
+        settings.setdefault(_setting(r, keys), []).append(r)
     stats = [c for c in cols if c == "final_best" or c.startswith(("gens_to_90", "auc"))]
     table = []
     for setting, rs in settings.items():
