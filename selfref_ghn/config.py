@@ -116,6 +116,9 @@ class Config:
     obs_norm: bool = False
     # policy
     policy_hidden: tuple[int, ...] = (32,)
+    # [[features, kernel, stride], ...]: a ConvPolicy (these convolutions on the image
+    # observation, then policy_hidden); empty: an MLPPolicy (docs/envs/minatar.md)
+    policy_conv: tuple[tuple[int, int, int], ...] = ()
     policy_fan_in_scale: bool = False  # divide each layer's input by sqrt(fan-in) (MLPPolicy)
     policy_output_scale: float = 1.0  # multiply the policy's outputs (MLPPolicy)
     # evolution
@@ -210,6 +213,7 @@ class Config:
         d["baseline_params"] = dict(self.baseline_params)
         d["switch_intervals"] = [list(iv) for iv in self.switch_intervals]
         d["policy_hidden"] = list(self.policy_hidden)
+        d["policy_conv"] = [list(c) for c in self.policy_conv]
         return d
 
     @classmethod
@@ -255,6 +259,11 @@ class Config:
             raise ConfigError("gnn_rounds", self.gnn_rounds, "must be >= 0")
         if any(h <= 0 for h in self.policy_hidden):
             raise ConfigError("policy_hidden", self.policy_hidden, "hidden sizes must be positive")
+        for layer in self.policy_conv:
+            if len(layer) != 3 or min(layer) <= 0:
+                raise ConfigError(
+                    "policy_conv", list(layer), "each layer is [features, kernel, stride] > 0"
+                )
         if not (self.policy_output_scale > 0 and math.isfinite(self.policy_output_scale)):
             raise ConfigError(
                 "policy_output_scale", self.policy_output_scale, "must be a positive number"

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -18,7 +19,14 @@ import flax.linen as nn
 from selfref_ghn import envs as envs_registry
 from selfref_ghn.config import Config, ConfigError
 from selfref_ghn.evolution.schedule import SwitchSchedule
-from selfref_ghn.model.policy import MLPPolicy, action_fn_for
+from selfref_ghn.model.graph import graph_of
+from selfref_ghn.model.policy import (
+    ConvPolicy,
+    MLPPolicy,
+    action_fn_for,
+    conv_output_shape,
+    policy_template,
+)
 from selfref_ghn.types import Array, Params
 
 
@@ -29,8 +37,10 @@ class Task:
     Attributes:
         env, env_params: a gymnax-contract environment and its parameters.
         policy: the flax module whose parameters are evolved (or generated).
-        policy_fn: ``(params, obs) -> action``: the module followed by the action mapping.
-        obs_shape: the observation's shape.
+        policy_fn: ``(params, obs) -> action``: the module followed by the action mapping
+            (the default MLP on image observations gets them flattened).
+        obs_shape: the shape of the policy's input: the observation's, flattened for the
+            default MLP on image observations (a :class:`ConvPolicy` gets the image).
         schedule: the switch schedule from ``config.switch_intervals``.
     """
 
@@ -54,13 +64,17 @@ def make_task(
     Args:
         config: a validated run configuration.
         env, env_params: a gymnax-contract environment; default ``envs.make(config.env_id)``.
-        policy: any flax module mapping an observation to outputs; default an
-            :class:`MLPPolicy` with ``config.policy_hidden``.
+        policy: any flax module mapping an observation to outputs; default a
+            :class:`ConvPolicy` with ``config.policy_conv`` and ``config.policy_hidden`` when
+            ``policy_conv`` is set, else an :class:`MLPPolicy` with ``config.policy_hidden``.
         action_fn: outputs -> action; default chosen from the action space (argmax, or tanh
             rescaled to the box).
 
     Raises:
-        ConfigError: a switch schedule for an environment that cannot be switched.
+        ConfigError: a switch schedule for an environment that cannot be switched;
+            ``policy_conv`` for observations that are not ``(H, W, C)`` images or too small
+            for its layers; ``obs_norm`` for image observations; ``policy`` for a policy whose
+            parameters have no forward order (:mod:`selfref_ghn.model.graph`).
     """
     if env is None:
         env, default_params = _make_env(config.env_id, dict(config.env_kwargs))
@@ -75,24 +89,52 @@ def make_task(
         )
     num_outputs, default_action_fn = action_fn_for(env.action_space(env_params))
     act = action_fn or default_action_fn
-    policy = policy or MLPPolicy(
-        hidden=config.policy_hidden,
-        num_outputs=num_outputs,
-        fan_in_scale=config.policy_fan_in_scale,
-        output_scale=config.policy_output_scale,
-    )
+    env_obs_shape = tuple(env.observation_space(env_params).shape)
+    _check_observations(config, env_obs_shape)
+    flatten = policy is None and not config.policy_conv and len(env_obs_shape) > 1
+    scales = dict(fan_in_scale=config.policy_fan_in_scale, output_scale=config.policy_output_scale)
+    if policy is None and config.policy_conv:
+        policy = ConvPolicy(config.policy_conv, config.policy_hidden, num_outputs, **scales)
+    elif policy is None:
+        policy = MLPPolicy(hidden=config.policy_hidden, num_outputs=num_outputs, **scales)
+    obs_shape = (math.prod(env_obs_shape),) if flatten else env_obs_shape
+    graph_of(policy_template(policy, obs_shape), strict=True)  # orderable, or a ConfigError
 
     def policy_fn(params: Params, obs: Array) -> Array:
-        return act(policy.apply({"params": params}, obs))
+        return act(policy.apply({"params": params}, obs.reshape(-1) if flatten else obs))
 
     return Task(
         env=env,
         env_params=env_params,
         policy=policy,
         policy_fn=policy_fn,
-        obs_shape=tuple(env.observation_space(env_params).shape),
+        obs_shape=obs_shape,
         schedule=SwitchSchedule.from_intervals(config.switch_intervals),
     )
+
+
+def _check_observations(config: Config, obs_shape: tuple[int, ...]) -> None:
+    """``policy_conv`` needs ``(H, W, C)`` images large enough for its layers; ``obs_norm``
+    needs flat observations (:class:`ConfigError` naming the field)."""
+    if config.policy_conv:
+        conv = [list(c) for c in config.policy_conv]
+        if len(obs_shape) != 3:
+            raise ConfigError(
+                "policy_conv",
+                conv,
+                f"needs (H, W, C) image observations; {config.env_id} gives shape {obs_shape}",
+            )
+        if min(conv_output_shape(obs_shape, config.policy_conv)[:2]) < 1:
+            raise ConfigError(
+                "policy_conv", conv, f"its layers do not fit {config.env_id}'s {obs_shape} images"
+            )
+    if config.obs_norm and len(obs_shape) > 1:
+        raise ConfigError(
+            "obs_norm",
+            True,
+            f"normalises flat observations only; {config.env_id} gives {obs_shape} images "
+            "(MinAtar's are 0/1 already): set obs_norm=false",
+        )
 
 
 def env_keywords(env_id: str) -> tuple[list[str], bool]:

@@ -5,6 +5,27 @@ forward (data-flow) order, with edges linking consecutive nodes in both directio
 built once, in Python, from shapes alone; everything they hold is a static NumPy array, so the
 code that consumes them has static shapes.
 
+**The forward-order rule** (the default ``order_key``, for any flax module's ``params``):
+
+* the leaves of one module: ``kernel`` (or ``embedding``) first, then ``scale``, then
+  ``bias``: the order in which a layer applies them;
+* sibling modules (or submodules) of one parent: by name, as a layer kind and an index,
+  ``Dense_2`` before ``Dense_10`` (natural number sort); names of one kind with any prefix
+  (``layers_0``, ``layers_1``, ...) order by their index alone;
+* sibling modules of different kinds, as flax names them by default (``Conv_0``, ``Conv_1``,
+  ``Dense_0``, ...): embeddings, then convolutions, then dense layers (``Embed`` < ``Conv`` <
+  ``Dense``), the order of the usual image network (a conv stack, then a dense head).
+
+A policy the rule cannot order raises :class:`~selfref_ghn.config.ConfigError` (field
+``policy``; ``graph_of(..., strict=True)``, which every run's policy goes through) naming the
+names it cannot order: siblings of different kinds outside that list
+(``encoder`` and ``decoder``; ``LayerNorm_0`` and ``Dense_0``), a leaf beside a module
+(``log_std`` beside ``Dense_0``), or a module's leaves outside the list (``kernel``, ``bias``
+and ``gamma``). Without ``strict`` (a bare pytree, e.g. evosax-style ``{"w", "b"}`` through
+ask/tell), such names fall back to alphabetical order. Name such layers in forward order
+(``layers_0``, ``layers_1``, ...) or pass :func:`graph_of` an ``order_key`` of your own (the
+SR-GHN's self graph has its own).
+
 The same ordering defines the *flat layout* of the network's parameters: leaf after leaf in
 node order, each raveled. ``Graph.ravel``/``Graph.unravel`` move between a pytree and that
 flat vector, and ``Graph.node_of_param``/``Graph.pos_in_leaf`` say, for every entry of the flat
@@ -23,9 +44,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from selfref_ghn.config import ConfigError
 from selfref_ghn.types import Array, Params
 
 _LEAF_RANK = {"kernel": 0, "embedding": 0, "scale": 1, "bias": 2}
+# kinds of layers, in the order an image network applies them, when flax names them by kind
+_KIND_RANK = {"Embed": 0, "Conv": 1, "Dense": 2}
 
 
 def _key_name(entry: Any) -> str:
@@ -45,10 +69,50 @@ def _natural(part: str) -> tuple:
     return tuple(int(t) if t.isdigit() else t for t in re.split(r"(\d+)", part))
 
 
+def _kind(name: str) -> str:
+    """``'Dense_10'`` -> ``'Dense'``; ``'layers3'`` -> ``'layers'``; no index: the whole name."""
+    return re.sub(r"_?\d+$", "", name)
+
+
 def forward_order_key(names: Sequence[str]) -> tuple:
-    """Default forward order: modules in natural order, then kernel before bias in a module."""
+    """Default forward order (the module docstring's rule): modules by kind rank and natural
+    order, then kernel before bias in a module."""
     *modules, leaf = names
-    return (tuple(_natural(m) for m in modules), _LEAF_RANK.get(leaf, 1), leaf)
+    ranked = tuple((_KIND_RANK.get(_kind(m), len(_KIND_RANK)), _natural(m)) for m in modules)
+    return (ranked, _LEAF_RANK.get(leaf, 1), leaf)
+
+
+def check_forward_order(paths: Sequence[Sequence[str]]) -> None:
+    """Raise :class:`ConfigError` (field ``policy``) where the forward-order rule cannot order
+    a pytree's leaves, given as key paths (see the module docstring)."""
+    children: dict[tuple[str, ...], dict[str, bool]] = {}
+    for path in paths:
+        for depth, name in enumerate(path):
+            is_leaf = depth == len(path) - 1
+            children.setdefault(tuple(path[:depth]), {})[name] = is_leaf
+    for parent, kids in children.items():
+        if len(kids) < 2:
+            continue
+        where = f"under {'/'.join(parent)!r}" if parent else "at the top"
+        leaves = sorted(k for k, leaf in kids.items() if leaf)
+        modules = sorted(k for k, leaf in kids.items() if not leaf)
+        if leaves and modules:
+            problem = f"leaves {leaves} beside modules {modules}"
+        elif leaves and any(k not in _LEAF_RANK for k in leaves):
+            problem = f"leaves {leaves}: only {sorted(_LEAF_RANK)} have a rule"
+        else:
+            kinds = {_kind(m) for m in modules}
+            unindexed = [m for m in modules if _kind(m) == m]
+            if (len(kinds) == 1 and not unindexed) or kinds <= set(_KIND_RANK):
+                continue
+            problem = f"modules {modules} of kinds with no order"
+        raise ConfigError(
+            "policy",
+            problem,
+            f"the forward order of the parameter tree ({where}) is unknown: name sibling "
+            "layers with one prefix and an index (layers_0, layers_1, ...), keep to Conv_i "
+            "then Dense_i with kernel/bias leaves, or pass graph_of an order_key",
+        )
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -159,17 +223,24 @@ class Graph:
 def graph_of(
     params: Params,
     order_key: Callable[[Sequence[str]], Any] = forward_order_key,
+    strict: bool = False,
 ) -> Graph:
     """Build the graph of a parameter pytree from its shapes.
 
     Args:
         params: a pytree of arrays or ``jax.ShapeDtypeStruct`` (e.g. flax ``params``).
         order_key: maps a leaf's key path (a list of names) to a sort key giving forward order.
-            The default orders modules naturally (``Dense_2`` before ``Dense_10``) and puts a
-            module's kernel before its bias, which is data-flow order for MLPs.
+            The default is the forward-order rule of the module docstring: ``Dense_2`` before
+            ``Dense_10``, ``Conv_*`` before ``Dense_*``, a module's kernel before its bias.
+        strict: refuse a pytree the default rule cannot order (names outside it would
+            otherwise sort alphabetically).
 
     Returns:
         The static :class:`Graph`.
+
+    Raises:
+        ConfigError: ``strict`` with the default ``order_key``, a pytree the rule cannot order
+            (field ``policy``).
 
     Example:
         >>> import jax.numpy as jnp
@@ -181,6 +252,8 @@ def graph_of(
     if not with_path:
         raise ValueError("cannot build a graph of an empty parameter pytree")
     names = [[_key_name(p) for p in path] for path, _ in with_path]
+    if strict and order_key is forward_order_key:
+        check_forward_order(names)
     perm = sorted(range(len(with_path)), key=lambda i: order_key(names[i]))
     return Graph(
         names=tuple("/".join(names[i]) for i in perm),
