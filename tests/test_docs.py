@@ -113,6 +113,7 @@ QUOTED_COUNTS = [
     ("quickstart.md", "SR-GHN (self), {} parameters", "quick", "ghn"),
     ("reliability.md", "30 x {} float32 parameters", "cartpole-switch", "ghn"),
     ("results.md", "the policy's {} parameters", "ant", "policy"),
+    ("results.md", "times larger ({} parameters", {"policy_hidden": (64, 64)}, "ghn"),
 ]
 # A number as the pages write it: 15653, 15,653 or 15 653 (plain, no-break or narrow space).
 _NUM = r"\d{1,3}(?:[,\u00a0\u202f ]\d{3})+|\d+"
