@@ -87,6 +87,19 @@ PRESETS: dict[str, dict[str, Any]] = {
         policy_output_scale=0.1,
         log_every=10,
     ),
+    # MinAtar Breakout on CPU (docs/envs/minatar.md): a conv policy (3x3x16, then 128 tanh
+    # units; 132k weights) generated block by block, so the GHN does not grow with it
+    "minatar-breakout": dict(
+        env_id="Breakout-MinAtar",
+        population_size=16,
+        num_children=2,
+        horizon=500,
+        generations=100,
+        policy_conv=((16, 3, 1),),
+        policy_hidden=(128,),
+        head="block",
+        log_every=5,
+    ),
 }
 
 

@@ -19,6 +19,8 @@ BAD = [
     (["quick", "--set", "embed_dim=0"], "'embed_dim' = 0"),
     (["quick", "--set", "num_children=0"], "'num_children' = 0: must be at least 1"),
     (["quick", "--set", "policy_hidden=[8,0]"], "'policy_hidden' = (8, 0)"),
+    (["quick", "--set", "policy_conv=[[-16,3,1]]"], "'policy_conv' = [-16, 3, 1]: each layer"),
+    (["minatar-breakout", "--set", "policy_conv=[[16,3]]"], "'policy_conv' = [16, 3]"),
     (["quick", "--set", "log_every=0"], "'log_every' = 0"),
     (["quick", "--keep-checkpoints", "0"], "'keep_checkpoints' = 0: must be at least 1"),
     (["quick", "--checkpoint-every", "-5"], "'checkpoint_every' = -5: must be >= 0"),
