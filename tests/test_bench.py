@@ -163,3 +163,79 @@ def test_rollout_bound_simulates_the_whole_horizon(monkeypatch):
     fn, carry, _ = methods["rollout_bound"]
     jax.eval_shape(fn, carry)
     assert exact == [True]
+
+
+# --- workload (f): heads and policy size ------------------------------------------------
+
+
+def test_head_cases_have_the_sizes_they_claim():
+    """Every planned case of workload (f) has the head, policy, environment and batch the table
+    names; built, one policy's cases have ``SRGHN.create(...).num_params`` of that policy and
+    config, the policy's parameter count and its environment's spaces."""
+    from selfref_ghn.model.policy import MLPPolicy, policy_template
+    from selfref_ghn.model.srghn import SRGHN
+    from selfref_ghn.tools.bench import harness, heads
+
+    cases, skipped = bench.plan(["heads"])
+    assert not skipped
+    specs = {p.name: p for p in heads.POLICIES}
+    assert sorted((c.config.head, heads.policy_of(c.name)) for c in cases) == sorted(
+        (h, p) for h in ("dense", "block", "random_basis") for p in specs
+    )
+    for case in cases:
+        spec, cfg = specs[heads.policy_of(case.name)], case.config
+        assert case.name.split("-")[1] == cfg.head
+        assert case.methods == ("sr_ghn", "rollout_bound") and case.chunk == 1
+        assert (cfg.population_size, cfg.num_children, cfg.horizon) == (64, 2, 500)
+        assert cfg.num_members * cfg.episodes == 64 * 3
+        assert cfg.policy_hidden == spec.hidden
+        assert (case.env_spec is None) == (spec.env_id is not None)
+        if spec.env_id is not None:
+            assert cfg.env_id == spec.env_id
+        if spec.name != "17-64-64-6":
+            continue
+        evo = harness.evolution_of(case)
+        assert evo.config.head == cfg.head
+        assert evo.obs_shape == spec.obs_shape == (17,)
+        assert evo.policy.num_outputs == spec.num_actions == 6
+        template = policy_template(MLPPolicy(spec.hidden, spec.num_actions), spec.obs_shape)
+        assert evo.ghn.num_params == SRGHN.create(template, cfg).num_params
+        assert evo.ghn.policy_graph.num_params == spec.num_params == 18 * 64 + 65 * 64 + 65 * 6
+
+
+@pytest.mark.parametrize("head", ["dense", "block", "random_basis"])
+def test_head_case_bound_rolls_out_the_generated_policy_shapes(monkeypatch, head):
+    """The rollout bound of a workload (f) case rolls out, on the case's environment and batch,
+    policies of exactly the shapes its SR-GHN generates (tiny sizes, synthetic env)."""
+    from selfref_ghn.evolution import rollout
+    from selfref_ghn.tools.bench import heads
+
+    spec = heads.PolicySpec((5,), 3, (6, 4))
+    sets = {k: str(TINY[k]) for k in ("embed_dim", "trunk_dim", "coeff_dim", "num_rates")}
+    sets.update(population_size="4", horizon="7", gnn_rounds="1", block_size="8")
+    (hc,) = heads.head_cases(policies=[spec], heads=[head])
+    cfg = hc.config.with_overrides(sets)
+    case = bench.Case(hc.name, "f", cfg, 1, 1, False, hc.env_spec, ("sr_ghn", "rollout_bound"))
+
+    seen = []
+    real = rollout.evaluate
+
+    def spy(key, env, env_params, policy_fn, params, horizon, episodes, *a, **kw):
+        seen.append((env.name, jax.tree.map(lambda x: tuple(x.shape), params), horizon, episodes))
+        return real(key, env, env_params, policy_fn, params, horizon, episodes, *a, **kw)
+
+    monkeypatch.setattr(rollout, "evaluate", spy)
+    methods, evo = bench.build_methods(case)
+    fn, carry, _ = methods["rollout_bound"]
+    jax.eval_shape(fn, carry)
+    _, member_params = carry
+    assert {x.shape[0] for x in jax.tree.leaves(member_params)} == {cfg.num_members}
+    expected = {
+        "Dense_0": {"kernel": (5, 6), "bias": (6,)},
+        "Dense_1": {"kernel": (6, 4), "bias": (4,)},
+        "Dense_2": {"kernel": (4, 3), "bias": (3,)},
+    }
+    generated = jax.eval_shape(evo.ghn.policy_params, evo.ghn.init(jax.random.key(0)))
+    assert jax.tree.map(lambda x: tuple(x.shape), generated) == expected
+    assert evo.ghn.policy_graph.num_params == spec.num_params
+    assert seen == [("synthetic(5 -> 3 box)", expected, 7, 1)]

@@ -27,16 +27,21 @@ policy generation, rollouts, selection), each on the inputs the fused step gives
 
 Workloads: (a) preset ``cartpole-switch-long``; (b) CartPole-Switch at P=1024, C=2;
 (c) a population sweep on CartPole; (d) LunarLander-Switch and Ant where their modules import;
-(e) a 4x wider policy, to split the generation cost into hypernetwork and rollout parts.
+(e) a 4x wider policy, to split the generation cost into hypernetwork and rollout parts;
+(f) (``--workloads heads``) every deterministic head (DESIGN §2b) on MLP policies from 226 to
+200k parameters: GHN parameters, basis floats, and the hypernetwork part against the rollout
+bound (no Open_ES), on a synthetic environment where no registered one has the policy's sizes.
 
 Every measured case runs in a fresh subprocess, so peaks are per case. Results go to
 ``OUT/bench.json`` (all figures and the machine) and ``OUT/bench.md`` (tables), and a plot of
-throughput against population size to ``OUT/performance_population.png``.
+throughput against population size to ``OUT/performance_population.png`` (and, for workload
+(f), GHN parameters and hypernetwork part against policy size to ``OUT/performance_heads.png``).
 
 Modules: ``cases`` (workloads and the cases they plan), ``measure`` (timing and memory
 primitives), ``harness`` (the three methods of a case, built and timed), ``profile`` (the phase
 profile), ``machine`` (what ran it), ``runner`` (one worker process per case, outputs),
-``report`` (tables and plot), ``cli`` (the command line; ``__main__`` runs it).
+``report`` (tables and plot), ``heads`` (workload f's policies, table and plot), ``synthetic``
+(its environment of any size), ``cli`` (the command line; ``__main__`` runs it).
 
 Example:
     ``python -m selfref_ghn.tools.bench --out bench_results --quick``
@@ -44,7 +49,14 @@ Example:
 
 from selfref_ghn.tools.bench.cases import DEFAULT_SWEEP, FULL_SWEEP, WORKLOADS, Case, plan
 from selfref_ghn.tools.bench.cli import add_arguments, main, register, run_from_args
-from selfref_ghn.tools.bench.harness import METHOD_LABELS, METHODS, build_methods, measure_case
+from selfref_ghn.tools.bench.harness import (
+    METHOD_LABELS,
+    METHODS,
+    build_methods,
+    evolution_of,
+    measure_case,
+)
+from selfref_ghn.tools.bench.heads import POLICIES, PolicySpec, head_cases
 from selfref_ghn.tools.bench.machine import machine_info
 from selfref_ghn.tools.bench.profile import generation_phases, profile_phases
 from selfref_ghn.tools.bench.report import markdown, plot_population
@@ -55,11 +67,15 @@ __all__ = [
     "FULL_SWEEP",
     "METHODS",
     "METHOD_LABELS",
+    "POLICIES",
     "WORKLOADS",
     "Case",
+    "PolicySpec",
     "add_arguments",
     "build_methods",
+    "evolution_of",
     "generation_phases",
+    "head_cases",
     "machine_info",
     "main",
     "markdown",

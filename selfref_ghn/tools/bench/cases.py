@@ -3,7 +3,9 @@ turns workload letters into the cases to run.
 
 Workloads: (a) preset ``cartpole-switch-long``; (b) CartPole-Switch at P=1024, C=2;
 (c) a population sweep on CartPole; (d) LunarLander-Switch and Ant where their modules import;
-(e) a 4x wider policy, to split the generation cost into hypernetwork and rollout parts.
+(e) a 4x wider policy, to split the generation cost into hypernetwork and rollout parts;
+(f) (also ``heads``) every deterministic head on policies from 226 to 200k parameters
+(:mod:`selfref_ghn.tools.bench.heads`), SR-GHN against the rollout bound only.
 """
 
 from __future__ import annotations
@@ -14,8 +16,9 @@ from typing import Any
 
 from selfref_ghn import presets
 from selfref_ghn.config import Config
+from selfref_ghn.tools.bench.heads import head_cases
 
-WORKLOADS = ("a", "b", "c", "d", "e")
+WORKLOADS = ("a", "b", "c", "d", "e", "f")
 DEFAULT_SWEEP = (64, 256, 1024, 4096)
 FULL_SWEEP = (64, 256, 1024, 4096, 16384)
 
@@ -31,6 +34,10 @@ class Case:
         chunk: generations per compiled call, the same for all three methods.
         repeats: timed calls per method after the warm-up call.
         profile: also run the phase profile.
+        env_spec: ``(obs_shape, num_actions, discrete)`` of a
+            :mod:`~selfref_ghn.tools.bench.synthetic` environment that replaces
+            ``config.env_id``'s; ``None``: the registered one.
+        methods: the methods to measure (default: all of ``harness.METHODS``).
     """
 
     name: str
@@ -39,6 +46,8 @@ class Case:
     chunk: int
     repeats: int
     profile: bool = False
+    env_spec: tuple[tuple[int, ...], int, bool] | None = None
+    methods: tuple[str, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -48,6 +57,8 @@ class Case:
             "chunk": self.chunk,
             "repeats": self.repeats,
             "profile": self.profile,
+            "env_spec": None if self.env_spec is None else list(self.env_spec),
+            "methods": list(self.methods),
         }
 
     @classmethod
@@ -59,7 +70,16 @@ class Case:
             chunk=int(d["chunk"]),
             repeats=int(d["repeats"]),
             profile=bool(d["profile"]),
+            env_spec=_env_spec(d.get("env_spec")),
+            methods=tuple(d.get("methods", ())),
         )
+
+
+def _env_spec(spec: Any) -> tuple[tuple[int, ...], int, bool] | None:
+    if spec is None:
+        return None
+    shape, actions, discrete = spec
+    return tuple(int(x) for x in shape), int(actions), bool(discrete)
 
 
 def _cartpole(population: int, **kw: Any) -> Config:
@@ -113,6 +133,7 @@ def plan(
         cases.append(Case(name, wl, cfg, chunk or ch, repeats or rep, profile and not quick))
 
     for wl in workloads:
+        wl = "f" if wl == "heads" else wl
         if wl == "a":
             cfg = presets.get("cartpole-switch-long")
             add("a", "a", cfg, 10 if quick else 20, r, profile=True)
@@ -140,9 +161,18 @@ def plan(
             p = 64 if quick else 256
             for width in (32, 128):
                 add(f"e-w{width}", "e", _cartpole(p, policy_hidden=(width,)), 2, r - 1)
+        elif wl == "f":
+            for hc in head_cases(quick):
+                cfg = hc.config.with_overrides(overrides) if overrides else hc.config
+                rep = repeats or hc.repeats
+                methods = ("sr_ghn", "rollout_bound")
+                cases.append(Case(hc.name, "f", cfg, chunk or 1, rep, False, hc.env_spec, methods))
         else:
             raise ValueError(f"unknown workload {wl!r}; one of {', '.join(WORKLOADS)}")
     # The largest populations and the heavy environments last: a time budget that runs out
     # skips only those.
-    cases.sort(key=lambda c: (c.workload == "d", c.config.population_size > 1024))
+    # Workload (f) runs its heaviest cases (the dense head on the largest policies) last too.
+    cases.sort(
+        key=lambda c: (c.workload == "d", c.config.population_size > 1024, c.workload == "f")
+    )
     return cases, skipped

@@ -26,7 +26,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--workloads",
         default=None,
-        help="comma-separated workload letters from a,b,c,d,e (default: all; with --quick: a,c)",
+        help="comma-separated workload letters from a,b,c,d,e,f (f or 'heads': head size "
+        "against policy size; default: all; with --quick: a,c)",
     )
     p.add_argument(
         "--populations",

@@ -3,7 +3,9 @@
 The three methods of a case (the package docstring says what each is and why): SR-GHN's
 generation, the rollout bound, and evosax ``Open_ES`` on the same policy network, timed in the
 same process, interleaved. For each: compile time, steady generations/s, simulated
-environment steps/s, peak host memory and, where the device reports it, device memory.
+environment steps/s, peak host memory and, where the device reports it, device memory. A case
+may measure only some methods (``Case.methods``) and run on a synthetic environment
+(``Case.env_spec``, :mod:`~selfref_ghn.tools.bench.synthetic`).
 :func:`build_methods` builds the three,
 :func:`measure_case` times them (and runs the phase profile where the case asks for it).
 """
@@ -14,6 +16,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from selfref_ghn.tools.bench import synthetic
 from selfref_ghn.tools.bench.cases import Case
 from selfref_ghn.tools.bench.measure import (
     device_memory_mb,
@@ -29,6 +32,17 @@ METHOD_LABELS = {"sr_ghn": "SR-GHN", "rollout_bound": "rollout bound", "open_es"
 _STOP = 2**30  # ``stop_at`` for timed chunks: never reached, no generation is skipped
 
 
+def evolution_of(case: Case) -> Any:
+    """The case's :class:`~selfref_ghn.evolution.generation.Evolution`: its config on its
+    registered environment, or on the synthetic one of ``case.env_spec``."""
+    from selfref_ghn.evolution.generation import Evolution
+
+    if case.env_spec is None:
+        return Evolution.create(case.config)
+    env, env_params = synthetic.make(*case.env_spec)
+    return Evolution.create(case.config, env=env, env_params=env_params)
+
+
 def build_methods(case: Case) -> tuple[dict[str, tuple[Callable, Any, Callable | None]], Any]:
     """The three methods of one case as ``name -> (jitted fn, initial carry)``.
 
@@ -39,22 +53,23 @@ def build_methods(case: Case) -> tuple[dict[str, tuple[Callable, Any, Callable |
         case: the case to build.
 
     Returns:
-        ``(methods, evo)``: ``methods`` maps each of :data:`METHODS` to ``(jitted fn, initial
-        carry, call)`` where ``call(compiled, carry)`` runs it (``None``: ``compiled(carry)``);
-        ``evo`` is the case's :class:`~selfref_ghn.evolution.generation.Evolution`.
+        ``(methods, evo)``: ``methods`` maps each of :data:`METHODS` (or of ``case.methods``)
+        to ``(jitted fn, initial carry, call)`` where ``call(compiled, carry)`` runs it
+        (``None``: ``compiled(carry)``); ``evo`` is the case's
+        :class:`~selfref_ghn.evolution.generation.Evolution`.
     """
     import jax
     import jax.numpy as jnp
     from evosax.algorithms import Open_ES
 
-    from selfref_ghn.evolution.generation import Evolution
     from selfref_ghn.evolution.rollout import evaluate
 
     cfg = case.config
-    evo = Evolution.create(cfg)
+    evo = evolution_of(case)
     n = cfg.num_members
     key = jax.random.PRNGKey(cfg.seed)
-    state = evo.init(jax.random.PRNGKey(cfg.seed))  # its own buffers: the state is donated
+    # its own buffers (the state is donated); one compiled program, not many eager ones
+    state = jax.jit(evo.init)(jax.random.PRNGKey(cfg.seed))
     obs_stats = state.obs_stats if cfg.obs_norm else None
     obs = jnp.zeros(evo.obs_shape)
 
@@ -87,7 +102,7 @@ def build_methods(case: Case) -> tuple[dict[str, tuple[Callable, Any, Callable |
 
     # --- rollout bound: distinct fixed parameters per member, passed in (not constants).
     member_keys = jax.random.split(jax.random.fold_in(key, 7), n)
-    member_params = jax.vmap(lambda k: evo.policy.init(k, obs)["params"])(member_keys)
+    member_params = jax.jit(jax.vmap(lambda k: evo.policy.init(k, obs)["params"]))(member_keys)
 
     def bound_chunk(carry: tuple[jax.Array, Any]) -> tuple[Any, jax.Array]:
         g0, params = carry
@@ -100,6 +115,17 @@ def build_methods(case: Case) -> tuple[dict[str, tuple[Callable, Any, Callable |
 
         g, fit = jax.lax.scan(body, g0, None, length=case.chunk)
         return (g, params), fit
+
+    methods: dict[str, tuple[Callable, Any, Callable | None]] = {
+        "sr_ghn": (sr_chunk, state, sr_call),
+        "rollout_bound": (
+            jax.jit(bound_chunk, donate_argnums=0),
+            (jnp.int32(0), member_params),
+            None,
+        ),
+    }
+    if case.methods and "open_es" not in case.methods:
+        return methods, evo
 
     # --- evosax Open_ES on the same policy network, population n (even when C is even).
     template = evo.policy.init(jax.random.PRNGKey(0), obs)["params"]
@@ -122,15 +148,7 @@ def build_methods(case: Case) -> tuple[dict[str, tuple[Callable, Any, Callable |
 
         return jax.lax.scan(body, carry, None, length=case.chunk)
 
-    methods = {
-        "sr_ghn": (sr_chunk, state, sr_call),
-        "rollout_bound": (
-            jax.jit(bound_chunk, donate_argnums=0),
-            (jnp.int32(0), member_params),
-            None,
-        ),
-        "open_es": (jax.jit(es_chunk, donate_argnums=0), (es_state, jnp.int32(0)), None),
-    }
+    methods["open_es"] = (jax.jit(es_chunk, donate_argnums=0), (es_state, jnp.int32(0)), None)
     return methods, evo
 
 
@@ -151,10 +169,12 @@ def measure_case(case: Case, progress: Callable[[str], None] = lambda s: None) -
     jax.block_until_ready(jax.jit(lambda x: x + 1)(jnp.ones(4)))  # backend start-up, untimed
     baseline_mb = rss_peak_mb()
     built, evo = build_methods(case)
+    names = case.methods or METHODS
     steps_per_gen = cfg.num_members * cfg.episodes * cfg.horizon
     out: dict[str, Any] = {
         **case.to_json(),
-        "env_id": cfg.env_id,
+        "env_id": cfg.env_id if case.env_spec is None else evo.env.name,
+        "head": cfg.head,
         "population_size": cfg.population_size,
         "num_children": cfg.num_children,
         "members": cfg.num_members,
@@ -162,6 +182,8 @@ def measure_case(case: Case, progress: Callable[[str], None] = lambda s: None) -
         "horizon": cfg.horizon,
         "policy_hidden": list(cfg.policy_hidden),
         "ghn_num_params": evo.ghn.num_params,
+        "policy_num_params": evo.ghn.policy_graph.num_params,
+        "basis_floats": evo.ghn.basis_floats,
         "env_steps_per_generation": steps_per_gen,
         "baseline_rss_mb": baseline_mb,
         "peak_reset_supported": reset_peak(),
@@ -170,7 +192,7 @@ def measure_case(case: Case, progress: Callable[[str], None] = lambda s: None) -
     compiled: dict[str, Callable] = {}
     carries: dict[str, Any] = {}
     calls: dict[str, Callable] = {}
-    for name in METHODS:
+    for name in names:
         fn, carry, call = built[name]
         reset_peak()
         args = (carry, _STOP) if name == "sr_ghn" else (carry,)
@@ -190,18 +212,18 @@ def measure_case(case: Case, progress: Callable[[str], None] = lambda s: None) -
             "device_memory_mb": device_memory_mb(),
             "finite_outputs": bool(jnp.all(jnp.isfinite(jnp.asarray(_first_leaf(ys))))),
         }
-    times: dict[str, list[float]] = {m: [] for m in METHODS}
+    times: dict[str, list[float]] = {m: [] for m in names}
     for r in range(case.repeats):
-        for name in METHODS:
+        for name in names:
             t0 = time.perf_counter()
             carries[name], ys = calls[name](compiled[name], carries[name])
             jax.block_until_ready((carries[name], ys))
             times[name].append((time.perf_counter() - t0) / case.chunk)
         progress(
             f"{case.name}: repeat {r + 1}/{case.repeats}: "
-            + ", ".join(f"{METHOD_LABELS[m]} {times[m][-1] * 1e3:.1f} ms/gen" for m in METHODS)
+            + ", ".join(f"{METHOD_LABELS[m]} {times[m][-1] * 1e3:.1f} ms/gen" for m in names)
         )
-    for name in METHODS:
+    for name in names:
         gen_s = median(times[name])
         out["methods"][name].update(
             generation_s=gen_s,
@@ -209,17 +231,17 @@ def measure_case(case: Case, progress: Callable[[str], None] = lambda s: None) -
             generations_per_s=1.0 / gen_s,
             env_steps_per_s=steps_per_gen / gen_s,
         )
-    sr, bound, es = (out["methods"][m]["generation_s"] for m in METHODS)
-    paired = {  # per interleaved round: robust to load that changes between rounds
-        other: median([a / b for a, b in zip(times["sr_ghn"], times[other], strict=True)])
-        for other in ("rollout_bound", "open_es")
-    }
-    out["ratios"] = {
-        "sr_ghn_over_bound": sr / bound,
-        "sr_ghn_over_open_es": sr / es,
-        "sr_ghn_over_bound_paired": paired["rollout_bound"],
-        "sr_ghn_over_open_es_paired": paired["open_es"],
-    }
+    sr, bound = (out["methods"][m]["generation_s"] for m in ("sr_ghn", "rollout_bound"))
+    out["ratios"] = {}
+    for other in ("rollout_bound", "open_es"):
+        if other not in names:
+            continue
+        short = "bound" if other == "rollout_bound" else other
+        out["ratios"][f"sr_ghn_over_{short}"] = sr / out["methods"][other]["generation_s"]
+        # per interleaved round: robust to load that changes between rounds
+        out["ratios"][f"sr_ghn_over_{short}_paired"] = median(
+            [a / b for a, b in zip(times["sr_ghn"], times[other], strict=True)]
+        )
     out["hypernetwork_s"] = sr - bound
     out["rollout_s"] = bound
     if case.profile:

@@ -1,11 +1,13 @@
 """The benchmark's reports: markdown tables of ``bench.json`` (throughput, compile time and
-memory, phase profile, policy width) and the plot of throughput against population size."""
+memory, phase profile, policy width, heads: :func:`selfref_ghn.tools.bench.heads.markdown`) and
+the plot of throughput against population size."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
+from selfref_ghn.tools.bench import heads
 from selfref_ghn.tools.bench.harness import METHOD_LABELS, METHODS
 
 
@@ -52,7 +54,8 @@ def markdown(results: dict[str, Any]) -> str:
         "| SR/bound | SR/Open_ES | SR-GHN env-steps/s | bound env-steps/s |",
         "|---|---|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    ok = [c for c in results["cases"] if "error" not in c]
+    # workload (f) has no Open_ES and its own table (selfref_ghn.tools.bench.heads)
+    ok = [c for c in results["cases"] if "error" not in c and c["workload"] != "f"]
     for c in ok:
         ms = {k: c["methods"][k]["generation_s"] * 1e3 for k in METHODS}
         lines.append(
@@ -81,6 +84,8 @@ def markdown(results: dict[str, Any]) -> str:
             f"| {mm['open_es']['peak_rss_mb']:.0f} | {c['process_peak_rss_mb']:.0f} "
             f"| {_fmt(dev, 0)} |"
         )
+    if not ok:  # only workload (f) ran: keep the command and machine lines, no empty tables
+        del lines[2:]
     prof = [c for c in ok if c.get("profile")]
     if prof:
         lines += [
@@ -157,6 +162,9 @@ def markdown(results: dict[str, Any]) -> str:
                 f"\nWidening the policy added {hn * 1e3:.1f} ms to the hypernetwork part and "
                 f"{ro * 1e3:.1f} ms to the rollout part."
             )
+    head_lines = heads.markdown(results)
+    if head_lines:
+        lines += ["", *head_lines]
     bad = [c for c in results["cases"] if "error" in c]
     notes = [
         f"- {s.get('case', s.get('env', s['workload']))}: skipped ({s['reason']})"

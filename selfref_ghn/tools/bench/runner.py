@@ -1,6 +1,6 @@
 """Running the benchmark: every case in a fresh worker process (so peaks are per case), under
 a time budget, with ``OUT/bench.json``, ``OUT/bench.md`` and the population plot rewritten after
-each case."""
+each case, and the heads plot at the end."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from selfref_ghn.tools.bench import heads
 from selfref_ghn.tools.bench.cases import Case
 from selfref_ghn.tools.bench.harness import measure_case
 from selfref_ghn.tools.bench.machine import machine_info
@@ -94,7 +95,8 @@ def run_benchmark(
                 {"workload": "c", "case": case.name, "reason": "a smaller population failed"}
             )
             continue
-        say(f"case {case.name}: P={case.config.population_size} {case.config.env_id}")
+        env = case.config.env_id if case.env_spec is None else "synthetic env"
+        say(f"case {case.name}: P={case.config.population_size} {env}")
         if in_process:
             res = measure_case(case, say)
         else:
@@ -114,6 +116,7 @@ def run_benchmark(
     )
     _write_outputs(results, out, time.perf_counter() - start)
     plot_population(results, out / "performance_population.png")
+    heads.plot(results, out / "performance_heads.png")
     say(f"wrote {out / 'bench.json'} and {out / 'bench.md'}")
     return results
 
