@@ -192,15 +192,24 @@ def test_head_cases_have_the_sizes_they_claim():
         assert (case.env_spec is None) == (spec.env_id is not None)
         if spec.env_id is not None:
             assert cfg.env_id == spec.env_id
-        if spec.name != "17-64-64-6":
-            continue
-        evo = harness.evolution_of(case)
-        assert evo.config.head == cfg.head
-        assert evo.obs_shape == spec.obs_shape == (17,)
-        assert evo.policy.num_outputs == spec.num_actions == 6
-        template = policy_template(MLPPolicy(spec.hidden, spec.num_actions), spec.obs_shape)
-        assert evo.ghn.num_params == SRGHN.create(template, cfg).num_params
-        assert evo.ghn.policy_graph.num_params == spec.num_params == 18 * 64 + 65 * 64 + 65 * 6
+        if spec.name == "17-64-64-6":
+            evo = harness.evolution_of(case)
+            assert evo.config.head == cfg.head
+            assert evo.obs_shape == spec.obs_shape == (17,)
+            assert evo.policy.num_outputs == spec.num_actions == 6
+            template = policy_template(MLPPolicy(spec.hidden, spec.num_actions), spec.obs_shape)
+            assert evo.ghn.num_params == SRGHN.create(template, cfg).num_params
+            assert evo.ghn.policy_graph.num_params == spec.num_params == 18 * 64 + 65 * 64 + 390
+        elif spec.config and cfg.head == "block":  # the conv policy, where it exists
+            from selfref_ghn.model.policy import ConvPolicy
+
+            evo = harness.evolution_of(case)
+            assert evo.obs_shape == spec.obs_shape == (10, 10, 4)
+            module = ConvPolicy(((16, 3, 1),), spec.hidden, spec.num_actions)
+            template = policy_template(module, spec.obs_shape)
+            assert evo.ghn.num_params == SRGHN.create(template, cfg).num_params
+            conv, dense = 3 * 3 * 4 * 16 + 16, (8 * 8 * 16 + 1) * 128 + 129 * 3
+            assert evo.ghn.policy_graph.num_params == spec.num_params == conv + dense
 
 
 @pytest.mark.parametrize("head", ["dense", "block", "random_basis"])

@@ -4,10 +4,11 @@
 The paper's ``dense`` head grows with the largest policy tensor; ``block`` and ``random_basis``
 generate every tensor in blocks of ``block_size`` and should not. For every head of
 ``config.HEADS`` and every policy of :data:`POLICIES` (MLPs from 226 to about 200k
-parameters), one case measures the SR-GHN's parameters, its fixed bases' floats, compile time,
-generation time at ``P = 64``, ``C = 2``, horizon 500 and, interleaved with it in the same
-process, the rollout bound on the same batch (the same policy shapes rolled out with fixed
-parameters); the **hypernetwork part** is generation minus bound.
+parameters, and MinAtar Breakout's conv policy where ``Config.policy_conv`` exists), one case
+measures the SR-GHN's parameters, its fixed bases' floats, compile time, generation time at
+``P = 64``, ``C = 2``, horizon 500 and, interleaved with it in the same process, the rollout
+bound on the same batch (the same policy shapes rolled out with fixed parameters); the
+**hypernetwork part** is generation minus bound.
 
 A policy runs on a registered environment whose spaces match it (CartPole for 4-32-2) and
 otherwise on a :mod:`~selfref_ghn.tools.bench.synthetic` one with the needed sizes: both the
@@ -46,7 +47,9 @@ class PolicySpec:
         hidden: ``config.policy_hidden``.
         discrete: a discrete action space (argmax) rather than a box (tanh).
         env_id: a registered environment with these spaces; ``None``: a synthetic one.
-        config: further config fields that build this policy (``(name, value)`` pairs).
+        config: further config fields that build this policy (``(name, value)`` pairs, e.g.
+            ``policy_conv``).
+        label: the policy's name in the tables (default ``obs-hidden-...-actions``).
     """
 
     obs_shape: tuple[int, ...]
@@ -55,11 +58,13 @@ class PolicySpec:
     discrete: bool = False
     env_id: str | None = None
     config: tuple[tuple[str, Any], ...] = ()
+    label: str = ""
 
     @property
     def name(self) -> str:
-        """``obs-hidden-...-actions``, e.g. ``"17-64-64-6"``."""
-        return "-".join(map(str, (math.prod(self.obs_shape), *self.hidden, self.num_actions)))
+        """``label``, or ``obs-hidden-...-actions``, e.g. ``"17-64-64-6"``."""
+        sizes = (math.prod(self.obs_shape), *self.hidden, self.num_actions)
+        return self.label or "-".join(map(str, sizes))
 
     @property
     def env_spec(self) -> tuple[tuple[int, ...], int, bool] | None:
@@ -68,9 +73,15 @@ class PolicySpec:
 
     @property
     def num_params(self) -> int:
-        """The MLP's parameter count: ``sum((fan_in + 1) * fan_out)`` over its layers."""
-        sizes = (math.prod(self.obs_shape), *self.hidden, self.num_actions)
-        return sum((a + 1) * b for a, b in zip(sizes[:-1], sizes[1:], strict=True))
+        """The policy's parameter count, by hand: ``(k * k * c_in + 1) * features`` per
+        ``VALID`` convolution (``policy_conv``), ``(fan_in + 1) * fan_out`` per dense layer."""
+        n, shape = 0, self.obs_shape
+        for features, k, stride in dict(self.config).get("policy_conv", ()):
+            h, w, c = shape
+            n += (k * k * c + 1) * features
+            shape = ((h - k) // stride + 1, (w - k) // stride + 1, features)
+        sizes = (math.prod(shape), *self.hidden, self.num_actions)
+        return n + sum((a + 1) * b for a, b in zip(sizes[:-1], sizes[1:], strict=True))
 
 
 POLICIES = (
@@ -79,6 +90,18 @@ POLICIES = (
     PolicySpec((27,), 8, (256, 256)),
     PolicySpec((67,), 21, (512, 256, 128)),
 )
+if "policy_conv" in Config.__dataclass_fields__:  # the conv policy (ConvPolicy), where it exists
+    POLICIES += (
+        PolicySpec(
+            (10, 10, 4),
+            3,
+            (128,),
+            discrete=True,
+            env_id="Breakout-MinAtar",
+            config=(("policy_conv", ((16, 3, 1),)),),
+            label="10x10x4-conv16-128-3",
+        ),
+    )
 
 
 class HeadCase(NamedTuple):
