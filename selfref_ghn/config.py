@@ -163,6 +163,8 @@ class Config:
     # self-mutation
     std_max: float = 2.0
     square_std: bool = False
+    # how a node's num_rates sigmoids become its one rate: "max" (the paper's) or "mean"
+    rate_reduction: str = "max"
     update_clip: float = 1.0
     noise_std: float = 0.001
     noise_rng: str = "fast"  # "fast" (hash-based, see prng.py) or "threefry" (exact Gaussian)
@@ -296,6 +298,8 @@ class Config:
             raise ConfigError("noise_rng", self.noise_rng, "one of ('fast', 'threefry')")
         if not 0.0 <= self.fixed_rate <= 1.0:
             raise ConfigError("fixed_rate", self.fixed_rate, "must lie in [0, 1]")
+        if self.rate_reduction not in ("max", "mean"):
+            raise ConfigError("rate_reduction", self.rate_reduction, "one of ('max', 'mean')")
         if self.selection_ties not in SELECTION_TIES:
             raise ConfigError("selection_ties", self.selection_ties, f"one of {SELECTION_TIES}")
         if self.head not in HEADS:

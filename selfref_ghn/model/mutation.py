@@ -4,6 +4,7 @@ Per self-graph node the stochastic head gives ``log_std`` (coeff_dim) and ``M`` 
 
     std  = clip(exp(log_std), 0, std_max)          (optionally squared: the authors' code)
     rate = clip(max(sigmoid(logits)), rate_min, rate_max)   one rate per node (default [0, 1])
+           (``rate_reduction="mean"``: the mean of the sigmoids instead of their max)
     c    = std * eps,  eps ~ N(0, I)
     u    = clip(c @ B, -update_clip, update_clip) * rate + N(0, noise_std^2)
     child = clip(parent + u[:leaf size], -param_clip, param_clip)
@@ -60,7 +61,10 @@ def mutation_params(ghn: SRGHN, flat: Array, hp: Hyperparams) -> tuple[Array, Ar
     std = jnp.clip(jnp.exp(log_std), 0.0, hp.std_max)
     if ghn.config.square_std:
         std = std**2
-    rate = jnp.max(jax.nn.sigmoid(logits), axis=-1)
+    if ghn.config.rate_reduction == "mean":
+        rate = jnp.mean(jax.nn.sigmoid(logits), axis=-1)
+    else:
+        rate = jnp.max(jax.nn.sigmoid(logits), axis=-1)
     if ghn.config.mutation_mode == "fixed_rate":
         rate = jnp.full_like(rate, hp.fixed_rate)
     rate = jnp.clip(rate, hp.rate_min, hp.rate_max)  # bounded self-modification
