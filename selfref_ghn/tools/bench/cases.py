@@ -171,8 +171,9 @@ def plan(
             raise ValueError(f"unknown workload {wl!r}; one of {', '.join(WORKLOADS)}")
     # The largest populations and the heavy environments last: a time budget that runs out
     # skips only those.
-    # Workload (f) runs its heaviest cases (the dense head on the largest policies) last too.
+    # Workload (f) comes after all of them (its heaviest cases, the dense head on the largest
+    # policies, last of all).
     cases.sort(
-        key=lambda c: (c.workload == "d", c.config.population_size > 1024, c.workload == "f")
+        key=lambda c: (c.workload == "f", c.workload == "d", c.config.population_size > 1024)
     )
     return cases, skipped
