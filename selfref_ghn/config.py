@@ -31,6 +31,7 @@ MUTATION_MODES = ("self", "fixed_rate", "frozen_head", "external")
 SELECTION_TIES = ("parents", "children")
 MONITOR_POLICIES = ("off", "warn", "stop")
 HEADS = ("dense", "block", "random_basis")  # selfref_ghn.model.heads
+GRAPH_EDGES = ("chain", "typed")  # selfref_ghn.model.graph
 
 
 class ConfigError(ValueError):
@@ -160,6 +161,14 @@ class Config:
     # parent's tensors with the highest mutation rates (the learned score; ties broken at
     # random); 1: every block
     block_ratio: float = 1.0
+    # graphs (selfref_ghn.model.graph; docs/design.md "Graph structure"): node inputs are the
+    # learned embedding plus, with graph_features, a linear map of each tensor's shape, fan-in,
+    # fan-out, depth and kind; graph_edges "chain" (consecutive tensors, both ways, one message
+    # map) or "typed" (forward, backward and same-layer edges, a message map each);
+    # graph_aggregation "sum" or "mean" of the incoming messages
+    graph_features: bool = False
+    graph_edges: str = "chain"
+    graph_aggregation: str = "sum"
     # self-mutation
     std_max: float = 2.0
     square_std: bool = False
@@ -304,6 +313,12 @@ class Config:
             raise ConfigError("selection_ties", self.selection_ties, f"one of {SELECTION_TIES}")
         if self.head not in HEADS:
             raise ConfigError("head", self.head, f"one of {HEADS}")
+        for name, allowed in (
+            ("graph_edges", GRAPH_EDGES),
+            ("graph_aggregation", ("sum", "mean")),
+        ):
+            if getattr(self, name) not in allowed:
+                raise ConfigError(name, getattr(self, name), f"one of {allowed}")
         if self.block_size <= 0:
             raise ConfigError("block_size", self.block_size, "must be a positive integer")
         if not self.block_update_scale > 0:

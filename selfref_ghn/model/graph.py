@@ -47,6 +47,7 @@ import numpy as np
 from selfref_ghn.config import ConfigError
 from selfref_ghn.types import Array, Params
 
+NUM_NODE_FEATURES = 9  # Graph.node_features: size, fan-in, fan-out, depth, 5 kinds
 _LEAF_RANK = {"kernel": 0, "embedding": 0, "scale": 1, "bias": 2}
 # kinds of layers, in the order an image network applies them, when flax names them by kind
 _KIND_RANK = {"Embed": 0, "Conv": 1, "Dense": 2}
@@ -181,6 +182,57 @@ class Graph:
     @property
     def pos_in_leaf(self) -> np.ndarray:
         return np.concatenate([np.arange(s, dtype=np.int32) for s in self.sizes])
+
+    def adjacencies(self, edges: str = "chain", aggregation: str = "sum") -> np.ndarray:
+        """The graph's edges for message passing (``Config.graph_edges``,
+        ``Config.graph_aggregation``).
+
+        ``"chain"``: :attr:`adjacency`, ``(N, N)``. ``"typed"``: ``(3, N, N)``, one matrix per
+        edge type: forward (node ``s`` to ``s + 1``), backward (``s + 1`` to ``s``) and same
+        layer (between the tensors of one module, both ways, e.g. a kernel and its bias).
+        ``"mean"`` weighs each of a node's incoming edges (of every type) by one over their
+        number, so a message is their mean instead of their sum.
+        """
+        if edges == "chain":
+            a = self.adjacency[None]
+        else:
+            n = self.num_nodes
+            a = np.zeros((3, n, n), np.float32)
+            fwd = np.arange(n - 1)
+            a[0, fwd + 1, fwd] = 1.0
+            a[1, fwd, fwd + 1] = 1.0
+            layer = [name.rpartition("/")[0] for name in self.names]
+            for r in range(n):
+                for s_ in range(n):
+                    a[2, r, s_] = float(r != s_ and layer[r] == layer[s_])
+        if aggregation == "mean":
+            a = a / np.maximum(a.sum(axis=(0, 2)), 1.0)[None, :, None]
+        return a[0] if edges == "chain" else a
+
+    @property
+    def node_features(self) -> np.ndarray:
+        """``(N, NUM_NODE_FEATURES)`` structural features of each tensor (``Config.
+        graph_features``): ``log1p`` of its size, fan-in and fan-out (a kernel ``(..., in,
+        out)``: ``prod(...) * in`` and ``out``; a vector: 1 and its size), its depth (node index
+        over ``N - 1``), and its kind, one-hot: kernel, bias, convolution kernel (rank 4),
+        embedding, other."""
+        rows = []
+        n = self.num_nodes
+        for i, (name, shape) in enumerate(zip(self.names, self.shapes, strict=True)):
+            leaf = name.rpartition("/")[2]
+            size = math.prod(shape)
+            fan_in, fan_out = (math.prod(shape[:-1]), shape[-1]) if len(shape) > 1 else (1, size)
+            kind = (
+                3 if "embed" in leaf else 2 if len(shape) == 4 else 0 if leaf == "kernel"
+                else 1 if leaf == "bias" else 4
+            )  # fmt: skip
+            onehot = [0.0] * 5
+            onehot[kind] = 1.0
+            depth = i / max(n - 1, 1)
+            rows.append(
+                [math.log1p(size), math.log1p(fan_in), math.log1p(fan_out), depth, *onehot]
+            )
+        return np.asarray(rows, np.float32)
 
     def mask(self, predicate: Callable[[str], bool]) -> np.ndarray:
         """``(num_params,)`` boolean mask of the flat entries whose leaf name satisfies it."""

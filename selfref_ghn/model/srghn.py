@@ -33,7 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from selfref_ghn.config import Config
-from selfref_ghn.model.graph import Graph, _natural, graph_of
+from selfref_ghn.model.graph import NUM_NODE_FEATURES, Graph, _natural, graph_of
 from selfref_ghn.model.heads import (
     BLOCKWISE,
     NUM_BLOCK_FEATURES,
@@ -49,8 +49,8 @@ _SELF_ORDER = {
     name: i
     for i, name in enumerate(
         [
-            "policy_embed", "self_embed", "gnn", "rounds", "message", "gru", "input", "hidden",
-            "det_head", "stoch_head", "trunk_0", "trunk_1", "log_std",
+            "policy_embed", "self_embed", "features", "gnn", "rounds", "message", "gru",
+            "input", "hidden", "det_head", "stoch_head", "trunk_0", "trunk_1", "log_std",
             "rate_logits", "out", "kernel", "bias",
         ]
     )
@@ -91,15 +91,22 @@ class _Round(nn.Module):
 
     @nn.compact
     def __call__(self, h: Array, adjacency: Array) -> tuple[Array, None]:
-        message = nn.Dense(self.dim, name="message")
-        return GRUCell(self.dim, name="gru")(h, adjacency @ message(h)), None
+        if adjacency.ndim == 2:  # one edge type: one message map
+            m = adjacency @ nn.Dense(self.dim, name="message")(h)
+        else:  # typed edges (T, N, N): a message map per type, in one matrix product
+            t = adjacency.shape[0]
+            msgs = nn.Dense(t * self.dim, name="message")(h).reshape(h.shape[0], t, self.dim)
+            m = jnp.einsum("trs,std->rd", adjacency, msgs)
+        return GRUCell(self.dim, name="gru")(h, m), None
 
 
 class GNN(nn.Module):
     """Message passing: ``m = A @ Linear(h)``; ``h = GRU(h, m)``, repeated ``rounds`` times.
 
     ``A[r, s]`` counts the edges ``s -> r``, so ``A @ Linear(h)`` is the sum of the linear
-    messages over each node's incoming edges. The rounds share one set of parameters and run
+    messages over each node's incoming edges (their mean, with ``A`` row-normalised). Typed
+    edges (``A`` of shape ``(T, N, N)``) give each type its own linear map:
+    ``m = sum_t A_t @ Linear_t(h)``. The rounds share one set of parameters and run
     in a ``scan`` (one traced round, whatever ``rounds`` is).
     """
 
@@ -155,6 +162,7 @@ class SRGHNNet(nn.Module):
     num_rates: int
     head: str = "dense"
     block_out: int = 0
+    num_features: int = 0  # Graph.node_features' width with Config.graph_features, else 0
 
     def setup(self):
         init = nn.initializers.normal(stddev=1.0)
@@ -162,6 +170,8 @@ class SRGHNNet(nn.Module):
             "policy_embed", init, (self.num_policy_nodes, self.embed_dim)
         )
         self.self_embed = self.param("self_embed", init, (self.num_self_nodes, self.embed_dim))
+        if self.num_features:
+            self.features = nn.Dense(self.embed_dim, name="features")
         self.gnn = GNN(self.embed_dim, self.gnn_rounds)
         if BLOCKWISE[self.head]:
             self.det_head = BlockDecoder(self.embed_dim, self.block_out)
@@ -169,33 +179,40 @@ class SRGHNNet(nn.Module):
             self.det_head = nn.Dense(self.policy_max)
         self.stoch_head = StochasticHead(self.trunk_dim, self.coeff_dim, self.num_rates)
 
-    def policy_rows(self, policy_adjacency: Array) -> Array:
+    def states(self, embed: Array, graph: tuple[Array, Array | None]) -> Array:
+        """Node states: the GNN over ``graph = (adjacency, features)`` from the embeddings
+        (plus a linear map of the structural features, where there are any)."""
+        adjacency, features = graph
+        h = embed if features is None else embed + self.features(features)
+        return self.gnn(h, adjacency)
+
+    def policy_rows(self, policy_graph: tuple) -> Array:
         """``(N_policy, P_max)`` generated policy weights, one row per policy tensor."""
-        return self.det_head(self.gnn(self.policy_embed, policy_adjacency))
+        return self.det_head(self.states(self.policy_embed, policy_graph))
 
-    def mutation_outputs(self, self_adjacency: Array) -> tuple[Array, Array]:
+    def mutation_outputs(self, self_graph: tuple) -> tuple[Array, Array]:
         """``(N_self, coeff_dim)`` log-std and ``(N_self, M)`` rate logits."""
-        return self.stoch_head(self.gnn(self.self_embed, self_adjacency))
+        return self.stoch_head(self.states(self.self_embed, self_graph))
 
-    def policy_blocks(self, policy_adjacency: Array, layout: BlockLayout) -> Array:
+    def policy_blocks(self, policy_graph: tuple, layout: BlockLayout) -> Array:
         """``(num_blocks, block_out)`` block heads' output for every policy block."""
-        return self.det_head(layout.inputs(self.gnn(self.policy_embed, policy_adjacency)))
+        return self.det_head(layout.inputs(self.states(self.policy_embed, policy_graph)))
 
     def block_mutation_outputs(
-        self, self_adjacency: Array, layout: BlockLayout
+        self, self_graph: tuple, layout: BlockLayout
     ) -> tuple[Array, Array]:
         """``(num_blocks, coeff_dim)`` log-std and ``(num_blocks, M)`` logits, per self block."""
-        return self.stoch_head(layout.inputs(self.gnn(self.self_embed, self_adjacency)))
+        return self.stoch_head(layout.inputs(self.states(self.self_embed, self_graph)))
 
-    def __call__(self, policy_adjacency: Array, self_adjacency: Array):
+    def __call__(self, policy_graph: tuple, self_graph: tuple):
         if not BLOCKWISE[self.head]:
-            return self.policy_rows(policy_adjacency), self.mutation_outputs(self_adjacency)
+            return self.policy_rows(policy_graph), self.mutation_outputs(self_graph)
 
         def with_features(h: Array) -> Array:  # the widths of the block inputs, for init
             return jnp.concatenate([h, jnp.zeros((h.shape[0], NUM_BLOCK_FEATURES))], -1)
 
-        hp = self.gnn(self.policy_embed, policy_adjacency)
-        hs = self.gnn(self.self_embed, self_adjacency)
+        hp = self.states(self.policy_embed, policy_graph)
+        hs = self.states(self.self_embed, self_graph)
         return self.det_head(with_features(hp)), self.stoch_head(with_features(hs))
 
 
@@ -239,13 +256,19 @@ class SRGHN:
                 num_rates=config.num_rates,
                 head=config.head,
                 block_out=config.block_size if config.head == "block" else config.coeff_dim,
+                num_features=NUM_NODE_FEATURES if config.graph_features else 0,
             )
 
+        def probe(n: int) -> tuple:  # a graph's inputs of the right shapes, for init
+            edges = (n, n) if config.graph_edges == "chain" else (3, n, n)
+            feats = jnp.zeros((n, NUM_NODE_FEATURES)) if config.graph_features else None
+            return jnp.zeros(edges), feats
+
         def shapes(net: SRGHNNet) -> Params:
-            pa = jnp.zeros((policy_graph.num_nodes,) * 2)
-            return jax.eval_shape(
-                lambda k: net.init(k, pa, jnp.zeros((n_probe, n_probe))), jax.random.key(0)
-            )["params"]
+            pg = probe(policy_graph.num_nodes)
+            return jax.eval_shape(lambda k: net.init(k, pg, probe(n_probe)), jax.random.key(0))[
+                "params"
+            ]
 
         # The self graph includes the self-embedding table, whose row count is the number of
         # nodes of the self graph: count the leaves first (the count does not depend on it).
@@ -344,6 +367,13 @@ class SRGHN:
         clip = self.config.param_clip
         return jnp.clip(flat, -clip, clip)
 
+    def graph_inputs(self, graph: Graph) -> tuple[Array, Array | None]:
+        """``(adjacency, features)`` of the policy or self graph, as the config asks
+        (``graph_edges``, ``graph_aggregation``, ``graph_features``): constants."""
+        c = self.config
+        adjacency = jnp.asarray(graph.adjacencies(c.graph_edges, c.graph_aggregation))
+        return adjacency, jnp.asarray(graph.node_features) if c.graph_features else None
+
     def unravel(self, flat: Array) -> Params:
         """Flat member parameters -> the flax parameter pytree."""
         return self.self_graph.unravel(flat)
@@ -353,7 +383,7 @@ class SRGHN:
         if self.blockwise:
             values = self.net.apply(
                 {"params": self.unravel(flat)},
-                jnp.asarray(self.policy_graph.adjacency),
+                self.graph_inputs(self.policy_graph),
                 self.policy_layout,
                 method=SRGHNNet.policy_blocks,
             )
@@ -362,7 +392,7 @@ class SRGHN:
             return self.policy_graph.unravel(self.policy_layout.assemble(values))
         rows = self.net.apply(
             {"params": self.unravel(flat)},
-            jnp.asarray(self.policy_graph.adjacency),
+            self.graph_inputs(self.policy_graph),
             method=SRGHNNet.policy_rows,
         )
         return self.policy_graph.split_rows(rows)
@@ -373,13 +403,13 @@ class SRGHN:
         if self.blockwise:
             return self.net.apply(
                 {"params": self.unravel(flat)},
-                jnp.asarray(self.self_graph.adjacency),
+                self.graph_inputs(self.self_graph),
                 self.self_layout,
                 method=SRGHNNet.block_mutation_outputs,
             )
         return self.net.apply(
             {"params": self.unravel(flat)},
-            jnp.asarray(self.self_graph.adjacency),
+            self.graph_inputs(self.self_graph),
             method=SRGHNNet.mutation_outputs,
         )
 
