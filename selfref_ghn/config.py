@@ -157,6 +157,10 @@ class Config:
     # block, random_basis: expected std of one entry of a learned update is
     # std * block_update_scale (before the clip and the rate), whatever the block or tensor size
     block_update_scale: float = 0.1
+    # dense head's self-mutation: "paper" (entries of c @ B have std shrinking as
+    # sqrt(coeff_dim / S_max) with the largest tensor; recorded runs) or "per_entry" (the block
+    # heads' rule: unit-norm basis columns times block_update_scale, whatever the sizes)
+    dense_update: str = "paper"
     # block, random_basis: a child changes only the ceil(block_ratio * blocks) blocks of its
     # parent's tensors with the highest mutation rates (the learned score; ties broken at
     # random); 1: every block
@@ -319,6 +323,8 @@ class Config:
         ):
             if getattr(self, name) not in allowed:
                 raise ConfigError(name, getattr(self, name), f"one of {allowed}")
+        if self.dense_update not in ("paper", "per_entry"):
+            raise ConfigError("dense_update", self.dense_update, "one of ('paper', 'per_entry')")
         if self.block_size <= 0:
             raise ConfigError("block_size", self.block_size, "must be a positive integer")
         if not self.block_update_scale > 0:

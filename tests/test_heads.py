@@ -90,13 +90,20 @@ def test_block_mutation_outputs_by_hand():
     np.testing.assert_allclose(rate, (1 / (1 + np.exp(-logits))).max(-1), rtol=1e-4, atol=1e-6)
 
 
-@pytest.mark.parametrize("head", BLOCK_HEADS)
+@pytest.mark.parametrize("head", [*BLOCK_HEADS, "dense_per_entry"])
 @pytest.mark.parametrize("block_size", [8, 64])
 def test_per_entry_update_std_does_not_depend_on_block_or_tensor_size(head, block_size):
     """Coefficients of std 0.7, rate 1, no clip: every entry's update has std
     0.7 * block_update_scale. Tolerance 6%: the smallest tensor here has 8 entries, so with
-    400 draws its pooled std is estimated from 3200 values (standard error about 1.3%)."""
-    cfg = Config(**TINY).replace(head=head, block_size=block_size, coeff_dim=16)
+    400 draws its pooled std is estimated from 3200 values (standard error about 1.3%).
+    ``dense_per_entry``: the dense head with ``dense_update="per_entry"`` (block_size unused)."""
+    dense = head == "dense_per_entry"
+    cfg = Config(**TINY).replace(
+        head="dense" if dense else head,
+        dense_update="per_entry" if dense else "paper",
+        block_size=block_size,
+        coeff_dim=16,
+    )
     tmpl = policy_template(MLPPolicy((8,), 2), (4,))
     ghn = SRGHN.create(tmpl, cfg)
     basis = ghn.make_basis()
@@ -108,6 +115,9 @@ def test_per_entry_update_std_does_not_depend_on_block_or_tensor_size(head, bloc
     target = sigma * cfg.block_update_scale
     graph = ghn.self_graph
     assert graph.sizes.min() <= 8 and graph.sizes.max() > 2 * block_size
+    if dense:  # the paper's rule shrinks with the largest tensor: the option is what fixes it
+        paper = SRGHN.create(tmpl, cfg.replace(dense_update="paper"))
+        assert np.linalg.norm(paper.make_basis(), axis=0).mean() < 0.5
     for name, start, size in zip(graph.names, graph.offsets, graph.sizes, strict=True):
         got = updates[:, start : start + size].std()
         assert abs(got / target - 1) < 0.06, (name, size, got, target)

@@ -18,7 +18,8 @@ happens per block of ``block_size`` values of every SR-GHN tensor instead of per
 ``std``, one ``rate`` per block, and ``B`` is ``coeff_dim x block_size`` with unit-norm
 columns, scaled by ``block_update_scale`` (:mod:`selfref_ghn.model.heads`): the std of one
 entry of ``c @ B`` is ``std * block_update_scale`` whatever the block or tensor size (the dense
-head's is ``std * sqrt(coeff_dim / S_max)`` on average). With ``block_ratio < 1`` a child
+head's is ``std * sqrt(coeff_dim / S_max)`` on average, unless ``dense_update="per_entry"``
+gives it the same unit-norm columns and scale). With ``block_ratio < 1`` a child
 changes only the ``ceil(block_ratio * blocks)`` blocks with the highest rates (the learned
 score; ties, e.g. under ``fixed_rate``, broken at random): the others, noise included, stay
 the parent's.
@@ -95,7 +96,10 @@ def project(ghn: SRGHN, coeffs: Array, rate: Array, basis: Array, update_clip: A
         return project_blocks(ghn, coeffs, rate, basis, update_clip)
     pieces: list[Array | None] = [None] * ghn.self_graph.num_nodes
     for size, nodes in _size_groups(ghn):
-        block = jnp.clip(coeffs[nodes] @ basis[:, :size], -update_clip, update_clip)
+        values = coeffs[nodes] @ basis[:, :size]
+        if ghn.unit_updates:  # dense_update="per_entry": unit columns, scaled
+            values = values * ghn.config.block_update_scale
+        block = jnp.clip(values, -update_clip, update_clip)
         block = block * rate[nodes, None]
         for j, node in enumerate(nodes):
             pieces[int(node)] = block[j]

@@ -327,10 +327,17 @@ class SRGHN:
 
     def make_basis(self) -> Array:
         """The stochastic head's fixed random basis, from ``basis_seed``: orthogonal (rows
-        orthonormal) for ``dense``; for the block heads the same with unit-norm columns
-        (:func:`~selfref_ghn.model.heads.unit_columns`)."""
+        orthonormal) for ``dense``; for the block heads (and ``dense_update="per_entry"``) the
+        same with unit-norm columns (:func:`~selfref_ghn.model.heads.unit_columns`)."""
         basis = orthogonal_basis(self.config.basis_seed, self.basis_shape)
-        return unit_columns(basis) if self.blockwise else basis
+        return unit_columns(basis) if self.unit_updates else basis
+
+    @property
+    def unit_updates(self) -> bool:
+        """Whether every entry's update has std ``std * block_update_scale`` (the block heads,
+        and ``dense_update="per_entry"``) rather than the paper's ``std * sqrt(coeff_dim /
+        S_max)`` on average (``dense``)."""
+        return self.blockwise or self.config.dense_update == "per_entry"
 
     @functools.cached_property
     def policy_basis(self) -> np.ndarray:
