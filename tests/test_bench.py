@@ -205,6 +205,7 @@ def test_head_cases_have_the_sizes_they_claim():
 
             evo = harness.evolution_of(case)
             assert evo.obs_shape == spec.obs_shape == (10, 10, 4)
+            assert evo.env.name == "synthetic(10x10x4 -> 3 discrete)"
             module = ConvPolicy(((16, 3, 1),), spec.hidden, spec.num_actions)
             template = policy_template(module, spec.obs_shape)
             assert evo.ghn.num_params == SRGHN.create(template, cfg).num_params

@@ -39,6 +39,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help=f"sweep {','.join(map(str, FULL_SWEEP))} (may exceed memory or time on a CPU)",
     )
+    p.add_argument(
+        "--only",
+        default=None,
+        help="comma-separated parts of case names: run only the cases whose name holds one "
+        "(e.g. --workloads heads --only dense,conv)",
+    )
     p.add_argument("--repeats", type=int, default=None, help="timed calls per method")
     p.add_argument("--chunk", type=int, default=None, help="generations per compiled call")
     p.add_argument(
@@ -90,6 +96,9 @@ def run_from_args(args: argparse.Namespace, argv: Sequence[str] | None = None) -
     cases, skipped = plan(
         workloads, args.quick, populations, overrides or None, args.repeats, args.chunk
     )
+    if args.only:
+        parts = [x.strip() for x in args.only.split(",") if x.strip()]
+        cases = [c for c in cases if any(x in c.name for x in parts)]
     results = run_benchmark(
         cases,
         args.out,
