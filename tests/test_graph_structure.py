@@ -106,7 +106,9 @@ def test_evolution_runs_with_every_option_on():
 
 
 @pytest.mark.parametrize(
-    "field,value", [("graph_edges", "star"), ("graph_aggregation", "max")], ids=str
+    "field,value",
+    [("graph_edges", "star"), ("graph_aggregation", "max"), ("dense_update", "tiny")],
+    ids=str,
 )
 def test_bad_graph_options_name_the_field(field, value):
     with pytest.raises(ConfigError, match=f"'{field}'"):
