@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
-import json
 import math
 import typing
 from collections.abc import Mapping
@@ -25,6 +24,8 @@ from typing import Any
 import jax.numpy as jnp
 from flax import struct
 
+# ConfigError and _parse_value: also imported from here by their callers
+from selfref_ghn.config_values import ConfigError, _check_type, _coerce, _parse_value
 from selfref_ghn.prng import KEY_VERSION, KEY_VERSIONS
 
 MUTATION_MODES = ("self", "fixed_rate", "frozen_head", "external")
@@ -32,15 +33,6 @@ SELECTION_TIES = ("parents", "children")
 MONITOR_POLICIES = ("off", "warn", "stop")
 HEADS = ("dense", "block", "random_basis")  # selfref_ghn.model.heads
 GRAPH_EDGES = ("chain", "typed")  # selfref_ghn.model.graph
-
-
-class ConfigError(ValueError):
-    """A user error in a run configuration: one field, its value, and what is allowed."""
-
-    def __init__(self, field: str, value: Any, allowed: str):
-        self.field, self.value, self.allowed = field, value, allowed
-        # repr: a name read from a file or --set shows its control characters escaped
-        super().__init__(f"invalid config field {str(field)!r} = {value!r}: {allowed}")
 
 
 # The paper's five evosax baselines: short name -> evosax class name. The names live here, with
@@ -114,6 +106,11 @@ class Config:
     # fitness differences then come from the policies, not from the terrain or the start
     shared_episodes: bool = False
     switch_intervals: tuple[tuple[int, int], ...] = ()
+    switch_every: int = 0  # > 0: switched on alternate blocks of this many generations, from it
+    # a switch rule applied to env_id (selfref_ghn.envs.switch, docs/tutorials/switch-rules.md)
+    # and its options, e.g. {"perm": [2, 0, 1]}; "": the env id's own switch (the -Switch ids)
+    switch: str = ""
+    switch_options: tuple[tuple[str, Any], ...] = ()
     obs_norm: bool = False
     # policy
     policy_hidden: tuple[int, ...] = (32,)
@@ -226,6 +223,7 @@ class Config:
         d = dataclasses.asdict(self)
         d["env_kwargs"] = dict(self.env_kwargs)
         d["baseline_params"] = dict(self.baseline_params)
+        d["switch_options"] = dict(self.switch_options)
         d["switch_intervals"] = [list(iv) for iv in self.switch_intervals]
         d["policy_hidden"] = list(self.policy_hidden)
         d["policy_conv"] = [list(c) for c in self.policy_conv]
@@ -358,10 +356,24 @@ class Config:
                     "switch_intervals", list(iv), "intervals must be sorted and not overlap"
                 )
             prev_end = end
+        if not 0 <= self.switch_every < self.generations or (
+            self.switch_every and self.switch_intervals
+        ):
+            raise ConfigError(
+                "switch_every",
+                self.switch_every,
+                f"0 (off), or in [1, generations ({self.generations})) without switch_intervals",
+            )
         from selfref_ghn.envs import registered  # local: keeps config import-light
 
         if self.env_id not in registered():
             raise ConfigError("env_id", self.env_id, f"one of {registered()}")
+        if self.switch or self.switch_options:
+            from selfref_ghn.envs import check_switch
+
+            problem = check_switch(self.env_id, self.env_kwargs, self.switch, self.switch_options)
+            if problem:
+                raise ConfigError(*problem)
         return self
 
     def _validate_reliability(self) -> None:
@@ -432,67 +444,3 @@ class Hyperparams:
 # ---------------------------------------------------------------------------------------------
 def _field_types() -> dict[str, Any]:
     return typing.get_type_hints(Config)
-
-
-def _type_name(tp: Any) -> str:
-    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
-
-
-def _check_type(name: str, value: Any, tp: Any) -> None:
-    origin = typing.get_origin(tp)
-    if tp is bool:
-        ok = isinstance(value, bool)
-    elif tp is int:
-        ok = isinstance(value, int) and not isinstance(value, bool)
-    elif tp is float:
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-    elif tp is str:
-        ok = isinstance(value, str)
-    elif origin is tuple:
-        ok = isinstance(value, tuple)
-        args = typing.get_args(tp)
-        if ok and args and args[-1] is Ellipsis and args[0] is int:
-            ok = all(isinstance(v, int) and not isinstance(v, bool) for v in value)
-        elif ok and args and args[-1] is Ellipsis and typing.get_origin(args[0]) is tuple:
-            inner = typing.get_args(args[0])
-            if inner and inner[0] is int:
-                ok = all(
-                    isinstance(v, tuple)
-                    and all(isinstance(x, int) and not isinstance(x, bool) for x in v)
-                    for v in value
-                )
-    else:
-        ok = True
-    if not ok:
-        raise ConfigError(name, value, f"expected {_type_name(tp)}")
-
-
-def _coerce(name: str, value: Any, tp: Any) -> Any:
-    """JSON values -> the field's Python type (lists to tuples, ints to floats)."""
-    origin = typing.get_origin(tp)
-    if tp is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if origin is tuple:
-        if name in ("env_kwargs", "baseline_params"):
-            if isinstance(value, Mapping):
-                return tuple(sorted(value.items()))
-            if isinstance(value, (list, tuple)):
-                try:
-                    return tuple((str(k), v) for k, v in value)
-                except (TypeError, ValueError):
-                    pass
-            raise ConfigError(name, value, "expected a mapping of option names to values")
-        if isinstance(value, (list, tuple)):
-            return tuple(tuple(v) if isinstance(v, list) else v for v in value)
-        raise ConfigError(name, value, f"expected a list ({_type_name(tp)})")
-    return value
-
-
-def _parse_value(raw: str) -> Any:
-    try:
-        return json.loads(raw)
-    except json.JSONDecodeError:
-        low = raw.strip().lower()
-        if low in ("true", "false"):
-            return low == "true"
-        return raw

@@ -63,6 +63,21 @@ BAD = [
     (["quick", "--set", "head=sparse"], "'head' = 'sparse': one of ('dense', 'block', 'random"),
     (["quick", "--set", "block_size=0"], "'block_size' = 0: must be a positive integer"),
     (["quick", "--set", "head=block", "--set", "block_ratio=0"], "'block_ratio' = 0.0: must lie"),
+    # switch rules and periodic schedules
+    (["quick", "--set", "switch=flip"], "'switch' = 'flip': unknown switch rule 'flip'"),
+    (
+        ["quick", "--set", "env_id=Pendulum-v1", "--set", "switch=reverse_actions"],
+        "'switch' = 'reverse_actions': reverse_actions needs discrete actions; Pendulum-v1",
+    ),
+    (["quick", "--set", "switch=negate_actions"], "'switch' = 'negate_actions': negate_actions"),
+    (
+        ["quick", "--set", "switch=permute_actions", "--set", 'switch_options={"perm": [0, 0]}'],
+        "'switch' = 'permute_actions': perm [0, 0] is not a permutation",
+    ),
+    (["quick", "--set", 'switch_options={"perm": [1, 0]}'], "'switch_options' = {'perm'"),
+    (["quick", "--set", "switch_every=-1"], "'switch_every' = -1: 0 (off), or in [1, gen"),
+    (["quick", "--set", "switch_every=60"], "'switch_every' = 60: 0 (off)"),
+    (["quick", "--set", "switch_every=5"], "'switch_every' = 5: 0 (off), or in [1, generations"),
 ]
 
 

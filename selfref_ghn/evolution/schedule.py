@@ -2,7 +2,9 @@
 
 A schedule is a pytree of half-open generation intervals ``[start, end)``. Inside the compiled
 loop :meth:`SwitchSchedule.apply` sets the environment parameters' ``inverted`` field for the
-current generation, so a whole run with switches is one program.
+current generation, so a whole run with switches is one program. A periodic schedule
+(``Config.switch_every = k``: switched on alternate blocks of ``k`` generations, from ``k``) is
+the same pytree, its windows listed by :func:`periodic_intervals`.
 """
 
 from __future__ import annotations
@@ -34,6 +36,16 @@ class SwitchSchedule:
         arr = jnp.asarray(list(intervals), dtype=jnp.int32).reshape(-1, 2)
         return cls(intervals=arr)
 
+    @classmethod
+    def periodic(cls, every: int, generations: int) -> SwitchSchedule:
+        """Switched on alternate blocks of ``every`` generations: ``[k, 2k), [3k, 4k), ...``.
+
+        Example:
+            >>> SwitchSchedule.periodic(10, 45).switch_points()
+            [10, 20, 30, 40, 45]
+        """
+        return cls.from_intervals(periodic_intervals(every, generations))
+
     def inverted_at(self, generation: Array) -> Array:
         """Whether the controls are inverted at ``generation`` (a traced int is fine)."""
         if self.intervals.shape[0] == 0:
@@ -50,6 +62,19 @@ class SwitchSchedule:
     def switch_points(self) -> list[int]:
         """Generations at which the inversion flips (host-side helper)."""
         return sorted({int(x) for x in self.intervals.reshape(-1).tolist()})
+
+
+def periodic_intervals(every: int, generations: int) -> list[tuple[int, int]]:
+    """The windows ``[k, 2k), [3k, 4k), ...`` of ``0..generations`` (the last one clipped).
+
+    Example:
+        >>> periodic_intervals(3, 10)
+        [(3, 6), (9, 10)]
+    """
+    if every <= 0:
+        return []
+    starts = range(every, generations, 2 * every)
+    return [(s, min(s + every, generations)) for s in starts]
 
 
 def inverted_host(intervals: Sequence[Sequence[int]], generations: int) -> np.ndarray:

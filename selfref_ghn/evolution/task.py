@@ -18,7 +18,8 @@ import flax.linen as nn
 
 from selfref_ghn import envs as envs_registry
 from selfref_ghn.config import Config, ConfigError
-from selfref_ghn.evolution.schedule import SwitchSchedule
+from selfref_ghn.envs import switch as switch_rules
+from selfref_ghn.evolution.schedule import SwitchSchedule, periodic_intervals
 from selfref_ghn.model.graph import graph_of
 from selfref_ghn.model.policy import (
     ConvPolicy,
@@ -41,7 +42,8 @@ class Task:
             (the default MLP on image observations gets them flattened).
         obs_shape: the shape of the policy's input: the observation's, flattened for the
             default MLP on image observations (a :class:`ConvPolicy` gets the image).
-        schedule: the switch schedule from ``config.switch_intervals``.
+        schedule: the switch schedule from ``config.switch_intervals`` (or
+            ``config.switch_every``).
     """
 
     env: Any
@@ -63,7 +65,9 @@ def make_task(
 
     Args:
         config: a validated run configuration.
-        env, env_params: a gymnax-contract environment; default ``envs.make(config.env_id)``.
+        env, env_params: a gymnax-contract environment; default ``envs.make(config.env_id)``
+            with ``config.env_kwargs``, behind the rule ``config.switch`` when it is set
+            (given ``env_params`` are then the unwrapped env's).
         policy: any flax module mapping an observation to outputs; default a
             :class:`ConvPolicy` with ``config.policy_conv`` and ``config.policy_hidden`` when
             ``policy_conv`` is set, else an :class:`MLPPolicy` with ``config.policy_hidden``.
@@ -71,7 +75,8 @@ def make_task(
             rescaled to the box).
 
     Raises:
-        ConfigError: a switch schedule for an environment that cannot be switched;
+        ConfigError: a switch rule that does not fit the environment (field ``switch``); a
+            switch schedule for an environment that cannot be switched;
             ``policy_conv`` for observations that are not ``(H, W, C)`` images or too small
             for its layers; ``obs_norm`` for image observations; ``policy`` for a policy whose
             parameters have no forward order (:mod:`selfref_ghn.model.graph`).
@@ -79,13 +84,20 @@ def make_task(
     if env is None:
         env, default_params = _make_env(config.env_id, dict(config.env_kwargs))
         env_params = default_params if env_params is None else env_params
+        if config.switch:
+            env, env_params = _wrap(config, env, env_params)
     elif env_params is None:
         env_params = env.default_params
-    if config.switch_intervals and not hasattr(env_params, "inverted"):
+    intervals = config.switch_intervals or periodic_intervals(
+        config.switch_every, config.generations
+    )
+    if intervals and not hasattr(env_params, "inverted"):
+        field = "switch_intervals" if config.switch_intervals else "switch_every"
         raise ConfigError(
-            "switch_intervals",
-            [list(iv) for iv in config.switch_intervals],
-            "this environment's params have no 'inverted' field to switch",
+            field,
+            getattr(config, field) if config.switch_every else [list(iv) for iv in intervals],
+            "this environment's params have no 'inverted' field to switch: set a switch rule "
+            f"(field 'switch', one of {sorted(switch_rules.RULES)})",
         )
     num_outputs, default_action_fn = action_fn_for(env.action_space(env_params))
     act = action_fn or default_action_fn
@@ -109,8 +121,16 @@ def make_task(
         policy=policy,
         policy_fn=policy_fn,
         obs_shape=obs_shape,
-        schedule=SwitchSchedule.from_intervals(config.switch_intervals),
+        schedule=SwitchSchedule.from_intervals(intervals),
     )
+
+
+def _wrap(config: Config, env: Any, env_params: Any) -> tuple[Any, Any]:
+    """``env`` behind ``config.switch``; a rule that does not fit is a :class:`ConfigError`."""
+    try:
+        return switch_rules.wrap(env, env_params, config.switch, dict(config.switch_options))
+    except ValueError as e:
+        raise ConfigError("switch", config.switch, str(e)) from None
 
 
 def _check_observations(config: Config, obs_shape: tuple[int, ...]) -> None:
