@@ -2,8 +2,6 @@
 from the same state and key, flipped inside ``lax.scan`` without recompiling, on every id of
 gymnax's registry whose spaces fit, and in a short evolution run."""
 
-import dataclasses
-
 import gymnax
 import jax
 import jax.numpy as jnp
@@ -229,4 +227,3 @@ def test_short_evolution_on_acrobot_with_reversed_actions():
     np.testing.assert_array_equal(metrics["inverted"], [0, 0, 1, 1, 0, 0])
     for k, v in metrics.items():
         assert np.all(np.isfinite(np.asarray(v))), k
-    assert dataclasses.is_dataclass(evo.task.env_params if hasattr(evo, "task") else state)
