@@ -209,6 +209,15 @@ class Config:
         """Members evaluated per generation: parents and their children."""
         return self.population_size * (1 + self.num_children)
 
+    @property
+    def switch_windows(self) -> tuple[tuple[int, int], ...]:
+        """The run's switched windows: ``switch_intervals``, or with ``switch_every = k`` the
+        windows ``[k, 2k), [3k, 4k), ...`` (the last one clipped at ``generations``). Plots,
+        recovery and the schedule all read these."""
+        if self.switch_intervals:
+            return tuple(tuple(iv) for iv in self.switch_intervals)
+        return tuple(periodic_windows(self.switch_every, self.generations))
+
     def replace(self, **changes: Any) -> Config:
         """A copy with some fields changed (unknown keys raise :class:`ConfigError`)."""
         names = {f.name for f in dataclasses.fields(self)}
@@ -420,6 +429,19 @@ class Config:
             )
         if not 0.0 < self.monitor_collapse <= 1.0:
             raise ConfigError("monitor_collapse", self.monitor_collapse, "must lie in (0, 1]")
+
+
+def periodic_windows(every: int, generations: int) -> list[tuple[int, int]]:
+    """The windows ``[k, 2k), [3k, 4k), ...`` of ``0..generations`` (the last one clipped);
+    none for ``every <= 0``.
+
+    Example:
+        >>> periodic_windows(3, 10)
+        [(3, 6), (9, 10)]
+    """
+    if every <= 0:
+        return []
+    return [(s, min(s + every, generations)) for s in range(every, generations, 2 * every)]
 
 
 @struct.dataclass

@@ -74,3 +74,16 @@ def test_summary_and_start_line_say_what_the_run_evolves(tmp_path):
     base = BaselineEvolution.create(cfg.replace(method="open_es"))
     _, _, summary = evolve(base.config, None, evo=base, progress=False)
     assert summary["ghn_params"] is None and summary["policy_params"] == want["policy_params"]
+
+
+def test_a_periodic_schedule_is_measured_like_listed_windows(tmp_path):
+    """``switch_every`` runs report recovery and shade plots at the same windows as the
+    ``switch_intervals`` they stand for."""
+    every = Config(**{**TINY, "horizon": 10, "switch_every": 2})
+    listed = every.replace(switch_every=0, switch_intervals=((2, 4),))
+    assert every.switch_windows == listed.switch_windows == ((2, 4),)
+    _, m1, s1 = evolve(every, None, progress=False)
+    _, m2, s2 = evolve(listed, None, progress=False)
+    np.testing.assert_array_equal(m1["inverted"], m2["inverted"])
+    assert [r["switch"] for r in s1["recovery_best"]] == [2, 4]
+    assert [r["switch"] for r in s1["recovery_best"]] == [r["switch"] for r in s2["recovery_best"]]

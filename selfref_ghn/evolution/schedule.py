@@ -16,6 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
+from selfref_ghn.config import periodic_windows
 from selfref_ghn.types import Array
 
 
@@ -65,16 +66,14 @@ class SwitchSchedule:
 
 
 def periodic_intervals(every: int, generations: int) -> list[tuple[int, int]]:
-    """The windows ``[k, 2k), [3k, 4k), ...`` of ``0..generations`` (the last one clipped).
+    """The windows ``[k, 2k), [3k, 4k), ...`` of ``0..generations`` (the last one clipped):
+    :func:`selfref_ghn.config.periodic_windows`, which ``Config.switch_windows`` reads too.
 
     Example:
         >>> periodic_intervals(3, 10)
         [(3, 6), (9, 10)]
     """
-    if every <= 0:
-        return []
-    starts = range(every, generations, 2 * every)
-    return [(s, min(s + every, generations)) for s in starts]
+    return periodic_windows(every, generations)
 
 
 def inverted_host(intervals: Sequence[Sequence[int]], generations: int) -> np.ndarray:

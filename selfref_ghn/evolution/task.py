@@ -19,7 +19,7 @@ import flax.linen as nn
 from selfref_ghn import envs as envs_registry
 from selfref_ghn.config import Config, ConfigError
 from selfref_ghn.envs import switch as switch_rules
-from selfref_ghn.evolution.schedule import SwitchSchedule, periodic_intervals
+from selfref_ghn.evolution.schedule import SwitchSchedule
 from selfref_ghn.model.graph import graph_of
 from selfref_ghn.model.policy import (
     ConvPolicy,
@@ -88,9 +88,7 @@ def make_task(
             env, env_params = _wrap(config, env, env_params)
     elif env_params is None:
         env_params = env.default_params
-    intervals = config.switch_intervals or periodic_intervals(
-        config.switch_every, config.generations
-    )
+    intervals = config.switch_windows
     if intervals and not hasattr(env_params, "inverted"):
         field = "switch_intervals" if config.switch_intervals else "switch_every"
         raise ConfigError(

@@ -353,7 +353,7 @@ def cmd_lineage(args: argparse.Namespace) -> int:
         line,
         C,
         out,
-        [tuple(iv) for iv in cfg.switch_intervals],
+        [tuple(iv) for iv in cfg.switch_windows],
         title=f"champion's ancestry: {cfg.env_id} (seed {cfg.seed})",
     )
     print(f"figure: {out}")

@@ -419,7 +419,7 @@ def evolve(
     metrics = {k: np.array([r[k] for r in rows]) for k in COLUMNS} if rows else {}
     steady = chunk_times[1:] or chunk_times
     gens_per_s = sum(n for _, n in steady) / max(sum(t for t, _ in steady), 1e-9)
-    switch_points = [p for iv in config.switch_intervals for p in iv if p < config.generations]
+    switch_points = [p for iv in config.switch_windows for p in iv if p < config.generations]
     stop = None
     if int(state.monitor.stopped):
         g = int(state.monitor.stop_generation)
@@ -459,7 +459,7 @@ def evolve(
             plot_run(
                 metrics,
                 out / "fitness.png",
-                config.switch_intervals,
+                config.switch_windows,
                 title=f"{method_label(config)} on {config.env_id} (seed {config.seed})",
             )
     if ckpts:

@@ -209,7 +209,7 @@ def run_comparison(
                     flush=True,
                 )
     curves = {m: runs for m, runs in curves.items() if runs}
-    write_report(curves, config.switch_intervals, out, floor=floor_value, floor_info=floor_info)
+    write_report(curves, config.switch_windows, out, floor=floor_value, floor_info=floor_info)
     return curves
 
 

@@ -211,7 +211,7 @@ def run_group(runs: Sequence[Run], out_dir: str | Path | None, progress: bool = 
     for i, (r, o) in enumerate(zip(runs, outs, strict=True)):
         metrics = {k: np.array([row[k] for row in rows[i]]) for k in COLUMNS}
         metrics_out.append(metrics)
-        switches = [p for iv in r.config.switch_intervals for p in iv if p < G]
+        switches = [p for iv in r.config.switch_windows for p in iv if p < G]
         rec = recovery(metrics["best_fitness"], switches) if rows[i] else []
         summary = {
             **evo.sizes(),
@@ -228,7 +228,7 @@ def run_group(runs: Sequence[Run], out_dir: str | Path | None, progress: bool = 
             recs = lineage_lib.read(o / lineage_lib.FILE, base.population_size)
             np.save(o / "lineage.npy", recs["selected"])
             if rows[i]:
-                plot_run(metrics, o / "fitness.png", r.config.switch_intervals,
+                plot_run(metrics, o / "fitness.png", r.config.switch_windows,
                          title=f"SR-GHN on {r.config.env_id} ({r.name})")  # fmt: skip
         summaries.append(_summary_row(r, summary))
     return summaries, metrics_out
@@ -409,7 +409,7 @@ def plot_sweep(out_dir: Path, settings: Mapping[tuple, Sequence[Mapping]], base:
     from scipy import stats
 
     fig, ax = plt.subplots(figsize=(8, 4.5))
-    for i, (start, end) in enumerate(base.switch_intervals):
+    for i, (start, end) in enumerate(base.switch_windows):
         ax.axvspan(start, end, color="tab:red", alpha=0.12, lw=0,
                    label="inverted" if i == 0 else None)  # fmt: skip
     for setting, rs in settings.items():
