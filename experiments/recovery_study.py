@@ -186,6 +186,18 @@ def lineage_rates(recs: np.ndarray, num_children: int) -> np.ndarray:
     return np.stack([lineage_lib.ancestry(recs, num_children, s)["rate"] for s in range(P)])
 
 
+def founders_gap(recs: np.ndarray, num_children: int, switch: int, later: int) -> float:
+    """Mean rate at ``switch`` of the ancestors of the P survivors ``later`` generations on,
+    minus the mean rate of all parents at ``switch`` (> 0: the lines that carried the
+    population through the switch came from higher-rate parents)."""
+    end = min(len(recs), switch + later)
+    if end <= switch:
+        return math.nan
+    P = recs["selected"].shape[1]
+    rates = [lineage_lib.ancestry(recs[:end], num_children, k)["rate"][switch] for k in range(P)]
+    return float(np.mean(rates) - np.mean(recs["parent_rate"][switch]))
+
+
 # ------------------------------------------------------------------------------ statistics
 def mean_ci(values: Sequence[float], level: float = 0.95) -> tuple[float, float, int]:
     """Mean, half-width of the Student-t interval, and count, over the finite values."""
@@ -284,10 +296,12 @@ def analyse(scale: str, runs: Sequence[Mapping[str, Any]], out: Path) -> dict[st
                 "rate_before": float(np.mean(m["mutation_rate_mean"][before])),
                 "rate_after": float(np.mean(m["mutation_rate_mean"][after])),
                 "S_before": float(np.mean(sd["S"][before])),
+                "S_at": float(sd["S"][s]),
                 "S_after": float(np.mean(sd["S"][after])),
                 "D_before": float(np.nanmean(sd["D"][before])),
                 "D_after": float(np.nanmean(sd["D"][after])),
                 "children_after": float(np.mean(sd["children"][after])),
+                "lines_minus_pop": founders_gap(r["lineage"], C, s, 2 * WINDOW),
                 "S_all": float(np.mean(sd["S"])),
                 "D_minus_S_all": float(np.nanmean(sd["D"] - sd["S"])),
             })  # fmt: skip
@@ -343,17 +357,23 @@ def settings_tables(
     out += [
         "",
         f"Mutation rate and selection on it, {WINDOW} generations before (b) and after (a) each "
-        "switch, in units of 0.001 (mean per generation): S = mean inherited rate of the "
+        'switch, in units of 0.001 (mean per generation; "S at": the switch\'s own '
+        "generation, the first selection under the new controls): S = mean inherited rate of the "
         "survivors - that of all candidates; D = change of the parents' mean rate from one "
         "generation to the next; D - S = what the surviving children's own rates add to "
-        "their parents' (all generations).",
+        "their parents' (all generations); lines - all: the mean rate at the switch of the "
+        f"ancestors of the survivors {2 * WINDOW} generations later, minus all parents' mean "
+        "rate at the switch.",
         "",
     ]
     head = "| setting | S all gens | D - S all gens |"
     sep = "|---|---:|---:|"
     for s in points:
-        head += f" rate b/a @{s} | S before @{s} | S after @{s} | D after @{s} |"
-        sep += "---:|---:|---:|---:|"
+        head += (
+            f" rate b/a @{s} | S before @{s} | S at {s} | S after @{s} | D after @{s} |"
+            f" lines - all @{s} |"
+        )
+        sep += "---:|---:|---:|---:|---:|---:|"
     out += [head, sep]
     for st in settings:
         line = f"| {st} |"
@@ -365,7 +385,7 @@ def settings_tables(
             rb = mean_ci([r["rate_before"] for r in sub])[0]
             ra = mean_ci([r["rate_after"] for r in sub])[0]
             line += f" {rb:.3f}/{ra:.3f} |"
-            for key in ("S_before", "S_after", "D_after"):
+            for key in ("S_before", "S_at", "S_after", "D_after", "lines_minus_pop"):
                 line += f" {fmt_ci([1e3 * r[key] for r in sub], digits=2)} |"
         out.append(line)
     return "\n".join(out) + "\n"
