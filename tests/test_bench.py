@@ -249,3 +249,19 @@ def test_head_case_bound_rolls_out_the_generated_policy_shapes(monkeypatch, head
     assert jax.tree.map(lambda x: tuple(x.shape), generated) == expected
     assert evo.ghn.policy_graph.num_params == spec.num_params
     assert seen == [("synthetic(5 -> 3 box)", expected, 7, 1)]
+
+
+def test_only_selects_cases_by_name(monkeypatch, tmp_path):
+    from selfref_ghn.tools.bench import cli as bench_cli
+
+    seen = []
+
+    def fake_run(cases, *args, **kwargs):
+        seen.extend(cases)
+        return {"cases": []}
+
+    monkeypatch.setattr(bench_cli, "run_benchmark", fake_run)
+    monkeypatch.setattr(bench_cli, "markdown", lambda results: "")
+    argv = ["--out", str(tmp_path), "--workloads", "heads", "--only", "dense-4-,block-17-"]
+    assert bench.main(argv) == 0
+    assert sorted(c.name for c in seen) == ["f-block-17-64-64-6", "f-dense-4-32-2"]
