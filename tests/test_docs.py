@@ -114,6 +114,14 @@ QUOTED_COUNTS = [
     ("reliability.md", "30 x {} float32 parameters", "cartpole-switch", "ghn"),
     ("results.md", "the policy's {} parameters", "ant", "policy"),
     ("results.md", "times larger ({} parameters", {"policy_hidden": (64, 64)}, "ghn"),
+    ("performance.md", "3 actions; {} parameters", "minatar-breakout", "policy"),
+    # a policy no registered env fits (the benchmark's synthetic env): (obs, hidden, actions)
+    (
+        "performance.md",
+        "226 to {} policy parameters",
+        {"mlp": (67, (512, 256, 128), 21)},
+        "policy",
+    ),
 ]
 # A number as the pages write it: 15653, 15,653 or 15 653 (plain, no-break or narrow space).
 _NUM = r"\d{1,3}(?:[,\u00a0\u202f ]\d{3})+|\d+"
@@ -140,9 +148,18 @@ def _counts(config: str | tuple) -> dict[str, int]:
     from selfref_ghn.model.policy import policy_template
     from selfref_ghn.model.srghn import SRGHN
 
-    cfg = presets.get(config) if isinstance(config, str) else Config(**dict(config)).validate()
-    task = make_task(cfg, None, None, None, None)
-    ghn = SRGHN.create(policy_template(task.policy, task.obs_shape), cfg)
+    fields = {} if isinstance(config, str) else dict(config)
+    if "mlp" in fields:  # a bare MLP policy of (obs, hidden, actions), no env
+        from selfref_ghn.model.policy import MLPPolicy
+
+        obs, hidden, actions = fields.pop("mlp")
+        cfg = Config(**fields).validate()
+        template = policy_template(MLPPolicy(tuple(hidden), actions), (obs,))
+    else:
+        cfg = presets.get(config) if isinstance(config, str) else Config(**fields).validate()
+        task = make_task(cfg, None, None, None, None)
+        template = policy_template(task.policy, task.obs_shape)
+    ghn = SRGHN.create(template, cfg)
     return {
         "ghn": ghn.num_params,
         "policy": ghn.policy_graph.num_params,
