@@ -32,6 +32,7 @@ def _positive(x) -> bool:
     return isinstance(x, (int, float)) and math.isfinite(x) and x > 0
 
 
+@pytest.mark.slow  # 15-25 s on a 2-core CPU: `make test-all`
 def test_tiny_benchmark_writes_json_and_tables(tmp_path):
     argv = ["--out", str(tmp_path), "--workloads", "a", "--repeats", "2", "--chunk", "2"]
     argv += [a for s in SETS for a in ("--set", s)]

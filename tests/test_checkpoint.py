@@ -138,6 +138,7 @@ def _rows(path):
         return list(csv.DictReader(f))
 
 
+@pytest.mark.slow  # 15-25 s on a 2-core CPU: `make test-all`
 def test_killed_anywhere_then_resumed_equals_uninterrupted(tmp_path):
     rng = random.Random()
     full, broken = tmp_path / "full", tmp_path / "broken"
@@ -273,6 +274,7 @@ def test_fork_refuses_a_structural_change_a_missing_checkpoint_and_a_used_folder
         fork(src, src, cfg)
 
 
+@pytest.mark.slow  # 15-25 s on a 2-core CPU: `make test-all`
 def test_fork_with_a_new_seed_redraws_from_its_generation_and_resumes_exactly(tmp_path):
     cfg = Config(**{**TINY, "generations": 2, "log_every": 2, "checkpoint_every": 2})
     src = tmp_path / "src"

@@ -59,6 +59,7 @@ def _check_smoke(out: Path, methods: tuple[str, ...]) -> None:
         assert f"| {method} |" in table, method
 
 
+@pytest.mark.slow  # 15-25 s on a 2-core CPU: `make test-all`
 def test_smoke_cartpole(tmp_path):
     """SR-GHN, one baseline and one ablation: every figure and table of the report."""
     methods = ("srghn", "simple_ga", "fixed_rate")

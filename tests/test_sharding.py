@@ -91,6 +91,7 @@ def test_same_draws_on_1_2_4_8_devices():
         np.testing.assert_array_equal(res[n]["episodes"], episodes, err_msg=n)
 
 
+@pytest.mark.slow  # 15-25 s on a 2-core CPU: `make test-all`
 def test_first_generation_agrees_to_rounding_on_1_2_4_8_devices():
     """Default mode (``bitwise_block=0``): one generation from the same state gives children
     and policies equal to float32 rounding (a few ulp), not bit for bit: each device multiplies
@@ -139,6 +140,7 @@ def test_first_generation_agrees_to_rounding_on_1_2_4_8_devices():
     assert "[1, 2, 3, 6]" in res["error"]  # the device counts that would work
 
 
+@pytest.mark.slow  # 15-25 s on a 2-core CPU: `make test-all`
 def test_bitwise_block_same_bits_on_1_2_4_8_devices():
     """``bitwise_block=1``: 100 generations give the same metrics, parameters, policies and
     fitness, bit for bit, on 1, 2, 4 and 8 devices (8 devices hold one parent each: a loop of

@@ -260,6 +260,7 @@ def _evolve_ant(out_dir=None, **overrides):
     return cfg, evolve(cfg, out_dir, progress=False)
 
 
+@pytest.mark.slow  # 15-25 s on a 2-core CPU: `make test-all`
 def test_sr_ghns_evolve_on_ant():
     """Generations advance, selection keeps the best, observation statistics come from the
     ant's own observations, rates are inherited, policies are continuous."""
