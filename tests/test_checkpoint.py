@@ -225,6 +225,7 @@ def test_resume_may_move_a_switch_not_played_yet(tmp_path):
     assert '"switch_intervals": [\n    [\n      2,' in (out / "config.json").read_text()
 
 
+@pytest.mark.slow  # 8-13 s on a 2-core CPU: `make test-all`
 def test_fork_changes_a_rate_bound_from_its_generation_and_leaves_the_source(tmp_path):
     """A fork replays nothing: its generations before the fork are the source's rows, those
     after it are played under the new bound (which the continued state really uses), and an

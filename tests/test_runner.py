@@ -5,6 +5,7 @@ import json
 
 import jax
 import numpy as np
+import pytest
 
 from selfref_ghn.config import Config
 from selfref_ghn.evolution.generation import Evolution
@@ -30,6 +31,7 @@ def test_evolve_leaves_the_callers_state_and_the_callbacks_states_valid():
     np.testing.assert_array_equal(np.asarray(seen[-1].params), np.asarray(final.params))
 
 
+@pytest.mark.slow  # 8-13 s on a 2-core CPU: `make test-all`
 def test_a_run_recorded_before_key_versions_resumes_with_version_1(tmp_path):
     """A config.json without ``key_version`` (written before versions existed) resumes with
     version 1: the resumed run equals the same run straight through."""

@@ -85,6 +85,7 @@ def _side_by_side(env, params, reset_from, n_steps, max_episode_steps, seed=0, r
     return worst, terminations
 
 
+@pytest.mark.slow  # 8-13 s on a 2-core CPU: `make test-all`
 def test_ant_v5_matches_gymnasium(v5):
     env, params, reset_from = v5
     with jax.enable_x64(True):
@@ -209,6 +210,7 @@ def _check_brax_rollout(env, params, rollout):
     assert rollout._cache_size() == 1
 
 
+@pytest.mark.slow  # 8-13 s on a 2-core CPU: `make test-all`
 def test_brax_ant_steps_resets_and_vmaps(brax_default):
     env, params, rollout = brax_default
     assert env.name == "Ant" and env.backend == ant.DEFAULT_BRAX_BACKEND == "mjx"

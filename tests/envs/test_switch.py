@@ -220,6 +220,7 @@ def test_periodic_schedule():
         Config(**TINY).replace(switch_every=6).validate()
 
 
+@pytest.mark.slow  # 8-13 s on a 2-core CPU: `make test-all`
 def test_short_evolution_on_acrobot_with_reversed_actions():
     cfg = Config(**TINY).replace(env_id="Acrobot-v1", switch="reverse_actions", switch_every=2)
     evo = Evolution.create(cfg)
