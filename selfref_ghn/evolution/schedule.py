@@ -4,7 +4,7 @@ A schedule is a pytree of half-open generation intervals ``[start, end)``. Insid
 loop :meth:`SwitchSchedule.apply` sets the environment parameters' ``inverted`` field for the
 current generation, so a whole run with switches is one program. A periodic schedule
 (``Config.switch_every = k``: switched on alternate blocks of ``k`` generations, from ``k``) is
-the same pytree, its windows listed by :func:`periodic_intervals`.
+the same pytree, its windows listed by :func:`selfref_ghn.config.periodic_windows`.
 """
 
 from __future__ import annotations
@@ -43,9 +43,9 @@ class SwitchSchedule:
 
         Example:
             >>> SwitchSchedule.periodic(10, 45).switch_points()
-            [10, 20, 30, 40, 45]
+            [10, 20, 30, 40]
         """
-        return cls.from_intervals(periodic_intervals(every, generations))
+        return cls.from_intervals(periodic_windows(every, generations))
 
     def inverted_at(self, generation: Array) -> Array:
         """Whether the controls are inverted at ``generation`` (a traced int is fine)."""
@@ -63,17 +63,6 @@ class SwitchSchedule:
     def switch_points(self) -> list[int]:
         """Generations at which the inversion flips (host-side helper)."""
         return sorted({int(x) for x in self.intervals.reshape(-1).tolist()})
-
-
-def periodic_intervals(every: int, generations: int) -> list[tuple[int, int]]:
-    """The windows ``[k, 2k), [3k, 4k), ...`` of ``0..generations`` (the last one clipped):
-    :func:`selfref_ghn.config.periodic_windows`, which ``Config.switch_windows`` reads too.
-
-    Example:
-        >>> periodic_intervals(3, 10)
-        [(3, 6), (9, 10)]
-    """
-    return periodic_windows(every, generations)
 
 
 def inverted_host(intervals: Sequence[Sequence[int]], generations: int) -> np.ndarray:

@@ -97,8 +97,8 @@ class BlockLayout:
     Example:
         >>> from selfref_ghn.model.graph import graph_of
         >>> g = graph_of({"Dense_0": {"kernel": np.zeros((2, 3)), "bias": np.zeros(3)}})
-        >>> BlockLayout(g, 4).blocks_per_node
-        array([2, 1])
+        >>> BlockLayout(g, 4).blocks_per_node.tolist()
+        [2, 1]
     """
 
     graph: Graph

@@ -11,9 +11,9 @@ from gymnax.environments import spaces
 from selfref_ghn.envs import switch
 
 from selfref_ghn import envs
-from selfref_ghn.config import Config, ConfigError
+from selfref_ghn.config import Config, ConfigError, periodic_windows
 from selfref_ghn.evolution.generation import Evolution
-from selfref_ghn.evolution.schedule import SwitchSchedule, periodic_intervals
+from selfref_ghn.evolution.schedule import SwitchSchedule
 from tests.conftest import TINY
 
 KEY = jax.random.key(3)
@@ -210,8 +210,8 @@ def test_config_takes_any_gymnax_id_and_rule_from_the_command_line():
 
 
 def test_periodic_schedule():
-    assert periodic_intervals(2, 7) == [(2, 4), (6, 7)]
-    assert periodic_intervals(0, 7) == []
+    assert periodic_windows(2, 7) == [(2, 4), (6, 7)]
+    assert periodic_windows(0, 7) == []
     s = SwitchSchedule.periodic(2, 7)
     np.testing.assert_array_equal(
         [bool(s.inverted_at(g)) for g in range(7)], [0, 0, 1, 1, 0, 0, 1]
