@@ -30,6 +30,7 @@ from selfref_ghn.prng import KEY_VERSION, KEY_VERSIONS
 
 MUTATION_MODES = ("self", "fixed_rate", "frozen_head", "external")
 SELECTION_TIES = ("parents", "children")
+EVOLUTION_MODES = ("elitist_union", "generational", "cached_elitist")  # evolution.selection
 MONITOR_POLICIES = ("off", "warn", "stop")
 HEADS = ("dense", "block", "random_basis")  # selfref_ghn.model.heads
 GRAPH_EDGES = ("chain", "typed")  # selfref_ghn.model.graph
@@ -127,6 +128,12 @@ class Config:
     # a child must beat a parent) or "children" (a child as good as a parent replaces it, so a
     # population whose members all score the same keeps drifting instead of freezing)
     selection_ties: str = "parents"
+    # who is evaluated and who competes (docs/design.md "Evolution modes"): "elitist_union" (the
+    # paper's: parents re-evaluated beside their children, the best P of the union survive),
+    # "generational" (only children are evaluated; the best P children replace the parents) or
+    # "cached_elitist" (only children are evaluated; parents keep the fitness they were measured
+    # with and compete with the children on it)
+    evolution_mode: str = "elitist_union"
     generations: int = 250
     seed: int = 0
     # how every random stream is derived from the seed (selfref_ghn.prng); 1: runs recorded
@@ -322,6 +329,15 @@ class Config:
             raise ConfigError("rate_reduction", self.rate_reduction, "one of ('max', 'mean')")
         if self.selection_ties not in SELECTION_TIES:
             raise ConfigError("selection_ties", self.selection_ties, f"one of {SELECTION_TIES}")
+        if self.evolution_mode not in EVOLUTION_MODES:
+            raise ConfigError("evolution_mode", self.evolution_mode, f"one of {EVOLUTION_MODES}")
+        if self.evolution_mode != EVOLUTION_MODES[0] and self.method != "srghn":
+            raise ConfigError(
+                "evolution_mode",
+                self.evolution_mode,
+                "applies to method 'srghn' only: a baseline selects by its own rule "
+                "('elitist_union' here)",
+            )
         if self.head not in HEADS:
             raise ConfigError("head", self.head, f"one of {HEADS}")
         for name, allowed in (

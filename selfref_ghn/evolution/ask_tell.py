@@ -17,7 +17,9 @@ head. ``tell`` takes the fitness evosax-style (minimised), flips it into a retur
 DESIGN §2's (μ+λ) selection: the parent's fitness optionally mixed with its children's mean
 (``child_factor``), the best ``P`` of parents and children survive. The genotypes (flat SR-GHN
 parameters) stay in the state; ``ask`` makes the children by self-mutation. Parents are
-re-evaluated every generation, as in :class:`~selfref_ghn.evolution.generation.Evolution`.
+re-evaluated every generation, as in :class:`~selfref_ghn.evolution.generation.Evolution`'s
+default ``evolution_mode``; the others, which evaluate fewer members than ``ask`` hands out,
+are refused.
 
 Unlike evosax's classes, the static object is a frozen dataclass and nothing here is jitted
 with ``self`` static: wrap ``ask``/``tell`` in one ``jax.jit`` (or a ``lax.scan``) of your own.
@@ -34,7 +36,7 @@ from flax import struct
 from jax.flatten_util import ravel_pytree
 
 from selfref_ghn import prng
-from selfref_ghn.config import Config, Hyperparams
+from selfref_ghn.config import EVOLUTION_MODES, Config, ConfigError, Hyperparams
 from selfref_ghn.evolution.selection import selection_fitness, survivors
 from selfref_ghn.model.mutation import mutate, mutation_params
 from selfref_ghn.model.srghn import SRGHN
@@ -98,7 +100,13 @@ class SelfReferentialGHN:
         cfg = (self.config or Config()).replace(
             population_size=self.population_size // (1 + C), num_children=C
         )
-        object.__setattr__(self, "config", cfg.validate())
+        if cfg.validate().evolution_mode != EVOLUTION_MODES[0]:
+            raise ConfigError(
+                "evolution_mode",
+                cfg.evolution_mode,
+                "ask/tell evaluates every member it asks for: 'elitist_union' only",
+            )
+        object.__setattr__(self, "config", cfg)
         object.__setattr__(self, "ghn", SRGHN.create(self.solution, cfg))
         _, unravel = ravel_pytree(self.solution)
         object.__setattr__(self, "_unravel", unravel)

@@ -6,6 +6,11 @@ One generation, as one pure function of the state::
             --rollouts (vmap over members x episodes, lax.scan over time)--> fitness
             --(mu + lambda) truncation--> next parents
 
+``Config.evolution_mode`` picks, when the step is traced, who plays episodes and who competes
+(:data:`selfref_ghn.evolution.selection.SELECT`): parents and children (``elitist_union``, the
+paper's), or the children only, the parents then dropped (``generational``) or ranked on the
+fitness cached in the state (``cached_elitist``).
+
 Random keys are derived per member through the run's named streams (:mod:`selfref_ghn.prng`:
 generation, mutation or evaluation, member index), so every member's draws are the same
 however the population is split over devices, and a resumed run continues exactly. Many
@@ -33,7 +38,7 @@ from selfref_ghn.evolution import sharding as sharding_lib
 from selfref_ghn.evolution.normalize import RunningStats
 from selfref_ghn.evolution.rollout import evaluate_flat
 from selfref_ghn.evolution.schedule import SwitchSchedule
-from selfref_ghn.evolution.selection import gather_survivors, selection_fitness, survivors
+from selfref_ghn.evolution.selection import SELECT, evaluates_parents, gather_survivors
 from selfref_ghn.evolution.task import make_task
 from selfref_ghn.model.mutation import mutate, mutation_params
 from selfref_ghn.model.policy import policy_template
@@ -49,7 +54,9 @@ class EvoState:
         params: ``(P, num_params)`` survivors' flat SR-GHN parameters.
         policy: ``(P, num_policy_params)`` the flat policy each survivor generates (kept so
             that parents' policies are not generated again).
-        fitness: ``(P,)`` the (mixed) fitness they were selected with.
+        fitness: ``(P,)`` the (mixed) fitness they were selected with; with
+            ``evolution_mode="cached_elitist"`` each one's own measured fitness, which stands
+            in for a re-evaluation while it stays a parent (``-inf`` at generation 0).
         generation: ``()`` int32, the next generation to run.
         key: ``(2,)`` uint32 run key; every draw folds in the generation and member index.
         hparams: traced hyperparameters.
@@ -260,8 +267,9 @@ class Evolution:
             )
         return heads(members)
 
-    def evaluate_members(self, state: EvoState, policies: Array):
-        """Fitness of every member's flat policy on fresh episodes, with the schedule applied."""
+    def evaluate_members(self, state: EvoState, policies: Array, first: int = 0):
+        """Fitness of every member's flat policy on fresh episodes, with the schedule applied
+        (``policies`` are members ``first, first + 1, ...``: their episode keys)."""
         cfg = self.config
         eval_key = prng.generation_stream(state.key, state.generation, "evaluate", cfg.key_version)
         env_params = self.schedule.apply(self.env_params, state.generation)
@@ -278,13 +286,14 @@ class Evolution:
         return sharding_lib.per_member(
             block,
             self.mesh,
-            (jnp.arange(policies.shape[0]), policies),
+            (first + jnp.arange(policies.shape[0]), policies),
             (eval_key, env_params, obs_stats),
             block=cfg.bitwise_block,
         )
 
     def step(self, state: EvoState) -> tuple[EvoState, Metrics]:
-        """One generation: mutate, generate policies, evaluate, select.
+        """One generation: mutate, generate policies, evaluate, select
+        (``config.evolution_mode``: who is evaluated and who competes).
 
         Args:
             state: the current :class:`EvoState`.
@@ -292,20 +301,29 @@ class Evolution:
         Returns:
             ``(next_state, metrics)``; ``metrics`` holds scalars for the log and ``selected``,
             the ``(P,)`` member indices that survived (parents are members ``0..P-1``, the
-            children of parent ``i`` are ``P + i*C .. P + i*C + C - 1``).
+            children of parent ``i`` are ``P + i*C .. P + i*C + C - 1``). Its fitness
+            statistics are of the members evaluated this generation (parents and children,
+            or the children only).
         """
         cfg, hp = self.config, state.hparams
         P = cfg.population_size
+        with_parents = evaluates_parents(cfg.evolution_mode)
         children, rates = self.mutate_population(state)
         # Materialise the children once: without the barrier XLA may fuse (and so repeat)
         # their generation, noise included, into each of their consumers.
         children = jax.lax.optimization_barrier(children)
-        policies = jnp.concatenate([state.policy, self.policies(children)])
-        policies = sharding_lib.constrain(policies, self.mesh)
-        ev = self.evaluate_members(state, policies)
+        if with_parents:
+            policies = jnp.concatenate([state.policy, self.policies(children)])
+            policies = sharding_lib.constrain(policies, self.mesh)
+            ev = self.evaluate_members(state, policies)
+            measured = ev.fitness
+        else:  # the children's episodes only, with the keys they have in elitist_union
+            policies = sharding_lib.constrain(self.policies(children), self.mesh)
+            ev = self.evaluate_members(state, policies, first=P)
+            measured = jnp.concatenate([state.fitness, ev.fitness])
         if cfg.bitwise_block:  # reductions over members below: on whole arrays, in one order
-            state, children, rates, ev = sharding_lib.whole(
-                (state, children, rates, ev), self.mesh
+            state, children, rates, ev, measured = sharding_lib.whole(
+                (state, children, rates, ev, measured), self.mesh
             )
 
         # Parents and children stay apart (no (P(1+C), num_params) copy of the population).
@@ -313,10 +331,11 @@ class Evolution:
             [jnp.all(jnp.isfinite(state.params), 1), jnp.all(jnp.isfinite(children), 1)]
         )
         # A member with non-finite parameters or fitness never survives selection.
-        finite = jnp.isfinite(ev.fitness) & params_finite
-        fitness = jnp.where(finite, ev.fitness, -jnp.inf)
-        sel_fitness = selection_fitness(fitness, P, hp.child_factor)
-        top_fit, selected = survivors(sel_fitness, P, cfg.selection_ties)
+        finite = jnp.isfinite(measured) & params_finite
+        fitness = jnp.where(finite, measured, -jnp.inf)
+        top_fit, selected, carried = SELECT[cfg.evolution_mode](
+            fitness[:P], fitness[P:], hp.child_factor, cfg.selection_ties
+        )
         new_params = gather_survivors(selected, state.params, children)
         if cfg.bitwise_block:  # its checksum too
             new_params = sharding_lib.whole(new_params, self.mesh)
@@ -326,7 +345,7 @@ class Evolution:
             obs_stats = obs_stats.merge(
                 ev.obs_sum.sum(0), ev.obs_sq_sum.sum(0), ev.obs_count.sum()
             )
-        safe_fit = jnp.where(finite, fitness, jnp.nan)
+        safe_fit = jnp.where(finite, fitness, jnp.nan)[0 if with_parents else P :]
         metrics = {
             "generation": state.generation,
             "inverted": self.schedule.inverted_at(state.generation).astype(jnp.int32),
@@ -349,8 +368,12 @@ class Evolution:
         shard = lambda x: sharding_lib.constrain(x, self.mesh)  # noqa: E731
         new_state = state.replace(
             params=shard(new_params),
-            policy=shard(policies[selected]),
-            fitness=shard(top_fit),
+            policy=shard(
+                policies[selected]
+                if with_parents
+                else gather_survivors(selected, state.policy, policies)
+            ),
+            fitness=shard(carried),
             generation=state.generation + 1,
             obs_stats=obs_stats,
         )

@@ -2,9 +2,14 @@
 :class:`selfref_ghn.evolution.generation.Evolution`, the ask-tell strategy
 (:mod:`selfref_ghn.evolution.ask_tell`)
 and the phase profile (:mod:`selfref_ghn.tools.bench`): one selection-fitness rule
-(:func:`selection_fitness`), one truncation (:func:`survivors`)."""
+(:func:`selection_fitness`), one truncation (:func:`survivors`), and the evolution modes
+(``Config.evolution_mode``, :data:`SELECT`): who is evaluated and who competes.
+"""
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -81,4 +86,104 @@ def survivors(fitness: Array, num_parents: int, ties: str = "parents") -> tuple[
     return top, order[pos]
 
 
-__all__ = ["gather_survivors", "selection_fitness", "survivors"]
+class Selection(NamedTuple):
+    """What one evolution mode's selection returns (every field ``(P,)``, best first)."""
+
+    top: Array  # the survivors' selection fitness
+    selected: Array  # their indices: parents 0..P-1, then parent i's children at P + i*C + j
+    carried: Array  # the fitness the next state keeps for them (EvoState.fitness)
+
+
+def elitist_union(
+    parents: Array, children: Array, child_factor: Array | float, ties: str = "parents"
+) -> Selection:
+    """The paper's (mu + lambda): parents re-evaluated beside their children, the best ``P`` of
+    the union survive; each carries its selection fitness.
+
+    Args:
+        parents: ``(P,)`` parents' fitness, measured this generation (``-inf``: never survives).
+        children: ``(P*C,)`` children's fitness, parent ``i``'s at ``i*C .. i*C + C - 1``.
+        child_factor: mixing of a parent's fitness with its children's mean
+            (:func:`selection_fitness`).
+        ties: who wins a tie (:func:`survivors`).
+
+    Returns:
+        The :class:`Selection`.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> kids = jnp.array([0.0, 2.0, 3.0, 5.0])  # P = 2 parents, C = 2 children each
+        >>> elitist_union(jnp.array([1.0, 4.0]), kids, 0.0).selected.tolist()
+        [5, 1]
+    """
+    P = parents.shape[0]
+    top, selected = survivors(
+        selection_fitness(jnp.concatenate([parents, children]), P, child_factor), P, ties
+    )
+    return Selection(top, selected, top)
+
+
+def generational(
+    parents: Array, children: Array, child_factor: Array | float, ties: str = "parents"
+) -> Selection:
+    """Children replace their parents: the best ``P`` children survive (``parents``,
+    ``child_factor`` and ``ties`` are not used: parents are not evaluated).
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> kids = jnp.array([0.0, 2.0, 3.0, 1.0])
+        >>> generational(jnp.array([9.0, 9.0]), kids, 0.0).selected.tolist()
+        [4, 3]
+    """
+    del child_factor, ties
+    P = parents.shape[0]
+    top, pos = jax.lax.top_k(children, P)
+    return Selection(top, pos + P, top)
+
+
+def cached_elitist(
+    parents: Array, children: Array, child_factor: Array | float, ties: str = "parents"
+) -> Selection:
+    """(mu + lambda) without re-evaluation: ``parents`` is the fitness each parent was measured
+    with when it was first selected (cached in the state); the union with the freshly evaluated
+    children is ranked as in :func:`elitist_union`. Each survivor carries its own measured
+    fitness (a parent's cached one, unchanged; a child's new one), not its mixed selection
+    fitness, so ``child_factor`` mixes a parent's own return with its current children's
+    mean every generation, as in :func:`elitist_union`.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> sel = cached_elitist(jnp.array([1.0, 4.0]), jnp.array([0.0, 2.0, 3.0, 5.0]), 0.5)
+        >>> sel.selected.tolist(), sel.carried.tolist()
+        ([5, 1], [5.0, 4.0])
+    """
+    P = parents.shape[0]
+    own = jnp.concatenate([parents, children])
+    top, selected = survivors(selection_fitness(own, P, child_factor), P, ties)
+    return Selection(top, selected, own[selected])
+
+
+# Config.evolution_mode -> its selection; chosen once, when the step is traced.
+SELECT: dict[str, Callable[..., Selection]] = {
+    "elitist_union": elitist_union,
+    "generational": generational,
+    "cached_elitist": cached_elitist,
+}
+
+
+def evaluates_parents(mode: str) -> bool:
+    """Whether ``mode`` plays the parents' episodes again every generation."""
+    return mode == "elitist_union"
+
+
+__all__ = [
+    "SELECT",
+    "Selection",
+    "cached_elitist",
+    "elitist_union",
+    "evaluates_parents",
+    "gather_survivors",
+    "generational",
+    "selection_fitness",
+    "survivors",
+]
