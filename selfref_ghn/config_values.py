@@ -63,16 +63,24 @@ def _coerce(name: str, value: Any, tp: Any) -> Any:
     if origin is tuple:
         if name in ("env_kwargs", "baseline_params", "switch_options"):
             if isinstance(value, Mapping):
-                return tuple(sorted(value.items()))
+                return tuple(sorted((k, _frozen(v)) for k, v in value.items()))
             if isinstance(value, (list, tuple)):
                 try:
-                    return tuple((str(k), v) for k, v in value)
+                    return tuple((str(k), _frozen(v)) for k, v in value)
                 except (TypeError, ValueError):
                     pass
             raise ConfigError(name, value, "expected a mapping of option names to values")
         if isinstance(value, (list, tuple)):
             return tuple(tuple(v) if isinstance(v, list) else v for v in value)
         raise ConfigError(name, value, f"expected a list ({_type_name(tp)})")
+    return value
+
+
+def _frozen(value: Any) -> Any:
+    """An option value as a config holds it: lists (from JSON) as tuples, at any depth, so a
+    config read back from ``config.json`` equals the one written."""
+    if isinstance(value, (list, tuple)):
+        return tuple(_frozen(v) for v in value)
     return value
 
 

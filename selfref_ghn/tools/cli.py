@@ -33,7 +33,12 @@ from pathlib import Path
 from selfref_ghn import presets
 from selfref_ghn.config import ConfigError
 from selfref_ghn.run.xla_cpu import fuse_small_cpu_loops, skip_ynn_fusions, use_cpu_devices
-from selfref_ghn.tools.options import add_device_options, add_run_options, config_from_args
+from selfref_ghn.tools.options import (
+    add_device_options,
+    add_logger_option,
+    add_run_options,
+    config_from_args,
+)
 
 # Modules adding subcommands: each has ``register(subparsers)``, which adds its parser and sets
 # ``func`` (``args -> exit code``) with ``parser.set_defaults``.
@@ -93,6 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="the checkpoint --fork starts from (default DIR's latest)",
     )
     add_device_options(run)
+    add_logger_option(run)
 
     sub.add_parser("presets", help="list presets")
     for module in _COMMAND_MODULES:
@@ -161,6 +167,9 @@ def cmd_run(args) -> int:
     if args.resume is not None or args.fork is not None:
         record = read_run(*((args.resume, "--resume") if args.resume else (args.fork, "--fork")))
     cfg = config_from_args(args, record.config if record else None)
+    from selfref_ghn.run.tracking import resolve
+
+    loggers = resolve(args.logger, args.resume)  # a missing extra: exit 2, nothing built
     from selfref_ghn.run.distributed import initialize
 
     # before any jax work (reading a run's checkpoints for --resume starts jax's backend)
@@ -212,7 +221,8 @@ def cmd_run(args) -> int:
     resume = args.resume is not None or args.fork is not None
     if args.resume is not None:
         resume = record  # evolve checks it against cfg and the checkpoints, before compiling
-    _, _, summary = evolve(cfg, out, evo=evo, progress=not args.quiet, resume=resume)
+    run = {"progress": not args.quiet, "resume": resume, "loggers": loggers}
+    _, _, summary = evolve(cfg, out, evo=evo, **run)
     print(f"results: {out}")
     print(
         f"compile {summary['compile_time_s']:.1f} s | {summary['steady_generations_per_s']:.1f} "

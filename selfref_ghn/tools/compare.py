@@ -123,6 +123,7 @@ def run_comparison(
     report_only: bool = False,
     recovery: str = "raw",
     floor: str | float = "random",
+    loggers: str | Sequence[str] | None = None,
 ) -> dict[str, dict[int, dict[str, np.ndarray]]]:
     """Run (or read back) every method on every seed, then write the table and figure.
 
@@ -141,6 +142,8 @@ def run_comparison(
             :func:`selfref_ghn.run.metrics.recovery_floor`).
         floor: for ``normalised``: ``random`` or ``zero`` (the policy whose return is the
             floor) or a known floor return.
+        loggers: trackers besides ``metrics.csv`` (``wandb``, ``tensorboard``), grouped by
+            ``out_dir`` (:mod:`selfref_ghn.run.tracking`); a missing extra fails before any run.
 
     Returns:
         ``curves[method][seed]``: each run's metric columns.
@@ -153,6 +156,7 @@ def run_comparison(
     from selfref_ghn.run.folder import load_run_config, run_info
     from selfref_ghn.run.loop import evolve
     from selfref_ghn.run.resume import RESUME_MAY_CHANGE, check_resumable
+    from selfref_ghn.run.tracking import resolve
 
     if recovery not in RECOVERY_DEFINITIONS:
         raise ConfigError("--recovery", recovery, f"one of {', '.join(RECOVERY_DEFINITIONS)}")
@@ -160,6 +164,7 @@ def run_comparison(
     out.mkdir(parents=True, exist_ok=True)
     stream = sys.stdout if progress is True else (progress or None)
     configs = {m: method_config(config, m) for m in methods}  # validate all before any run
+    track = {"loggers": resolve(loggers), "tracking_root": out}
     floor_value, floor_info = run_metrics.recovery_floor(config, recovery, parse_floor(floor))
     if stream and floor_value is not None:
         print(f"[floor] {run_metrics.floor_text(floor_info)}", file=stream, flush=True)
@@ -197,7 +202,7 @@ def run_comparison(
                 continue
             t0 = time.perf_counter()
             _, metrics, summary = evolve(
-                cfg, run_dir, evo=make_evolution(cfg), progress=False, callback=None
+                cfg, run_dir, evo=make_evolution(cfg), progress=False, **track
             )
             curves[m][seed] = metrics
             if stream:
@@ -437,7 +442,7 @@ def enable_compile_cache(path: str | Path) -> None:
 
 def register(subparsers) -> None:
     """Add the ``compare`` subcommand to ``selfref-ghn``'s parser."""
-    from selfref_ghn.tools.options import add_run_options
+    from selfref_ghn.tools.options import add_logger_option, add_run_options
 
     p = subparsers.add_parser("compare", help="SR-GHN vs ablations vs evosax baselines")
     add_run_options(p)
@@ -448,6 +453,7 @@ def register(subparsers) -> None:
         "simple_ga, gesmr_ga, samr_ga, or any evosax algorithm name",
     )
     p.add_argument("--seeds", default="0-4", help="e.g. 0-4 or 0,1,5")
+    add_logger_option(p)
     p.add_argument("--out", type=Path, default=None, help="results folder")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
     p.add_argument(
@@ -490,7 +496,7 @@ def cmd_compare(args) -> int:
     floor = parse_floor(args.floor if args.floor is not None else "random")
     out = args.out or Path("results") / f"compare-{args.preset}-{time.strftime('%Y%m%d-%H%M%S')}"
     enable_compile_cache(args.compile_cache or out / ".compile-cache")
-    run = {"progress": not args.quiet, "report_only": args.report_only}
+    run = {"progress": not args.quiet, "report_only": args.report_only, "loggers": args.logger}
     run_comparison(cfg, methods, seeds, out, **run, recovery=args.recovery, floor=floor)
     print(f"results: {out}")
     print((out / "recovery.md").read_text())
