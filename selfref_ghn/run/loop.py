@@ -30,7 +30,7 @@ from selfref_ghn.evolution import memory
 from selfref_ghn.evolution import monitor as monitor_lib
 from selfref_ghn.evolution import sharding as sharding_lib
 from selfref_ghn.evolution.generation import Evolution, EvoState
-from selfref_ghn.run import distributed
+from selfref_ghn.run import distributed, tracking
 from selfref_ghn.run import lineage as lineage_lib
 from selfref_ghn.run.checkpoint import Checkpoints
 from selfref_ghn.run.folder import (
@@ -76,10 +76,14 @@ class RunFiles:
             ``None``: rows are kept in memory only.
         population: ``P``, the survivors per generation (lineage records).
         rows: the rows already played (a resume's kept rows), continued by :meth:`add`.
+        tracker: also sends each chunk's new rows to W&B or TensorBoard
+            (:mod:`selfref_ghn.run.tracking`).
     """
 
-    def __init__(self, out: Path | None, population: int, rows: list[dict] | None = None):
-        self.out, self.population = out, population
+    def __init__(
+        self, out: Path | None, population: int, rows: list[dict] | None = None, tracker=None
+    ):
+        self.out, self.population, self.tracker = out, population, tracker
         self.rows: list[dict[str, float]] = rows if rows is not None else []
         self.steps = int(self.rows[-1]["env_steps"]) if self.rows else 0
         self._file = self._writer = None
@@ -109,6 +113,8 @@ class RunFiles:
             lineage_lib.append(
                 self.out / lineage_lib.FILE, lineage_lib.records(m, done, self.population)
             )
+        if self.tracker is not None:
+            self.tracker.log(new)
         return new
 
     def sync(self) -> None:
@@ -236,6 +242,8 @@ def evolve(
     callback: Callable[[EvoState, list[dict[str, float]]], None] | None = None,
     resume: bool | StoredRun = False,
     overlap: bool = True,
+    loggers: str | list[str] | tuple[str, ...] | None = None,
+    tracking_root: str | Path | None = None,
 ) -> tuple[EvoState, dict[str, np.ndarray], dict[str, Any]]:
     """Run ``config.generations`` generations, logging every ``config.log_every``.
 
@@ -256,6 +264,10 @@ def evolve(
         overlap: dispatch each chunk before writing the previous one's rows, so the device
             works while the host writes (:func:`host_loop`); ``False``: one chunk at a time.
             The files are the same either way (``tests/test_loop.py``).
+        loggers: where the rows go besides ``metrics.csv``: ``"wandb"``, ``"tensorboard"``
+            or both (:mod:`selfref_ghn.run.tracking`); ``None``: a resume keeps those it had.
+        tracking_root: the folder of the comparison or sweep this run belongs to (its W&B
+            group and TensorBoard log dir).
 
     Returns:
         ``(final_state, metrics, summary)``: metric columns as arrays (every generation of the
@@ -282,6 +294,7 @@ def evolve(
         progress = False
     stream = sys.stdout if progress is True else (progress or None)
     out = Path(out_dir) if out_dir is not None else None
+    loggers = tracking.resolve(loggers, out if resume else None)  # a missing extra: no compile
     P = config.population_size
     rows: list[dict[str, float]] = []
     ckpts: Checkpoints | None = None
@@ -344,6 +357,9 @@ def evolve(
                 out / lineage_lib.FILE, P, start_gen if resume else 0, config.num_children
             )
     wall_offset = rows[-1]["wall_time"] if rows else 0.0
+    tracker = tracking.open_run(
+        loggers, out if main else None, config, rows, resume=bool(resume), root=tracking_root
+    )
 
     chunk = config.log_every
     if isinstance(evo, Evolution):
@@ -366,7 +382,7 @@ def evolve(
             flush=True,
         )
 
-    files = RunFiles(out if main else None, P, rows)
+    files = RunFiles(out if main else None, P, rows, tracker)
     every = checkpoint_interval(config)
     ckpt_times: list[float] = []
     warnings: dict[str, int] = {}
@@ -413,6 +429,9 @@ def evolve(
             wall_start=start - wall_offset,
         )
         save(state)
+    except BaseException:
+        tracking.close(tracker, failed=True)
+        raise
     finally:
         files.close()
 
@@ -462,6 +481,7 @@ def evolve(
                 config.switch_windows,
                 title=f"{method_label(config)} on {config.env_id} (seed {config.seed})",
             )
+        tracking.close(tracker, [out / "fitness.png"])
     if ckpts:
         ckpts.close()
     if stop and stream:

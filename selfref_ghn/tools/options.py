@@ -67,6 +67,17 @@ def device_count(text: str) -> int:
     return n
 
 
+def add_logger_option(p: argparse.ArgumentParser) -> None:
+    """``--logger``: trackers besides ``metrics.csv`` (:mod:`selfref_ghn.run.tracking`)."""
+    p.add_argument(
+        "--logger",
+        default=None,
+        metavar="csv|wandb|tensorboard",
+        help="where the metrics also go: wandb, tensorboard or both (csv,wandb,tensorboard); "
+        "metrics.csv is always written; a resume keeps its run's (selfref_ghn.run.tracking)",
+    )
+
+
 def add_device_options(p: argparse.ArgumentParser) -> None:
     """``--devices`` and the multi-host flags (docs/scaling.md)."""
     p.add_argument(

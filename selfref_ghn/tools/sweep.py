@@ -52,6 +52,7 @@ import numpy as np
 
 from selfref_ghn.config import Config, ConfigError, Hyperparams, _parse_value
 from selfref_ghn.run import lineage as lineage_lib
+from selfref_ghn.run import tracking
 from selfref_ghn.run.metrics import recovery
 
 TRACED = tuple(f.name for f in dataclasses.fields(Hyperparams))
@@ -142,7 +143,7 @@ def _tag(v: Any) -> str:
 
 
 # ------------------------------------------------------------------------------- one group
-def run_group(runs: Sequence[Run], out_dir: str | Path | None, progress: bool = False):
+def run_group(runs: Sequence[Run], out_dir: str | Path | None, progress=False, loggers=None):
     """Every run of a group in one compiled program (``vmap`` over a leading run axis).
 
     Args:
@@ -150,6 +151,7 @@ def run_group(runs: Sequence[Run], out_dir: str | Path | None, progress: bool = 
             :func:`plan`).
         out_dir: the sweep folder; each run writes ``out_dir/<run.name>/``. ``None``: nothing.
         progress: print one line per chunk.
+        loggers: trackers besides ``metrics.csv``, grouped by ``out_dir`` (run.tracking).
 
     Returns:
         ``(rows, metrics)``: one summary row per run, and per run its metric columns.
@@ -187,6 +189,8 @@ def run_group(runs: Sequence[Run], out_dir: str | Path | None, progress: bool = 
         lineage_lib.truncate(o / lineage_lib.FILE, base.population_size, 0, base.num_children)
         (o / "metrics.csv").unlink(missing_ok=True)  # a fresh run: RunFiles writes the header
     files = [RunFiles(o, base.population_size) for o in outs]
+    for f, r in zip(files, runs, strict=True):  # W&B or TensorBoard (run.tracking)
+        f.tracker = tracking.open_run(loggers, f.out, r.config, root=out_dir)
 
     def on_chunk(_, new_rows, dt, n) -> None:
         if progress:
@@ -230,6 +234,7 @@ def run_group(runs: Sequence[Run], out_dir: str | Path | None, progress: bool = 
             if rows[i]:
                 plot_run(metrics, o / "fitness.png", r.config.switch_windows,
                          title=f"SR-GHN on {r.config.env_id} ({r.name})")  # fmt: skip
+            tracking.close(files[i].tracker, [o / "fitness.png"])
         summaries.append(_summary_row(r, summary))
     return summaries, metrics_out
 
@@ -244,9 +249,9 @@ def _summary_row(run: Run, summary: Mapping[str, Any]) -> dict[str, Any]:
     return row
 
 
-def _run_group_job(runs: Sequence[Run], out_dir: str) -> list[dict[str, Any]]:
+def _run_group_job(runs: Sequence[Run], out_dir: str, loggers=None) -> list[dict[str, Any]]:
     """A submitit job: one group; returns its summary rows (metrics stay on disk)."""
-    return run_group(runs, out_dir)[0]
+    return run_group(runs, out_dir, loggers=loggers)[0]
 
 
 # ------------------------------------------------------------------------------- the sweep
@@ -258,6 +263,7 @@ def run_sweep(
     executor: str = "inline",
     executor_params: Mapping[str, Any] | None = None,
     progress: bool = True,
+    loggers: str | Sequence[str] | None = None,
 ) -> list[dict[str, Any]]:
     """Run a sweep and write its per-run folders, summary table and figure.
 
@@ -270,6 +276,8 @@ def run_sweep(
         executor_params: passed to submitit's ``update_parameters`` (e.g. ``timeout_min``,
             ``slurm_partition``, ``gpus_per_node``).
         progress: print progress lines.
+        loggers: trackers besides ``metrics.csv`` (``wandb``, ``tensorboard``), grouped by
+            ``out_dir`` (:mod:`selfref_ghn.run.tracking`); a missing extra fails before any run.
 
     Returns:
         One summary row per run (as in ``sweep.csv``).
@@ -281,6 +289,7 @@ def run_sweep(
     if executor not in EXECUTORS:
         raise ConfigError("--executor", executor, f"one of {EXECUTORS}")
     groups = plan(base, seeds, grid or {})
+    loggers = tracking.resolve(loggers)  # a missing extra: before any group compiles
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     n = sum(len(g) for g in groups)
@@ -289,7 +298,7 @@ def run_sweep(
     rows: list[dict[str, Any]] = []
     if executor == "inline":
         for g in groups:
-            rows.extend(run_group(g, out, progress=progress)[0])
+            rows.extend(run_group(g, out, progress=progress, loggers=loggers)[0])
     else:
         import submitit
 
@@ -298,7 +307,9 @@ def run_sweep(
         if executor == "local" and "timeout_min" not in params:
             params["timeout_min"] = 600
         ex.update_parameters(**params)
-        jobs = ex.map_array(_run_group_job, groups, [str(out)] * len(groups))
+        jobs = ex.map_array(
+            _run_group_job, groups, [str(out)] * len(groups), [loggers] * len(groups)
+        )
         if progress:
             print(f"submitted job array: {[j.job_id for j in jobs]}", flush=True)
         for j in jobs:
@@ -400,8 +411,6 @@ def _markdown(rows: Sequence[Mapping[str, Any]], cols: Sequence[str]) -> str:
 
 def plot_sweep(out_dir: Path, settings: Mapping[tuple, Sequence[Mapping]], base: Config) -> Path:
     """Best return per generation, mean ± 95% interval across seeds, per setting."""
-    import csv as _csv
-
     import matplotlib
 
     matplotlib.use("Agg")
@@ -416,7 +425,7 @@ def plot_sweep(out_dir: Path, settings: Mapping[tuple, Sequence[Mapping]], base:
         curves = []
         for r in rs:
             with (out_dir / r["run"] / "metrics.csv").open(newline="") as f:
-                curves.append([float(row["best_fitness"]) for row in _csv.DictReader(f)])
+                curves.append([float(row["best_fitness"]) for row in csv.DictReader(f)])
         n = min(len(c) for c in curves)
         y = np.array([c[:n] for c in curves])
         mean = y.mean(0)
@@ -460,6 +469,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         executor=args.executor,
         executor_params=_parse_params(args.slurm),
         progress=not args.quiet,
+        loggers=args.logger,
     )
     print((out / "sweep_settings.md").read_text(), end="")
     print(f"sweep: {len(rows)} runs in {out} (sweep.csv, sweep.md, sweep.png)", file=sys.stderr)
@@ -468,7 +478,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 def register(subparsers: Any) -> None:
     """Add ``selfref-ghn sweep``."""
-    from selfref_ghn.tools.options import add_run_options
+    from selfref_ghn.tools.options import add_logger_option, add_run_options
 
     p = subparsers.add_parser("sweep", help="seeds x hyperparameters: vmapped, or a job array")
     add_run_options(p)
@@ -486,4 +496,5 @@ def register(subparsers: Any) -> None:
         "--slurm", action="append", default=[], metavar="KEY=VALUE", help="submitit parameter"
     )
     p.add_argument("--quiet", action="store_true")
+    add_logger_option(p)
     p.set_defaults(func=cmd_sweep)
