@@ -63,6 +63,8 @@ GRAPH = {m: _imports(m, p) for m, p in MODULES.items()}
 
 
 def _tier(module: str) -> int:
+    if module == "selfref_ghn.__main__":
+        return len(TIERS)  # ``python -m selfref_ghn``: the command line, above every tier
     parts = module.split(".")
     if len(parts) > 1 and parts[1] == "envs":
         return 0  # environments know nothing of SR-GHNs: the bottom tier
