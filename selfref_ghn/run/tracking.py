@@ -261,7 +261,8 @@ def open_run(
         rows: the rows kept from before (a resume's or a fork's), logged where missing.
         resume: continue the tracked run of ``out/tracking.json`` (else a new one).
         root: a group's folder (compare, sweep, suite): W&B group and TensorBoard log dir.
-        info: provenance logged with the config (library version, git hash...).
+        info: provenance logged with the config; default the library version, git hash and
+            devices (:func:`~selfref_ghn.run.folder.run_info`).
 
     Returns:
         The :class:`Tracker`, or ``None`` with ``csv`` alone.
@@ -277,6 +278,11 @@ def open_run(
     if out is None or names == ("csv",):
         return None
     out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    if info is None:
+        from selfref_ghn.run.folder import run_info
+
+        info = run_info()
     stored = _read_state(out) if resume else {}
     through = {k: int(v) for k, v in stored.get("through", {}).items() if k in names}
     state = {"loggers": list(names), "through": through}
