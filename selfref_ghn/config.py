@@ -46,6 +46,9 @@ METHODS: dict[str, str] = {
     "gesmr_ga": "GESMR_GA",
     "samr_ga": "SAMR_GA",
 }
+# Gradient references trained by a library of their own (selfref_ghn.tools.ppo: rejax's PPO);
+# their baseline_params are that library's settings, checked when the run is built.
+GRADIENT_METHODS = ("ppo",)
 
 
 def algorithm_class(method: str) -> type:
@@ -64,7 +67,7 @@ def algorithm_class(method: str) -> type:
 
     name = METHODS.get(method, method)
     if name not in algorithms:
-        allowed = ["srghn", *METHODS, *sorted(algorithms)]
+        allowed = ["srghn", *GRADIENT_METHODS, *METHODS, *sorted(algorithms)]
         raise ConfigError("method", method, f"one of {allowed}")
     return algorithms[name]
 
@@ -362,7 +365,7 @@ class Config:
             )
         if self.mutation_mode not in MUTATION_MODES:
             raise ConfigError("mutation_mode", self.mutation_mode, f"one of {MUTATION_MODES}")
-        if self.method != "srghn":
+        if self.method != "srghn" and self.method not in GRADIENT_METHODS:
             check_method(self.method, dict(self.baseline_params))
         self._validate_reliability()
         prev_end = 0

@@ -20,8 +20,10 @@ folder per run under ``DIR/<method>/seed<k>``), then writes into ``DIR``:
 Methods: ``srghn`` and the ablations ``fixed_rate``, ``frozen_head``, ``external``
 (``Config.mutation_mode``); the baselines of :data:`selfref_ghn.config.METHODS`; or
 any
-evosax algorithm by its registry name. A finished run (its ``summary.json`` exists) is read
-back rather than run again, so an interrupted comparison continues where it stopped.
+evosax algorithm by its registry name; or ``ppo``, rejax's PPO on the same switch schedule
+and environment-step budget (:mod:`selfref_ghn.tools.ppo`). A finished run (its
+``summary.json`` exists) is read back rather than run again, so an interrupted comparison
+continues where it stopped.
 """
 
 from __future__ import annotations
@@ -62,6 +64,10 @@ def method_config(config: Config, method: str) -> Config:
         return config.replace(method="srghn", mutation_mode="self").validate()
     if method in ABLATIONS:
         return config.replace(method="srghn", mutation_mode=method).validate()
+    if method == "ppo":  # rejax's PPO (selfref_ghn.tools.ppo): its settings checked here
+        from selfref_ghn.tools import ppo
+
+        return ppo.create(config.replace(method="ppo")).config
     return config.replace(method=method).validate()
 
 
@@ -91,7 +97,7 @@ def parse_methods(text: str) -> list[str]:
     if not methods:
         raise ConfigError("--methods", text, "at least one method")
     for m in methods:
-        if m != "srghn" and m not in ABLATIONS:
+        if m != "srghn" and m not in ABLATIONS and m != "ppo":
             from selfref_ghn.config import algorithm_class
 
             try:
@@ -201,9 +207,14 @@ def run_comparison(
             if report_only:
                 continue
             t0 = time.perf_counter()
-            _, metrics, summary = evolve(
-                cfg, run_dir, evo=make_evolution(cfg), progress=False, **track
-            )
+            if m == "ppo":
+                from selfref_ghn.tools import ppo
+
+                _, metrics, summary = ppo.train(cfg, run_dir)
+            else:
+                _, metrics, summary = evolve(
+                    cfg, run_dir, evo=make_evolution(cfg), progress=False, **track
+                )
             curves[m][seed] = metrics
             if stream:
                 print(
@@ -450,7 +461,8 @@ def register(subparsers) -> None:
         "--methods",
         default=",".join(DEFAULT_METHODS),
         help="comma-separated: srghn, fixed_rate, frozen_head, external, open_es, cma_es, "
-        "simple_ga, gesmr_ga, samr_ga, or any evosax algorithm name",
+        "simple_ga, gesmr_ga, samr_ga, any evosax algorithm name, or ppo (rejax's PPO, "
+        "matched on environment steps; needs selfref_ghn[ppo])",
     )
     p.add_argument("--seeds", default="0-4", help="e.g. 0-4 or 0,1,5")
     add_logger_option(p)
