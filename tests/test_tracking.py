@@ -203,10 +203,21 @@ def test_a_fresh_run_in_the_folder_starts_new_runs(tmp_path):
     assert [e.value for e in events] == [r["best_fitness"] for r in _rows(range(3))]
 
 
-def test_a_damaged_tracking_file_starts_new_runs_with_every_row(tmp_path, capsys):
+DAMAGED = [
+    b'{"loggers": ["csv", "tensorb',
+    b"[]",
+    b'{"through": {"tensorboard": "7"}}',
+    b'{"loggers": ["csv", "mlflow"]}',
+    b'{"wandb": {"id": 3}}',
+    b"\xff\xfe\x00garbage",
+]
+
+
+@pytest.mark.parametrize("damaged", DAMAGED)
+def test_a_damaged_tracking_file_starts_new_runs_with_every_row(damaged, tmp_path, capsys):
     out = tmp_path / "run"
     out.mkdir()
-    (out / tracking.FILE).write_text('{"loggers": ["csv", "tensorb')
+    (out / tracking.FILE).write_bytes(damaged)
     assert tracking.resolve(None, out) == ("csv",)
     assert "unreadable" in capsys.readouterr().err
     rows = _rows(range(4))
@@ -277,3 +288,22 @@ def test_a_tracked_run_and_its_resume_hold_what_metrics_csv_holds(tmp_path, monk
     sessions = list(out.glob("wandb/offline-run-*"))
     assert len(sessions) == 2 and all(wandb_id in p.name for p in sessions)
     _assert_holds(out, rows, out / "tensorboard", load_run_config(out))
+
+
+@pytest.mark.slow
+def test_the_runs_of_a_batched_sweep_share_a_log_dir(tmp_path):
+    from selfref_ghn.tools.sweep import run_sweep
+    from tests.conftest import TINY
+
+    cfg = Config(**{**TINY, "switch_intervals": ((2, 4),)})
+    run_sweep(cfg, [0, 1], {"child_factor": [0.0]}, tmp_path, progress=False,
+              loggers="tensorboard")  # fmt: skip
+    for seed in (0, 1):
+        out = tmp_path / f"seed{seed}-child_factor=0.0"
+        with (out / "metrics.csv").open(newline="") as f:
+            best = [float(r["best_fitness"]) for r in csv.DictReader(f)]
+        acc = _tensorboard(tmp_path / "tensorboard" / out.name)
+        events = acc.Scalars("best_fitness")
+        assert [e.step for e in events] == list(range(cfg.generations))
+        assert [e.value for e in events] == pytest.approx(best)
+        assert [i.step for i in acc.Images("fitness")] == [cfg.generations - 1]

@@ -109,6 +109,9 @@ def resolve(loggers: str | Iterable[str] | None, resumed: str | Path | None = No
     return names
 
 
+_SHAPE = {"through": {}, "wandb": {}, "loggers": []}  # tracking.json's fields, their defaults
+
+
 def _read_state(out: Path) -> dict[str, Any]:
     """``out/tracking.json``, or ``{}`` when it is missing or damaged (said on stderr)."""
     path = out / FILE
@@ -116,9 +119,19 @@ def _read_state(out: Path) -> dict[str, Any]:
         return {}
     try:
         state = json.loads(path.read_text())
-        if isinstance(state, dict) and isinstance(state.get("through", {}), dict):
-            return state
-        raise ValueError("not a JSON object")
+        if not isinstance(state, dict):
+            raise ValueError("not a JSON object")
+        through, wandb, loggers = (state.get(k, d) for k, d in _SHAPE.items())
+        if not (
+            isinstance(through, dict)
+            and all(type(v) is int for v in through.values())
+            and isinstance(wandb, dict)
+            and all(isinstance(v, (str, type(None))) for v in wandb.values())
+            and isinstance(loggers, list)
+            and all(n in LOGGERS for n in loggers)
+        ):
+            raise ValueError("not the fields selfref-ghn writes")
+        return state
     except (OSError, ValueError) as e:
         print(f"selfref-ghn: {path} is unreadable ({e}); new tracked runs", file=sys.stderr)
         return {}
