@@ -17,7 +17,9 @@ A results folder holds:
   checkpoint count, time and size, and what the monitor reported (:func:`write_summary`,
   :func:`read_summary`);
 * ``fitness.png``: return, mutation rate and diversity over generations
-  (:mod:`selfref_ghn.run.plotting`).
+  (:mod:`selfref_ghn.run.plotting`);
+* with ``--logger``: ``tracking.json`` (the trackers, the W&B run id, what each has logged),
+  ``wandb/`` and ``tensorboard/`` (:mod:`selfref_ghn.run.tracking`).
 
 The host loop that writes them is :mod:`selfref_ghn.run.loop`; resume and fork rules are
 :mod:`selfref_ghn.run.resume`.
