@@ -6,10 +6,11 @@ varies, including whether the controls are inverted, held in an ``EnvParams`` py
 
 ``make(env_id, **kwargs) -> (env, env_params)`` is the single entry point. Environments are
 imported lazily, so ``import selfref_ghn.envs`` stays cheap and pulls in brax only when an
-Ant variant is asked for. Besides the ids registered here, every id of gymnax's registry
-(``gymnax.registered_envs``: classic control, bsuite, MinAtar, misc) is accepted, and
-``make(env_id, switch=RULE)`` puts any of them behind a switch rule of
-:mod:`selfref_ghn.envs.switch` (DESIGN §3b); the ``-Switch`` ids keep their own switch.
+Ant variant or another brax id (``HalfCheetah``, ``Hopper``, ``Walker2d``) is asked for.
+Besides the ids registered here, every id of gymnax's registry (``gymnax.registered_envs``:
+classic control, bsuite, MinAtar, misc) is accepted, and ``make(env_id, switch=RULE)`` puts any
+of them behind a switch rule of :mod:`selfref_ghn.envs.switch` (DESIGN §3b); the ``-Switch``
+ids keep their own switch.
 
 Example:
     >>> from selfref_ghn import envs
@@ -37,6 +38,9 @@ _REGISTRY: dict[str, str] = {
     "Ant": "selfref_ghn.envs.ant:make_brax_ant",
     "Ant-v5": "selfref_ghn.envs.ant:make_ant_v5",
     "Ant-Switch": "selfref_ghn.envs.ant:make_ant_switch",
+    "HalfCheetah": "selfref_ghn.envs.brax_envs:make_halfcheetah",
+    "Hopper": "selfref_ghn.envs.brax_envs:make_hopper",
+    "Walker2d": "selfref_ghn.envs.brax_envs:make_walker2d",
     "Breakout-MinAtar": "selfref_ghn.envs.minatar:make_breakout",
     "Breakout-MinAtar-Switch": "selfref_ghn.envs.minatar:make_breakout",
     "Asterix-MinAtar": "selfref_ghn.envs.minatar:make_asterix",

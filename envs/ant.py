@@ -40,16 +40,18 @@ import jax.numpy as jnp
 import mujoco
 import numpy as np
 from flax import struct
+from jax.typing import ArrayLike
 from gymnax.environments import environment
 from mujoco import mjx
 from selfref_ghn.envs import _ant_mjx
 
 # relative: the API docs load this folder as ``envs``, where ``selfref_ghn.envs`` is unknown
 from ._ant_base import EnvParams, _Ant, _negate_if, _split, body_poses, html_viewer
+from .brax_envs import BRAX_BACKENDS, DEFAULT_BACKEND, BraxEnv, BraxState
 
 # Default brax backend: see docs/envs/ant.md for the measurements behind this choice.
-DEFAULT_BRAX_BACKEND = "mjx"
-BRAX_BACKENDS = ("spring", "positional", "generalized", "mjx")
+DEFAULT_BRAX_BACKEND = DEFAULT_BACKEND["ant"]
+BraxAntState = BraxState
 PHYSICS = ("mujoco", "brax")
 
 
@@ -68,21 +70,16 @@ class AntV5Params(EnvParams):
 
 
 @struct.dataclass
-class BraxAntState(environment.EnvState):
-    """Step count and brax's own ``State`` (pipeline state, obs, reward, done, metrics)."""
-
-    brax_state: Any
-
-
-@struct.dataclass
 class AntV5State(environment.EnvState):
     """Step count and the full MJX ``Data`` (``xpos`` is kept for the forward reward)."""
 
     data: Any
 
 
-class BraxAnt(_Ant):
+class BraxAnt(BraxEnv):
     """brax's ``ant`` as a gymnax environment, with invertible controls.
+
+    The generic brax adapter (:class:`~selfref_ghn.envs.brax_envs.BraxEnv`) on task ``ant``.
 
     Args:
         backend: brax physics backend, one of ``spring``, ``positional``, ``generalized``,
@@ -96,74 +93,7 @@ class BraxAnt(_Ant):
     """
 
     def __init__(self, backend: str = DEFAULT_BRAX_BACKEND, **brax_kwargs: Any):
-        super().__init__()
-        if backend not in BRAX_BACKENDS:
-            raise ValueError(f"backend must be one of {BRAX_BACKENDS}, got {backend!r}")
-        from brax import envs as brax_envs
-
-        self.backend = backend
-        self._config = (backend, tuple(sorted(brax_kwargs.items())))
-        self._brax = brax_envs.get_environment("ant", backend=backend, **brax_kwargs)
-
-    @property
-    def default_params(self) -> EnvParams:
-        return EnvParams()
-
-    @property
-    def name(self) -> str:
-        return "Ant"
-
-    @property
-    def obs_size(self) -> int:
-        return 27
-
-    @property
-    def dt(self) -> float:
-        """Seconds of simulated time per environment step."""
-        return float(self._brax.dt)
-
-    @property
-    def mj_model(self) -> mujoco.MjModel:
-        """The MuJoCo model brax's ``ant`` was loaded from (for rendering)."""
-        return self._brax.sys.mj_model
-
-    def qpos(self, state: BraxAntState) -> jax.Array:
-        return state.brax_state.pipeline_state.q
-
-    def step_env(
-        self, key: jax.Array, state: BraxAntState, action: jax.Array, params: EnvParams
-    ) -> tuple[jax.Array, BraxAntState, jax.Array, jax.Array, dict[str, Any]]:
-        action = _negate_if(params.inverted, jnp.asarray(action, jnp.float32))
-        # brax's ant updates ``metrics`` in place: hand it a copy.
-        prev = state.brax_state.replace(metrics=dict(state.brax_state.metrics))
-        bs = self._brax.step(prev, action)
-        state = BraxAntState(time=state.time + 1, brax_state=bs)
-        return bs.obs, state, bs.reward, bs.done > 0.5, dict(bs.metrics)
-
-    def reset_env(self, key: jax.Array, params: EnvParams) -> tuple[jax.Array, BraxAntState]:
-        bs = self._brax.reset(key)
-        return bs.obs, BraxAntState(time=0, brax_state=bs)
-
-    def reset_from(
-        self, qpos: jax.Array, qvel: jax.Array, params: EnvParams | None = None
-    ) -> tuple[jax.Array, BraxAntState]:
-        """Start an episode from explicit generalized positions and velocities.
-
-        Args:
-            qpos: ``(15,)`` positions (torso xyz, quaternion, 8 joint angles).
-            qvel: ``(14,)`` velocities.
-            params: unused; accepted for symmetry with :meth:`reset`.
-
-        Returns:
-            ``(obs, state)`` as :meth:`reset` returns them.
-        """
-        bs = self._brax.reset(jax.random.key(0))
-        ps = self._brax.pipeline_init(jnp.asarray(qpos), jnp.asarray(qvel))
-        bs = bs.replace(pipeline_state=ps, obs=self._brax._get_obs(ps))
-        return bs.obs, BraxAntState(time=0, brax_state=bs)
-
-    def is_terminated(self, state: BraxAntState, params: EnvParams) -> jax.Array:
-        return state.brax_state.done > 0.5
+        super().__init__("ant", backend, **brax_kwargs)
 
 
 def gymnasium_ant_xml() -> str:
@@ -340,7 +270,7 @@ class AntV5(_Ant):
         return self.reset_from(qpos, qvel, params)
 
     def reset_from(
-        self, qpos: jax.Array, qvel: jax.Array, params: AntV5Params | None = None
+        self, qpos: ArrayLike, qvel: ArrayLike, params: AntV5Params | None = None
     ) -> tuple[jax.Array, AntV5State]:
         """Start an episode from explicit ``qpos``/``qvel`` (Gymnasium's ``set_state``).
 
@@ -420,6 +350,8 @@ def make_ant_switch(**overrides: Any) -> tuple[AntV5, AntV5Params]:
 
 
 __all__ = [
+    "BRAX_BACKENDS",
+    "DEFAULT_BRAX_BACKEND",
     "AntV5",
     "AntV5Params",
     "AntV5State",

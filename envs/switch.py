@@ -16,6 +16,10 @@ Rules (:data:`RULES`; options in brackets):
   ``obs'[..., i] = signs[i] * obs[..., perm[i]]``; e.g. Pendulum-v1's ``[cos, sin, w]`` ->
   ``[sin, cos, -w]`` is ``perm=(1, 0, 2), signs=(1, 1, -1)``.
 * ``negate_reward``: ``r -> -r``.
+* ``target_speed`` [``target``, m/s]: ``r -> -|v - target|``, ``v = info["x_velocity"]`` the
+  forward velocity of the env's forward reward (brax's tasks, Ant-v5: :mod:`.brax_envs`).
+* ``run_backwards``: the forward reward term negated, the other terms (costs, healthy reward)
+  unchanged: ``r -> r - 2 * info["reward_forward"]``.
 * ``set_param`` [``field=value``, ...]: the named fields of the environment's own params take
   the given values (e.g. Pendulum-v1 ``g=15.0``); fields derived from them are not recomputed
   (CartPole-v1's ``polemass_length`` from ``length``: give both).
@@ -31,6 +35,7 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Mapping
 from typing import Any
 
@@ -71,7 +76,11 @@ class Rule:
     def reward(self, reward: jax.Array) -> jax.Array:
         return reward
 
-    def env_params(self, params: Any, inverted: jax.Array) -> Any:
+    def reward_from(self, reward: jax.Array, info: Mapping[str, Any]) -> jax.Array:
+        """The switched reward, from the step's reward and ``info`` (default: :meth:`reward`)."""
+        return self.reward(reward)
+
+    def env_params(self, params: Any, inverted: bool | jax.Array) -> Any:
         return params
 
     def observation_space(self, space: Any) -> Any:
@@ -199,6 +208,63 @@ class NegateReward(Rule):
         return -reward
 
 
+@functools.lru_cache(maxsize=32)
+def _info_keys(env: Any) -> frozenset[str]:
+    """The keys of ``env``'s step ``info`` (traced, not compiled; once per equal env)."""
+    p = env.default_params
+
+    def step(key: jax.Array) -> Any:
+        state = env.reset_env(key, p)[1]
+        return env.step_env(key, state, env.action_space(p).sample(key), p)[4]
+
+    return frozenset(jax.eval_shape(step, jax.random.key(0)))
+
+
+def _forward_info(env: Any, rule: str, keys: tuple[str, ...]) -> None:
+    """Raise unless ``env``'s step reports ``keys`` in its ``info``."""
+    try:
+        missing = [k for k in keys if k not in _info_keys(env)]
+    except TypeError:  # an unhashable env: traced each time
+        missing = [k for k in keys if k not in _info_keys.__wrapped__(env)]
+    if missing:
+        raise ValueError(
+            f"{rule} needs an environment that reports a forward velocity (info {missing}); "
+            f"{_env_name(env)} does not: use Ant, HalfCheetah, Hopper, Walker2d or Ant-v5"
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class TargetSpeed(Rule):
+    """Reward ``-|v - target|``, ``v`` the env's forward velocity ``info["x_velocity"]`` (m/s)."""
+
+    target: float | None = None
+    name: str = dataclasses.field(default="target_speed", init=False)
+
+    def check(self, env: Any, params: Any) -> None:
+        if self.target is None:
+            raise ValueError(f"{self.name} needs the option 'target' (a speed in m/s)")
+        if not isinstance(self.target, (int, float)) or not np.isfinite(self.target):
+            raise ValueError(f"{self.name}: target must be a finite number, got {self.target!r}")
+        _forward_info(env, self.name, ("x_velocity",))
+
+    def reward_from(self, reward: jax.Array, info: Mapping[str, Any]) -> jax.Array:
+        v = jnp.asarray(info["x_velocity"])
+        return -jnp.abs(v - jnp.asarray(self.target, v.dtype)).astype(jnp.asarray(reward).dtype)
+
+
+@dataclasses.dataclass(frozen=True)
+class RunBackwards(Rule):
+    """The forward reward term ``info["reward_forward"]`` negated, the other terms unchanged."""
+
+    name: str = dataclasses.field(default="run_backwards", init=False)
+
+    def check(self, env: Any, params: Any) -> None:
+        _forward_info(env, self.name, ("x_velocity", "reward_forward"))
+
+    def reward_from(self, reward: jax.Array, info: Mapping[str, Any]) -> jax.Array:
+        return reward - 2 * jnp.asarray(info["reward_forward"], jnp.asarray(reward).dtype)
+
+
 @dataclasses.dataclass(frozen=True)
 class SetParam(Rule):
     """Fields of the environment's params set to ``values`` (``((field, value), ...)``)."""
@@ -237,7 +303,7 @@ class SetParam(Rule):
                 f"static value, which cannot change inside a run ({type(e).__name__})"
             ) from None
 
-    def env_params(self, params: Any, inverted: jax.Array) -> Any:
+    def env_params(self, params: Any, inverted: bool | jax.Array) -> Any:
         changes = {}
         for field, value in self.values:
             old = jnp.asarray(getattr(params, field))
@@ -287,6 +353,8 @@ RULES: dict[str, Any] = {
     "negate_observations": NegateObservations,
     "permute_observations": PermuteObservations,
     "negate_reward": NegateReward,
+    "target_speed": TargetSpeed,
+    "run_backwards": RunBackwards,
     "set_param": _set_param,
 }
 
@@ -361,7 +429,7 @@ class SwitchEnv(environment.Environment):
         action = self._on(params, self.rule.action(action, space), action)
         obs, state, reward, done, info = self.env.step_env(key, state, action, inner)
         obs = self._on(params, self.rule.observation(obs), obs)
-        reward = self._on(params, self.rule.reward(reward), reward)
+        reward = self._on(params, self.rule.reward_from(reward, info), reward)
         return obs, state, reward, done, info
 
     def is_truncated(self, state: Any, params: SwitchParams) -> jax.Array:

@@ -134,6 +134,8 @@ def _fits(rule, env, params):
         return isinstance(act, spaces.Box) and np.allclose(act.low, -np.asarray(act.high))
     if rule in ("negate_observations", "permute_observations"):
         return isinstance(obs, spaces.Box)
+    if rule in ("target_speed", "run_backwards"):
+        return False  # no gymnax env reports a forward velocity (tests/envs/test_brax_switch.py)
     return True
 
 
@@ -145,6 +147,8 @@ def _options(rule, env, params):
         return {"perm": list(range((getattr(obs, "shape", ()) or (1,))[-1]))[::-1]}
     if rule == "set_param":
         return {"max_steps_in_episode": 7}
+    if rule == "target_speed":
+        return {"target": 1.0}
     return None
 
 
