@@ -97,6 +97,9 @@ class BraxEnv(environment.Environment):
     def __hash__(self) -> int:
         return hash((type(self).__name__, self._config))
 
+    # what the switch rules read from a step's ``info`` (the rest is brax's ``metrics``)
+    info_keys = ("x_velocity", "reward_forward")
+
     @property
     def default_params(self) -> EnvParams:
         return EnvParams()

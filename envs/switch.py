@@ -35,7 +35,6 @@ Example:
 from __future__ import annotations
 
 import dataclasses
-import functools
 from collections.abc import Mapping
 from typing import Any
 
@@ -208,9 +207,10 @@ class NegateReward(Rule):
         return -reward
 
 
-@functools.lru_cache(maxsize=32)
 def _info_keys(env: Any) -> frozenset[str]:
-    """The keys of ``env``'s step ``info`` (traced, not compiled; once per equal env)."""
+    """``env.info_keys`` if declared, else the keys of its step's ``info`` (traced)."""
+    if hasattr(env, "info_keys"):
+        return frozenset(env.info_keys)
     p = env.default_params
 
     def step(key: jax.Array) -> Any:
@@ -222,10 +222,7 @@ def _info_keys(env: Any) -> frozenset[str]:
 
 def _forward_info(env: Any, rule: str, keys: tuple[str, ...]) -> None:
     """Raise unless ``env``'s step reports ``keys`` in its ``info``."""
-    try:
-        missing = [k for k in keys if k not in _info_keys(env)]
-    except TypeError:  # an unhashable env: traced each time
-        missing = [k for k in keys if k not in _info_keys.__wrapped__(env)]
+    missing = [k for k in keys if k not in _info_keys(env)]
     if missing:
         raise ValueError(
             f"{rule} needs an environment that reports a forward velocity (info {missing}); "

@@ -80,6 +80,7 @@ def test_halfcheetah_adapter_is_brax_own_step(plain):
     np.testing.assert_array_equal(np.asarray(obs), np.asarray(own[0]))
     np.testing.assert_array_equal(np.asarray(reward), np.asarray(own[1]))
     np.testing.assert_array_equal(np.asarray(done), np.asarray(own[2]) > 0.5)
+    assert set(env.info_keys) <= set(info)  # what the rules' check trusts without tracing
     v = _speed(env, x0, torso_x)
     np.testing.assert_allclose(np.asarray(info["x_velocity"]), v, rtol=1e-5, atol=1e-5)
     np.testing.assert_array_equal(
