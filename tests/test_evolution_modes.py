@@ -124,7 +124,7 @@ def test_default_mode_writes_the_metrics_recorded_before_modes_existed(tmp_path)
 SMALL = [
     "--set", "embed_dim=8", "--set", "trunk_dim=8", "--set", "coeff_dim=4",
     "--set", "num_rates=3", "--set", "gnn_rounds=2", "--set", "policy_hidden=[8]",
-    "--set", "horizon=100", "--set", "log_every=2",
+    "--set", "horizon=100", "--set", "log_every=2", "--set", "switch_intervals=[[1,3]]",
 ]  # fmt: skip
 
 
