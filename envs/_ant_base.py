@@ -11,6 +11,7 @@ their factories live in ``ant``, which re-exports the public names.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import jax
@@ -93,7 +94,7 @@ def _negate_if(inverted: bool | jax.Array, action: jax.Array) -> jax.Array:
 
 def _split(overrides: dict[str, Any], params_cls: type) -> tuple[dict, dict]:
     """Split keyword arguments into ``EnvParams`` fields and constructor arguments."""
-    fields = set(params_cls.__dataclass_fields__)
+    fields = {f.name for f in dataclasses.fields(params_cls)}
     params = {k: v for k, v in overrides.items() if k in fields}
     static = {k: v for k, v in overrides.items() if k not in fields}
     return params, static

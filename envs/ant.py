@@ -41,6 +41,7 @@ import mujoco
 import numpy as np
 from flax import struct
 from jax.typing import ArrayLike
+from jax.typing import ArrayLike
 from gymnax.environments import environment
 from mujoco import mjx
 from selfref_ghn.envs import _ant_mjx

@@ -50,8 +50,8 @@ TASKS: dict[str, tuple[str, str]] = {
 DEFAULT_BACKEND: dict[str, str] = {
     "ant": "mjx",
     "halfcheetah": "spring",
-    "hopper": "spring",
-    "walker2d": "spring",
+    "hopper": "generalized",
+    "walker2d": "generalized",
 }
 
 

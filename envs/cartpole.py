@@ -7,7 +7,7 @@ schedule of a run sets ``inverted`` inside the compiled loop.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeAlias
 
 import jax
 import jax.numpy as jnp
@@ -22,7 +22,7 @@ class EnvParams(_gx.EnvParams):
     inverted: bool | jax.Array = False
 
 
-EnvState = _gx.EnvState
+EnvState: TypeAlias = _gx.EnvState
 
 
 class CartPoleSwitch(_gx.CartPole):

@@ -225,7 +225,7 @@ class Config:
         windows ``[k, 2k), [3k, 4k), ...`` (the last one clipped at ``generations``). Plots,
         recovery and the schedule all read these."""
         if self.switch_intervals:
-            return tuple(tuple(iv) for iv in self.switch_intervals)
+            return tuple((int(a), int(b)) for a, b in self.switch_intervals)
         return tuple(periodic_windows(self.switch_every, self.generations))
 
     def replace(self, **changes: Any) -> Config:

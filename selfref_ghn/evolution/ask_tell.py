@@ -28,7 +28,8 @@ with ``self`` static: wrap ``ask``/``tell`` in one ``jax.jit`` (or a ``lax.scan`
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from collections.abc import Callable
+from typing import Any, cast
 
 import jax
 import jax.numpy as jnp
@@ -43,8 +44,7 @@ from selfref_ghn.model.srghn import SRGHN
 from selfref_ghn.types import Array, Params
 
 
-@struct.dataclass
-class AskTellState:
+class AskTellState(struct.PyTreeNode):
     """The population between ``ask`` and ``tell``.
 
     Attributes:
@@ -89,6 +89,9 @@ class SelfReferentialGHN:
     solution: Params
     num_children: int = 2
     config: Config | None = None
+    # set by __post_init__ from the above
+    ghn: SRGHN = dataclasses.field(init=False, repr=False)
+    _unravel: Callable[[Any], Params] = dataclasses.field(init=False, repr=False)
 
     def __post_init__(self):
         C = self.num_children
@@ -112,14 +115,19 @@ class SelfReferentialGHN:
         object.__setattr__(self, "_unravel", unravel)
 
     @property
+    def _config(self) -> Config:
+        """``config`` as completed by ``__post_init__`` (never ``None``)."""
+        return cast(Config, self.config)
+
+    @property
     def num_parents(self) -> int:
         """``P``: survivors kept by selection."""
-        return self.config.population_size
+        return self._config.population_size
 
     @property
     def default_params(self) -> Hyperparams:
         """The traced hyperparameters (clips, noise, child-fitness mixing) of ``config``."""
-        return Hyperparams.from_config(self.config)
+        return Hyperparams.from_config(self._config)
 
     # ------------------------------------------------------------------------ contract
     def init(self, key: Array, mean: Params | None, params: Hyperparams) -> AskTellState:
@@ -136,7 +144,7 @@ class SelfReferentialGHN:
         """
         del mean, params
         P, N = self.num_parents, self.population_size
-        init_key = prng.run_stream(key, "init", self.config.key_version)
+        init_key = prng.run_stream(key, "init", self._config.key_version)
         parents = jax.vmap(lambda i: self.ghn.init(prng.member(init_key, i)))(jnp.arange(P))
         D = ravel_pytree(self.solution)[0].size
         return AskTellState(
@@ -208,7 +216,7 @@ class SelfReferentialGHN:
         ret = jnp.where(jnp.isfinite(fitness), -fitness, -jnp.inf)  # evosax minimises
         ret = jnp.where(jnp.all(jnp.isfinite(state.members), axis=1), ret, -jnp.inf)
         sel = selection_fitness(ret, P, params.child_factor)
-        top, selected = survivors(sel, P, self.config.selection_ties)
+        top, selected = survivors(sel, P, self._config.selection_ties)
 
         flat = jax.vmap(lambda p: ravel_pytree(p)[0])(population)
         i_best = jnp.argmax(ret)

@@ -72,7 +72,7 @@ def make_algorithm(config: Config, num_dims: int) -> tuple[Any, Any]:
         ``(strategy, params)``.
     """
     cls = algorithm_class(config.method)
-    accepted = inspect.signature(cls.__init__).parameters
+    accepted = inspect.signature(cls).parameters
     kwargs: dict[str, Any] = {}
     if "std_schedule" in accepted:
         kwargs["std_schedule"] = optax.constant_schedule(config.baseline_sigma)
@@ -98,8 +98,7 @@ def _strong(tree: Any) -> Any:
     return jax.tree.map(lambda x: jnp.asarray(x, dtype=jnp.asarray(x).dtype), tree)
 
 
-@struct.dataclass
-class BaselineState:
+class BaselineState(struct.PyTreeNode):
     """An evosax run and everything needed to continue it exactly.
 
     Attributes:

@@ -46,8 +46,7 @@ from selfref_ghn.model.srghn import SRGHN
 from selfref_ghn.types import Array, Metrics, Params
 
 
-@struct.dataclass
-class EvoState:
+class EvoState(struct.PyTreeNode):
     """The evolved population and everything needed to continue the run exactly.
 
     Attributes:

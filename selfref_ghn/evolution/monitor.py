@@ -38,8 +38,7 @@ COLUMNS = tuple(f"monitor_{name}" for name in FLAGS) + ("monitor_stop",)
 EXIT_MONITOR_STOP = 3
 
 
-@struct.dataclass
-class MonitorState:
+class MonitorState(struct.PyTreeNode):
     """What the monitor carries from one generation to the next (part of the run state).
 
     Attributes:

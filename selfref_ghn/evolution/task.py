@@ -12,7 +12,7 @@ import dataclasses
 import inspect
 import math
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import flax.linen as nn
 
@@ -102,7 +102,9 @@ def make_task(
     env_obs_shape = tuple(env.observation_space(env_params).shape)
     _check_observations(config, env_obs_shape)
     flatten = policy is None and not config.policy_conv and len(env_obs_shape) > 1
-    scales = dict(fan_in_scale=config.policy_fan_in_scale, output_scale=config.policy_output_scale)
+    scales: dict[str, Any] = dict(
+        fan_in_scale=config.policy_fan_in_scale, output_scale=config.policy_output_scale
+    )
     if policy is None and config.policy_conv:
         policy = ConvPolicy(config.policy_conv, config.policy_hidden, num_outputs, **scales)
     elif policy is None:
@@ -111,7 +113,8 @@ def make_task(
     graph_of(policy_template(policy, obs_shape), strict=True)  # orderable, or a ConfigError
 
     def policy_fn(params: Params, obs: Array) -> Array:
-        return act(policy.apply({"params": params}, obs.reshape(-1) if flatten else obs))
+        out = policy.apply({"params": params}, obs.reshape(-1) if flatten else obs)
+        return act(cast(Array, out))  # one output: no mutable collections
 
     return Task(
         env=env,

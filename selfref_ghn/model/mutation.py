@@ -35,6 +35,7 @@ The constant noise (and the external ablation's Gaussian) is drawn by :mod:`self
 from __future__ import annotations
 
 from collections import defaultdict
+from typing import cast
 
 import jax
 import jax.numpy as jnp
@@ -103,7 +104,7 @@ def project(ghn: SRGHN, coeffs: Array, rate: Array, basis: Array, update_clip: A
         block = block * rate[nodes, None]
         for j, node in enumerate(nodes):
             pieces[int(node)] = block[j]
-    return jnp.concatenate(pieces)
+    return jnp.concatenate(cast(list[Array], pieces))  # every node's piece is set
 
 
 def project_blocks(

@@ -125,7 +125,7 @@ def action_fn_for(action_space) -> tuple[int, Callable[[Array], Array]]:
     high = np.broadcast_to(np.asarray(action_space.high, np.float32), shape)
     size = int(np.prod(shape))
     if np.all(np.isfinite(low)) and np.all(np.isfinite(high)):
-        mid, half = (high + low) / 2.0, (high - low) / 2.0
+        mid, half = jnp.asarray((high + low) / 2.0), jnp.asarray((high - low) / 2.0)
         return size, lambda out: (mid + half * jnp.tanh(out)).reshape(shape)
     return size, lambda out: jnp.tanh(out).reshape(shape)
 

@@ -300,7 +300,7 @@ def _quiet_abandoned_reads() -> None:
             return
         previous(unraisable)
 
-    hook._selfref_quiet = True
+    hook._selfref_quiet = True  # type: ignore[attr-defined]  # marks the hook as installed
     sys.unraisablehook = hook
 
 

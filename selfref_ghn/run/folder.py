@@ -172,7 +172,7 @@ def read_kept_rows(path: Path, generation: int, rewrite: bool = True) -> list[di
                     if raw is None
                     else parse_row(raw, [k for k in COLUMNS if k not in absent])
                 )
-                if row is None or int(row["generation"]) != len(rows):
+                if raw is None or row is None or int(row["generation"]) != len(rows):
                     bad_line = line  # cut short by a crash, or damaged: nothing after is kept
                     break
                 if row["generation"] >= generation:
@@ -205,7 +205,7 @@ def save_state(state: EvoState, path: str | Path) -> None:
     """Save a state's leaves to ``.npz`` keyed by their pytree paths (atomically: a write cut
     short leaves the file as it was)."""
     flat = jax.tree_util.tree_flatten_with_path(jax.device_get(state))[0]
-    arrays = {jax.tree_util.keystr(p).strip("."): np.asarray(v) for p, v in flat}
+    arrays: dict[str, Any] = {jax.tree_util.keystr(p).strip("."): np.asarray(v) for p, v in flat}
     tmp = Path(str(path) + ".tmp")
     with tmp.open("wb") as f:
         np.savez_compressed(f, **arrays)

@@ -56,7 +56,9 @@ def record_dtype(population_size: int) -> np.dtype:
     )
 
 
-def records(metrics: Mapping[str, np.ndarray], rows: Sequence[int], population_size: int):
+def records(
+    metrics: Mapping[str, np.ndarray], rows: Sequence[int] | np.ndarray, population_size: int
+):
     """Lineage records of some generations of a chunk's stacked metrics.
 
     Args:
@@ -195,7 +197,7 @@ def ancestry(recs: np.ndarray, num_children: int, champion: int = 0) -> dict[str
     """
     G = len(recs)
     P = recs["selected"].shape[1] if G else 0
-    out = {
+    out: dict[str, np.ndarray] = {
         "generation": np.arange(G),
         "slot": np.zeros(G, np.int32),
         "parent_slot": np.zeros(G, np.int32),

@@ -17,7 +17,7 @@ import json
 import os
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -56,7 +56,7 @@ from selfref_ghn.run.resume import (
 
 
 def _progress_line(
-    row: dict[str, float], total: int, gens_per_s: float, flags: list[str] = ()
+    row: dict[str, float], total: int, gens_per_s: float, flags: Sequence[str] = ()
 ) -> str:
     flag = " | inverted" if row["inverted"] else ""
     warn = f" | ! {', '.join(flags)}" if flags else ""
@@ -107,7 +107,7 @@ class RunFiles:
             row["wall_time"] = wall_time
             new.append(row)
         self.rows.extend(new)
-        if self._writer is not None:
+        if self._writer is not None and self._file is not None and self.out is not None:
             self._writer.writerows(new)
             self._file.flush()
             lineage_lib.append(
@@ -317,8 +317,8 @@ def evolve(
         if record is not None:
             check_resumable(record.config, config, ckpts.latest_step() or 0)
             kept = {k: v for k, v in record.stored.items() if k == "_fork"}
-        if resume and ckpts.latest_step() is not None:
-            resumed_from = ckpts.latest_step()
+        if resume and (latest := ckpts.latest_step()) is not None:
+            resumed_from = latest
             if resumed_from > config.generations:
                 raise ConfigError(
                     "generations",
@@ -409,7 +409,7 @@ def evolve(
                 file=stream,
                 flush=True,
             )
-        if callback:  # a copy the run does not touch again
+        if callback is not None and s is not None:  # a copy the run does not touch again
             callback(s, new)
 
     try:

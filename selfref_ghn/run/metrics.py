@@ -27,7 +27,7 @@ CSV_COLUMNS = (
 )  # fmt: skip
 
 
-def parse_row(raw: Mapping[str | None, object], names: Iterable[str]) -> dict[str, float] | None:
+def parse_row(raw: Mapping[Any, object], names: Iterable[str]) -> dict[str, float] | None:
     """The numbers of one ``metrics.csv`` row (a :class:`csv.DictReader` row), or ``None`` if it
     is cut short or malformed: a column of ``names`` empty or not a number, more fields than
     the header, or a ``generation`` that is not a whole number >= 0.
@@ -132,7 +132,7 @@ RECOVERY_DEFINITIONS = ("raw", "normalised")
 
 
 def recovery(
-    curve: Sequence[float],
+    curve: Sequence[float] | np.ndarray,
     switch_points: Sequence[int],
     fractions: Sequence[float] = (0.5, 0.9, 1.0),
     window: int = 10,
@@ -363,13 +363,13 @@ RECOVERY_CURVES = ("best_fitness", "mean_fitness")
 
 
 def recovery_curves(
-    metrics: Mapping[str, Sequence[float]],
+    metrics: Mapping[str, Sequence[float] | np.ndarray],
     switch_points: Sequence[int],
     curves: Sequence[str] = RECOVERY_CURVES,
     hold: int = 10,
     window: int = 10,
     floor: float | None = None,
-) -> list[dict[str, float | str]]:
+) -> list[dict[str, Any]]:
     """:func:`recovery` of several metric columns, the same way for every method.
 
     The comparison of methods (``selfref-ghn compare``) uses this with ``hold=10``: a curve

@@ -92,7 +92,7 @@ def plot_run(
     return path
 
 
-def trailing_mean(y: Sequence[float], n: int) -> np.ndarray:
+def trailing_mean(y: Sequence[float] | np.ndarray, n: int) -> np.ndarray:
     """Mean of each value and the ``n - 1`` before it (fewer at the start).
 
     Example:

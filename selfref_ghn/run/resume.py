@@ -197,6 +197,7 @@ def plan_fork(
                 generation = _fork_step(ckpts, generation, warn=True)
     if not steps:
         raise ConfigError("--fork", str(source), "a results folder with a checkpoint")
+    assert generation is not None  # set from the checkpoints above
     if generation not in steps:
         near = sorted(steps, key=lambda s: abs(s - generation))[:3]
         raise ConfigError(

@@ -29,6 +29,7 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from selfref_ghn import presets
 from selfref_ghn.config import ConfigError
@@ -186,7 +187,7 @@ def cmd_run(args) -> int:
     if args.resume is not None and args.out is not None and args.out != args.resume:
         raise ConfigError("--out", str(args.out), "omit it, or give --resume's folder")
     # a resume or fork is checked before anything is built
-    if args.resume is not None:
+    if args.resume is not None and record is not None:
         from selfref_ghn.run.resume import check_resumable, played_generations
 
         check_resumable(record.config, cfg, played_generations(args.resume))
@@ -194,8 +195,10 @@ def cmd_run(args) -> int:
     if args.fork is not None:
         from selfref_ghn.run.resume import plan_fork, write_fork
 
-        plan = plan_fork(args.fork, args.out, cfg, args.fork_at, stored=record.config)
+        stored = record.config if record else None
+        plan = plan_fork(args.fork, args.out, cfg, args.fork_at, stored=stored)
     # validates env/policy compatibility and the split over devices before compiling
+    evo: Any  # Evolution or BaselineEvolution: the same interface
     if cfg.method == "srghn":
         evo = Evolution.create(cfg, devices=args.devices)
     else:
@@ -218,7 +221,7 @@ def cmd_run(args) -> int:
         or args.out
         or Path("results") / f"{args.preset}-seed{cfg.seed}-{time.strftime('%Y%m%d-%H%M%S')}"
     )
-    resume = args.resume is not None or args.fork is not None
+    resume: Any = args.resume is not None or args.fork is not None
     if args.resume is not None:
         resume = record  # evolve checks it against cfg and the checkpoints, before compiling
     run = {"progress": not args.quiet, "resume": resume, "loggers": loggers}

@@ -7,6 +7,7 @@ them and each command module's ``register``.
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
 from selfref_ghn import presets
 from selfref_ghn.config import Config, ConfigError
@@ -101,7 +102,8 @@ def config_from_args(args, stored: Config | None = None):
     if args.preset is None and stored is not None:
         cfg = stored
     elif args.preset is None:
-        resume, fork = getattr(args, "resume", None), getattr(args, "fork", None)
+        resume: Any = getattr(args, "resume", None)
+        fork: Any = getattr(args, "fork", None)
         if resume is None and fork is None:
             raise ConfigError("preset", None, f"one of {presets.names()} (or --resume DIR)")
         from selfref_ghn.run.folder import load_run_config

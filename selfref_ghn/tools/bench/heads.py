@@ -89,7 +89,7 @@ class PolicySpec:
         return n + sum((a + 1) * b for a, b in zip(sizes[:-1], sizes[1:], strict=True))
 
 
-POLICIES = (
+POLICIES: tuple[PolicySpec, ...] = (
     PolicySpec((4,), 2, (32,), discrete=True, env_id="CartPole-Switch"),
     PolicySpec((17,), 6, (64, 64)),
     PolicySpec((27,), 8, (256, 256)),

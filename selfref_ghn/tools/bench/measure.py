@@ -53,7 +53,7 @@ def device_memory_mb() -> dict[str, float] | None:
     return {k: v / 2**20 for k, v in stats.items() if k in ("peak_bytes_in_use", "bytes_in_use")}
 
 
-def timed_compile(fn: Callable, *args: Any) -> tuple[Callable, float]:
+def timed_compile(fn: Any, *args: Any) -> tuple[Callable, float]:
     """Compile jitted ``fn`` for ``args``: ``(compiled, seconds)``."""
     t0 = time.perf_counter()
     compiled = fn.lower(*args).compile()
