@@ -138,22 +138,22 @@ def polygon_centroid(vertices: np.ndarray) -> np.ndarray:
 class Scene:
     """Static description of the scene (constants, shared by all environments)."""
 
-    hull_verts: jax.Array  # [6, 2] local (body-origin) coordinates
-    hull_normals: jax.Array  # [6, 2]
-    hull_centroid: jax.Array  # [2]
-    leg_verts: jax.Array  # [4, 2]
-    leg_normals: jax.Array  # [4, 2]
-    inv_mass: jax.Array  # [3]
-    inv_inertia: jax.Array  # [3] about the centre of mass
-    local_center: jax.Array  # [3, 2]
-    anchor_a: jax.Array  # [2, 2] joint anchors on the hull (body-origin coordinates)
-    anchor_b: jax.Array  # [2, 2] joint anchors on each leg
-    lower: jax.Array  # [2] joint limits
-    upper: jax.Array  # [2]
-    motor_speed: jax.Array  # [2]
-    reference_angle: jax.Array  # [2] (pybox2d sets it to angleB - angleA at creation)
+    hull_verts: jax.Array | np.ndarray  # [6, 2] local (body-origin) coordinates
+    hull_normals: jax.Array | np.ndarray  # [6, 2]
+    hull_centroid: jax.Array | np.ndarray  # [2]
+    leg_verts: jax.Array | np.ndarray  # [4, 2]
+    leg_normals: jax.Array | np.ndarray  # [4, 2]
+    inv_mass: jax.Array | np.ndarray  # [3]
+    inv_inertia: jax.Array | np.ndarray  # [3] about the centre of mass
+    local_center: jax.Array | np.ndarray  # [3, 2]
+    anchor_a: jax.Array | np.ndarray  # [2, 2] joint anchors on the hull (body-origin coordinates)
+    anchor_b: jax.Array | np.ndarray  # [2, 2] joint anchors on each leg
+    lower: jax.Array | np.ndarray  # [2] joint limits
+    upper: jax.Array | np.ndarray  # [2]
+    motor_speed: jax.Array | np.ndarray  # [2]
+    reference_angle: jax.Array | np.ndarray  # [2] (pybox2d sets it to angleB - angleA at creation)
     max_motor_torque: float = struct.field(pytree_node=False)
-    friction: jax.Array = None  # [3, NSEG] mixed friction per body/segment
+    friction: jax.Array | np.ndarray  # [3, NSEG] mixed friction per body/segment
     dt: float = struct.field(pytree_node=False, default=1.0 / 50.0)
     velocity_iterations: int = struct.field(pytree_node=False, default=180)
     position_iterations: int = struct.field(pytree_node=False, default=60)
@@ -167,8 +167,7 @@ class Scene:
     toi_velocity_tolerance: float = struct.field(pytree_node=False, default=0.0)
 
 
-@struct.dataclass
-class PhysState:
+class PhysState(struct.PyTreeNode):
     """The dynamic state Box2D carries from one step to the next."""
 
     c: jax.Array  # [3, 2] centres of mass

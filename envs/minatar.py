@@ -50,6 +50,7 @@ class _Mirrored:
 
     _params_cls: type
     _switch_name: str
+    action_set: Any  # the game's
 
     @property
     def default_params(self) -> Any:
@@ -61,7 +62,7 @@ class _Mirrored:
         action = jnp.asarray(action, jnp.int32)
         perm = jnp.asarray(mirror_permutation(self.action_set))
         action = jnp.where(params.inverted, perm[action], action)
-        return super().step_env(key, state, action, params)
+        return super().step_env(key, state, action, params)  # type: ignore[misc]  # the game's
 
     @property
     def name(self) -> str:

@@ -26,6 +26,7 @@ import dataclasses
 import functools
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -388,8 +389,8 @@ class SRGHN:
     def policy_params(self, flat: Array) -> Params:
         """Deterministic head: the policy parameter pytree this member generates."""
         if self.blockwise:
-            values = self.net.apply(
-                {"params": self.unravel(flat)},
+            values = self._apply(
+                flat,
                 self.graph_inputs(self.policy_graph),
                 self.policy_layout,
                 method=SRGHNNet.policy_blocks,
@@ -397,28 +398,26 @@ class SRGHN:
             if self.config.head == "random_basis":
                 values = values @ jnp.asarray(self.policy_basis)
             return self.policy_graph.unravel(self.policy_layout.assemble(values))
-        rows = self.net.apply(
-            {"params": self.unravel(flat)},
-            self.graph_inputs(self.policy_graph),
-            method=SRGHNNet.policy_rows,
-        )
+        rows = self._apply(flat, self.graph_inputs(self.policy_graph), method=SRGHNNet.policy_rows)
         return self.policy_graph.split_rows(rows)
 
     def mutation_outputs(self, flat: Array) -> tuple[Array, Array]:
         """Stochastic head: ``(U, coeff_dim)`` log-std and ``(U, M)`` rate logits, ``U`` =
         :attr:`num_mutation_units` (one row per self-graph node, or per self block)."""
         if self.blockwise:
-            return self.net.apply(
-                {"params": self.unravel(flat)},
+            return self._apply(
+                flat,
                 self.graph_inputs(self.self_graph),
                 self.self_layout,
                 method=SRGHNNet.block_mutation_outputs,
             )
-        return self.net.apply(
-            {"params": self.unravel(flat)},
-            self.graph_inputs(self.self_graph),
-            method=SRGHNNet.mutation_outputs,
+        return self._apply(
+            flat, self.graph_inputs(self.self_graph), method=SRGHNNet.mutation_outputs
         )
+
+    def _apply(self, flat: Array, *args: Any, method: Any) -> Any:
+        """``net.apply`` of ``method`` with member ``flat``'s parameters (its one output)."""
+        return self.net.apply({"params": self.unravel(flat)}, *args, method=method)
 
     def leaf_mask(self, prefix: str) -> np.ndarray:
         """``(num_params,)`` mask of the flat entries of tensors under ``prefix``."""

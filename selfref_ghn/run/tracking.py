@@ -109,7 +109,8 @@ def resolve(loggers: str | Iterable[str] | None, resumed: str | Path | None = No
     return names
 
 
-_SHAPE = {"through": {}, "wandb": {}, "loggers": []}  # tracking.json's fields, their defaults
+# tracking.json's fields, their defaults
+_SHAPE: dict[str, Any] = {"through": {}, "wandb": {}, "loggers": []}
 
 
 def _read_state(out: Path) -> dict[str, Any]:
@@ -157,7 +158,7 @@ class _Wandb:
         import wandb
 
         self.wandb = wandb
-        self.ids = {
+        self.ids: dict[str, Any] = {
             "id": stored.get("id") or secrets.token_hex(6),  # W&B ids: [0-9a-z]
             "project": stored.get("project") or os.environ.get("WANDB_PROJECT") or PROJECT,
             "group": group,

@@ -402,7 +402,7 @@ def plot_comparison(
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.2), sharex=True)
-    colors = plt.get_cmap("tab10").colors
+    colors = plt.get_cmap("tab10").colors  # type: ignore[attr-defined]  # a ListedColormap
     for ax, name, title in zip(
         axes, ("best_fitness", "mean_fitness"), ("best return", "mean return"), strict=True
     ):

@@ -219,7 +219,8 @@ def _frames_matplotlib(mj_model: Any, qpos: np.ndarray, width: int, height: int)
         top.set_ylim(cy - half, cy + half)
         fig.suptitle(f"step {t}", fontsize=8)
         fig.canvas.draw()
-        frames.append(np.asarray(fig.canvas.buffer_rgba())[..., :3].copy())
+        rgba = fig.canvas.buffer_rgba()  # type: ignore[attr-defined]  # the Agg canvas
+        frames.append(np.asarray(rgba)[..., :3].copy())
     plt.close(fig)
     return frames
 
@@ -301,7 +302,7 @@ def load_run_state(evo: Any, run_dir: str | Path, warn: bool = True) -> tuple[An
         ConfigError: the folder has no state that can be read (the message names what is
             damaged).
     """
-    from selfref_ghn.run.checkpoint import Checkpoints, describe_damaged
+    from selfref_ghn.run.checkpoint import Checkpoints, DamagedCheckpoint, describe_damaged
     from selfref_ghn.run.folder import CHECKPOINT_DIR, load_state
 
     run_dir = Path(run_dir)
@@ -312,7 +313,7 @@ def load_run_state(evo: Any, run_dir: str | Path, warn: bool = True) -> tuple[An
         except ConfigError as e:
             final_error = e
     final_gen = int(final.generation) if final is not None else -1
-    damaged = []
+    damaged: list[DamagedCheckpoint] = []
     problems = (
         [] if final_error is None else [f"final_state.npz is unusable: {final_error.allowed}"]
     )

@@ -294,7 +294,7 @@ def plot_suite(
     cols = min(n, 3)
     rows = math.ceil(n / cols)
     fig, axes = plt.subplots(rows, cols, figsize=(5 * cols, 3.4 * rows), squeeze=False)
-    colors = plt.get_cmap("tab10").colors
+    colors = plt.get_cmap("tab10").colors  # type: ignore[attr-defined]  # a ListedColormap
     methods = list(dict.fromkeys(m for env in curves.values() for m in env))
     for ax, (env, cfg) in zip(axes.flat, configs.items(), strict=False):
         for start, end in cfg.switch_windows:
