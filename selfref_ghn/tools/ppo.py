@@ -189,7 +189,7 @@ class PPORun:
         budget: ``B`` (:func:`steps_per_generation`).
         iteration: ``I = num_envs * num_steps``, the steps of one PPO iteration.
         config: the run configuration.
-        train_def: the structure of rejax's train state.
+        train_def: ``{"def": ...}``, the structure of rejax's train state (its first init's).
     """
 
     algo: Any
@@ -199,7 +199,7 @@ class PPORun:
     budget: int
     iteration: int
     config: Config
-    train_def: Any = None
+    train_def: dict = dataclasses.field(default_factory=dict)
 
 
 def create(config: Config, env: Any = None, env_params: Any = None) -> PPORun:
@@ -245,7 +245,6 @@ def create(config: Config, env: Any = None, env_params: Any = None) -> PPORun:
         budget=steps_per_generation(config),
         iteration=iteration,
         config=config,
-        train_def=jax.tree.structure(jax.eval_shape(algo.init_state, jax.random.PRNGKey(0))),
     )
 
 
@@ -255,7 +254,8 @@ def init(run: PPORun) -> PPOState:
     train = run.algo.init_state(prng.run_stream(key, "init", run.config.key_version))
     # rejax makes a new state class per init_state call, and starts some counters as Python
     # numbers: the run's one structure (and arrays) keep every init of a run one program
-    train = jax.tree.unflatten(run.train_def, [jnp.asarray(x) for x in jax.tree.leaves(train)])
+    treedef = run.train_def.setdefault("def", jax.tree.structure(train))
+    train = jax.tree.unflatten(treedef, [jnp.asarray(x) for x in jax.tree.leaves(train)])
     return PPOState(train=train, generation=jnp.int32(0), key=key)
 
 
