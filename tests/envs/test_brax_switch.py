@@ -136,6 +136,19 @@ def test_negate_reward_on_a_brax_task(plain):
     np.testing.assert_array_equal(np.asarray(s_reward), expected)
 
 
+@pytest.mark.slow  # 10-20 s on a 2-core CPU
+def test_run_backwards_on_ant_keeps_its_healthy_reward_and_control_cost():
+    env, params = envs.make("Ant", backend="spring", switch="run_backwards")
+    actions = _actions(4, 8)
+    x0, (_, reward, done, info, torso_x) = _rollout(env)(params, actions, jnp.ones(4, bool))
+    assert not np.asarray(done).any()
+    v = _speed(env.env, x0, torso_x)
+    ctrl = 0.5 * np.sum(np.square(np.asarray(actions)), axis=1)
+    # brax's ant: x velocity + healthy reward (1 per step) - 0.5 |a|^2, no contact cost
+    np.testing.assert_allclose(np.asarray(reward), -v + 1.0 - ctrl, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(np.asarray(info["reward_forward"]), v, rtol=1e-5, atol=1e-5)
+
+
 def test_forward_velocity_rules_need_an_env_that_reports_one():
     for rule, options in (("target_speed", {"target": 1.0}), ("run_backwards", None)):
         with pytest.raises(
