@@ -40,9 +40,8 @@ import jax.numpy as jnp
 import mujoco
 import numpy as np
 from flax import struct
-from jax.typing import ArrayLike
-from jax.typing import ArrayLike
 from gymnax.environments import environment
+from jax.typing import ArrayLike
 from mujoco import mjx
 from selfref_ghn.envs import _ant_mjx
 
