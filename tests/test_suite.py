@@ -127,6 +127,23 @@ def test_a_small_suite_runs_reports_and_continues(tmp_path):
     assert " s (compile " not in log2.getvalue()
 
 
+def test_a_missing_tracking_extra_stops_the_suite_before_any_floor(tmp_path, monkeypatch, capsys):
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_wandb(name, *args, **kwargs):
+        if name == "wandb" or name.startswith("wandb."):
+            raise ImportError("No module named 'wandb'")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_wandb)
+    out = tmp_path / "s"
+    assert main(["suite", "classic-cpu", "--logger", "wandb", "--out", str(out)]) == 2
+    assert "'--logger'" in capsys.readouterr().err
+    assert not (out / "CartPole-v1" / "floor.json").exists()
+
+
 def test_unknown_suite_is_a_config_error():
     with pytest.raises(ConfigError, match="classic-cpu"):
         suite_lib.get("classik")

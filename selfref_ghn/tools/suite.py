@@ -52,6 +52,7 @@ def run_suite(
     progress: bool | TextIO = True,
     report_only: bool = False,
     argv: Sequence[str] = (),
+    loggers: str | Sequence[str] | None = None,
 ) -> dict[str, dict[str, dict[int, dict[str, np.ndarray]]]]:
     """Run (or read back) every environment x method x seed of ``suite``, then write the report.
 
@@ -64,6 +65,8 @@ def run_suite(
         progress: print progress lines (``True``: stdout; or a stream; ``False``: quiet).
         report_only: run nothing; report on the runs that have finished.
         argv: the command line, recorded in the report.
+        loggers: trackers besides ``metrics.csv`` (``wandb``, ``tensorboard``;
+            :mod:`selfref_ghn.run.tracking`), one group per environment.
 
     Returns:
         ``curves[env][method][seed]``: each run's metric columns.
@@ -71,6 +74,7 @@ def run_suite(
     Raises:
         ConfigError: a bad method, environment or field (before anything compiles).
     """
+    from selfref_ghn.run.tracking import resolve
     from selfref_ghn.tools.compare import method_config, run_comparison
 
     methods = list(methods or suite.methods)
@@ -86,6 +90,7 @@ def run_suite(
     for cfg in configs.values():  # every (env, method) validated before any run
         for m in methods:
             method_config(cfg, m)
+    resolve(loggers)  # a missing extra: one message before any floor is measured
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     stream = sys.stdout if progress is True else (progress or None)
@@ -129,6 +134,7 @@ def run_suite(
                 recovery="normalised",
                 floor=value if value is not None else "random",
                 floor_info=info,
+                loggers=loggers,
             )
     rows = summary_rows(curves, configs, {k: v for k, (v, _) in floors.items()})
     write_report(suite, out, curves, configs, floors, rows, methods, seeds, argv)
@@ -329,6 +335,8 @@ def plot_suite(
 # ------------------------------------------------------------------------------------------ CLI
 def register(subparsers: Any) -> None:
     """Add the ``suite`` subcommand to ``selfref-ghn``'s parser."""
+    from selfref_ghn.tools.options import add_logger_option
+
     p = subparsers.add_parser("suite", help="a non-stationary benchmark suite (envs x methods)")
     p.add_argument("name", help=f"one of: {', '.join(sorted(SUITES))}")
     p.add_argument("--out", type=Path, default=None, help="results folder")
@@ -343,6 +351,7 @@ def register(subparsers: Any) -> None:
         "--report-only", action="store_true", help="only report on the runs already finished"
     )
     p.add_argument("--list", action="store_true", help="print the suite's configs and exit")
+    add_logger_option(p)
     p.add_argument("--debug", action="store_true", help="show tracebacks for errors")
     p.set_defaults(func=cmd_suite)
 
@@ -373,6 +382,7 @@ def cmd_suite(args: Any) -> int:
         progress=not args.quiet,
         report_only=args.report_only,
         argv=argv,
+        loggers=args.logger,
     )
     print(f"report: {out / 'report.md'}")
     return 0
