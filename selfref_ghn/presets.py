@@ -87,6 +87,22 @@ PRESETS: dict[str, dict[str, Any]] = {
         policy_output_scale=0.1,
         log_every=10,
     ),
+    # brax's HalfCheetah, rewarded for running backwards from generation 20 (docs/envs/brax.md:
+    # about 6 minutes on a busy 2-core CPU)
+    "halfcheetah-backwards": dict(
+        env_id="HalfCheetah",
+        switch="run_backwards",
+        population_size=8,
+        num_children=2,
+        horizon=200,
+        generations=40,
+        switch_intervals=((20, 40),),
+        policy_hidden=(16,),
+        obs_norm=True,
+        policy_fan_in_scale=True,
+        policy_output_scale=0.1,
+        log_every=5,
+    ),
     # MinAtar Breakout on CPU (docs/envs/minatar.md): a conv policy (3x3x16, then 128 tanh
     # units; 132k weights) generated block by block, so the GHN does not grow with it
     "minatar-breakout": dict(
