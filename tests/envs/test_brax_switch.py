@@ -149,6 +149,20 @@ def test_run_backwards_on_ant_keeps_its_healthy_reward_and_control_cost():
     np.testing.assert_allclose(np.asarray(info["reward_forward"]), v, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.slow  # 15-30 s each on a 2-core CPU (brax's generalized backend)
+@pytest.mark.parametrize("env_id", ["Hopper", "Walker2d"])
+def test_run_backwards_on_hopper_and_walker2d(env_id):
+    env, params = envs.make(env_id, switch="run_backwards")
+    actions = _actions(4, env.num_actions)
+    x0, (_, reward, done, info, torso_x) = _rollout(env)(params, actions, jnp.ones(4, bool))
+    assert not np.asarray(done).any()
+    v = _speed(env.env, x0, torso_x)
+    ctrl = 1e-3 * np.sum(np.square(np.asarray(actions)), axis=1)
+    # brax's hopper and walker2d: x velocity + healthy reward (1 per step) - 1e-3 |a|^2
+    np.testing.assert_allclose(np.asarray(reward), -v + 1.0 - ctrl, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(np.asarray(info["x_velocity"]), v, rtol=1e-5, atol=1e-5)
+
+
 def test_forward_velocity_rules_need_an_env_that_reports_one():
     for rule, options in (("target_speed", {"target": 1.0}), ("run_backwards", None)):
         with pytest.raises(
