@@ -195,6 +195,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--out", default=None, help="PREFIX for PREFIX.json and PREFIX.png")
     args = ap.parse_args(argv)
     from selfref_ghn.config import ConfigError
+    from selfref_ghn.run.compile_cache import enable_compile_cache
+
+    enable_compile_cache()
 
     if args.episodes < 1 or args.select_episodes < 0:
         raise SystemExit("--episodes must be at least 1 and --select-episodes at least 0")

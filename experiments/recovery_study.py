@@ -583,6 +583,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     if not args.report_only:
+        from selfref_ghn.run.compile_cache import enable_compile_cache
+
+        enable_compile_cache()
         run_groups(args.scale, out, quiet=args.quiet)
     command = "python experiments/recovery_study.py " + " ".join(
         shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:])

@@ -40,8 +40,9 @@ from selfref_ghn import envs  # noqa: E402
 from selfref_ghn.config import Config  # noqa: E402
 from selfref_ghn.prng import KEY_VERSION, KEY_VERSIONS  # noqa: E402
 from selfref_ghn.run import lineage as lineage_lib  # noqa: E402
+from selfref_ghn.run.compile_cache import add_compile_cache_option, enable_compile_cache  # noqa: E402
 from selfref_ghn.run.folder import git_hash  # noqa: E402
-from selfref_ghn.tools.compare import ABLATIONS, enable_compile_cache, run_comparison  # noqa: E402
+from selfref_ghn.tools.compare import ABLATIONS, run_comparison  # noqa: E402
 
 SRGHN_METHODS = ("srghn",) + ABLATIONS
 
@@ -256,6 +257,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument(
         "--report-only", action="store_true", help="run nothing; report the finished runs"
     )
+    add_compile_cache_option(p)
     args = p.parse_args(argv)
     names = [n.strip() for n in args.only.split(",") if n.strip()]
     unknown = [n for n in names if n not in EXPERIMENTS]
@@ -264,7 +266,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     methods = args.methods.split(",") if args.methods else None
     out = args.out or ROOT / "results" / f"reproduce-{args.scale}"
     out.mkdir(parents=True, exist_ok=True)
-    enable_compile_cache(out / ".compile-cache")
+    enable_compile_cache(args.compile_cache)
     t0 = time.perf_counter()
     results = [
         r

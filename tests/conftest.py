@@ -2,9 +2,15 @@
 
 Tests run XLA at backend optimisation level 0: programs here are tiny, and on a 2-core CPU
 compilation, not execution, dominates the suite (a benchmark, not a test, measures speed).
+
+The persistent compilation cache is off unless a test turns it on in a folder of its own
+(tests/test_compile_cache.py): the suite never writes into the user's cache, and every
+test compiles what it checks. ``SELFREF_GHN_COMPILE_CACHE`` set by the caller is kept.
 """
 
 import os
+
+os.environ.setdefault("SELFREF_GHN_COMPILE_CACHE", "off")
 
 if "xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
     os.environ["XLA_FLAGS"] = (

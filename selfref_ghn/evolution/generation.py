@@ -110,13 +110,15 @@ def scan_generations(step: Callable, config: Config, state: Any, length: int, st
         mon, flags = monitor_lib.update(s.monitor, m, config, s.hparams)
         return s.replace(monitor=mon), {**m, **flags}
 
+    # jitted, the step is traced once: the cond below reuses the trace eval_shape made
+    monitored = jax.jit(monitored_step)
     empty = jax.tree.map(
-        lambda x: jnp.full(x.shape, -1, x.dtype), jax.eval_shape(monitored_step, state)[1]
+        lambda x: jnp.full(x.shape, -1, x.dtype), jax.eval_shape(monitored, state)[1]
     )
 
     def body(s, _):
         go = (s.generation < stop_at) & monitor_lib.running(s.monitor)
-        return jax.lax.cond(go, monitored_step, lambda x: (x, empty), s)
+        return jax.lax.cond(go, monitored, lambda x: (x, empty), s)
 
     return jax.lax.scan(body, state, None, length=length)
 

@@ -18,6 +18,11 @@ as one function and uses its own kernels instead of YNNPACK fusions
 faster on CPU, float rounding may differ), and
 ``--cpu-devices N``: the CPU seen as N devices on their own threads, the population split over
 them (every core busy; N must divide the population).
+
+Every command but ``bench`` keeps its compiled programs in JAX's persistent compilation cache
+(:mod:`selfref_ghn.run.compile_cache`; ``--compile-cache PATH|off`` or
+``SELFREF_GHN_COMPILE_CACHE`` moves or disables it), so a second run of the same shapes
+loads them instead of compiling.
 """
 
 from __future__ import annotations
@@ -52,6 +57,9 @@ _COMMAND_MODULES: tuple[str, ...] = (
     "selfref_ghn.tools.assess",
     "selfref_ghn.run.plotting",
 )
+# Commands run without the persistent compilation cache: presets and plot compile nothing,
+# bench measures compile times.
+_UNCACHED_COMMANDS = frozenset({"presets", "plot", "bench"})
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -255,6 +263,10 @@ def main(argv: list[str] | None = None) -> int:
     cpu_devices = getattr(args, "cpu_devices", None)
     if cpu_devices is not None:
         use_cpu_devices(cpu_devices or None)
+    if args.command not in _UNCACHED_COMMANDS:
+        from selfref_ghn.run.compile_cache import enable_compile_cache
+
+        enable_compile_cache(getattr(args, "compile_cache", None))  # before anything compiles
     try:
         if args.command == "presets":
             for name in presets.names():

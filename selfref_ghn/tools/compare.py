@@ -438,19 +438,6 @@ def plot_comparison(
 
 
 # --------------------------------------------------------------------------------------- CLI
-def enable_compile_cache(path: str | Path) -> None:
-    """Turn on JAX's persistent compilation cache in ``path`` (process-wide).
-
-    Runs differing only in their seed compile to the same program (the seed lives in the
-    state), so with the cache each method of a comparison compiles once.
-    """
-    import jax
-
-    jax.config.update("jax_compilation_cache_dir", str(path))
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
-    jax.config.update("jax_persistent_cache_min_entry_size_bytes", -1)
-
-
 def register(subparsers) -> None:
     """Add the ``compare`` subcommand to ``selfref-ghn``'s parser."""
     from selfref_ghn.tools.options import add_logger_option, add_run_options
@@ -484,13 +471,6 @@ def register(subparsers) -> None:
         help="with --recovery normalised: random (default) or zero, the policy whose mean "
         "return over 100 episodes is the floor, or a known floor return",
     )
-    p.add_argument(
-        "--compile-cache",
-        type=Path,
-        default=None,
-        help="XLA compilation cache folder (default OUT/.compile-cache): seeds of one method "
-        "are the same program, so each method compiles once",
-    )
     p.set_defaults(func=cmd_compare)
 
 
@@ -507,7 +487,6 @@ def cmd_compare(args) -> int:
         raise ConfigError("--floor", args.floor, "only with --recovery normalised")
     floor = parse_floor(args.floor if args.floor is not None else "random")
     out = args.out or Path("results") / f"compare-{args.preset}-{time.strftime('%Y%m%d-%H%M%S')}"
-    enable_compile_cache(args.compile_cache or out / ".compile-cache")
     run = {"progress": not args.quiet, "report_only": args.report_only, "loggers": args.logger}
     run_comparison(cfg, methods, seeds, out, **run, recovery=args.recovery, floor=floor)
     print(f"results: {out}")

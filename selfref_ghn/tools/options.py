@@ -11,6 +11,7 @@ from typing import Any
 
 from selfref_ghn import presets
 from selfref_ghn.config import Config, ConfigError
+from selfref_ghn.run.compile_cache import add_compile_cache_option
 
 
 def parse_sets(pairs: list[str]) -> dict[str, str]:
@@ -24,7 +25,8 @@ def parse_sets(pairs: list[str]) -> dict[str, str]:
 
 
 def add_run_options(p: argparse.ArgumentParser, preset_optional: bool = False) -> None:
-    """Options shared by commands that take a preset: seed, generations, --set, --debug."""
+    """Options shared by commands that take a preset: seed, generations, --set, --debug, the
+    XLA:CPU options and --compile-cache."""
     p.add_argument(
         "preset",
         nargs="?" if preset_optional else None,
@@ -37,6 +39,7 @@ def add_run_options(p: argparse.ArgumentParser, preset_optional: bool = False) -
     )
     p.add_argument("--debug", action="store_true", help="show tracebacks for errors")
     add_fast_cpu_loops_option(p)
+    add_compile_cache_option(p)
     p.add_argument(
         "--cpu-devices",
         type=device_count,
