@@ -37,6 +37,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import struct
+from selfref_ghn.envs._box2d_loops import fixed_loop, masked_while, tick
 from selfref_ghn.envs._lanes import lane_cond, lane_while, stacked_vmap
 
 # Box2D 2.3 b2Settings.h
@@ -926,7 +927,9 @@ def _put(bodies, k, values):
     return tuple(jnp.where(_ONE[k], v, x) for x, v in zip(bodies, values, strict=True))
 
 
-def _velocity_loop(scene, iterations, v, w, cc, ni, ti, joints, contacts=True, tol=0.0):
+def _velocity_loop(
+    scene, iterations, v, w, cc, ni, ti, joints, contacts=True, tol=0.0, solver="cpu"
+):
     """Sequential-impulse sweeps: joints (legs[1]'s, then legs[0]'s), then contact slots.
 
     Every quantity inside the sweep is a scalar per scene (a [batch] vector under ``vmap``),
@@ -958,7 +961,9 @@ def _velocity_loop(scene, iterations, v, w, cc, ni, ti, joints, contacts=True, t
 
     bodies = tuple((v[k, 0], v[k, 1], w[k]) for k in range(3))
     carry = (bodies, tuple(jimp), tuple(jmot), nb, tb)
-    bodies, jimp, jmot, nb, tb = _sweeps(sweep, carry, iterations, tol, lambda c: c[1:])
+    bodies, jimp, jmot, nb, tb = _sweeps(
+        sweep, carry, iterations, tol, lambda c: c[1:], solver, "velocity"
+    )
     v = jnp.stack([jnp.stack(b[:2]) for b in bodies])
     w = jnp.stack([b[2] for b in bodies])
     ni = jnp.stack([jnp.stack([jnp.stack(x) for x in nk]) for nk in nb])
@@ -966,21 +971,30 @@ def _velocity_loop(scene, iterations, v, w, cc, ni, ti, joints, contacts=True, t
     return v, w, jimp, jmot, ni, ti
 
 
-def _sweeps(sweep, carry, iterations, tol, impulses):
+def _sweeps(sweep, carry, iterations, tol, impulses, solver="cpu", name="velocity"):
     """``sweep`` applied ``iterations`` times to ``carry``; with a ``tol``, stopped early once no
-    impulse (the leaves of ``impulses(carry)``) changes by more than ``tol``.
+    impulse (the leaves of ``impulses(carry)``) changes by more than ``tol`` (in the
+    accelerator mode: the later sweeps are masked, :mod:`selfref_ghn.envs._box2d_loops`).
 
     Impulses, not velocities, are compared: the sweep is at a fixed point once no impulse
     changes.
     """
     if tol is None:
-        return jax.lax.fori_loop(0, iterations, lambda _, c: sweep(c), carry)
+        if solver == "accelerator":
+            return fixed_loop(name, sweep, carry, iterations)
+
+        def trip(_, c):
+            tick(name)
+            return sweep(c)
+
+        return jax.lax.fori_loop(0, iterations, trip, carry)
 
     def cond(loop):
         i, converged, _ = loop
         return (i < iterations) & ~converged
 
     def body(loop):
+        tick(name)
         i, _, carry = loop
         new = sweep(carry)
         change = [
@@ -992,6 +1006,8 @@ def _sweeps(sweep, carry, iterations, tol, impulses):
         return i + 1, jnp.max(jnp.stack(change)) <= tol, new
 
     init = (jnp.array(0, jnp.int32), jnp.array(False), carry)
+    if solver == "accelerator":
+        return masked_while(name, cond, body, init, iterations)[2]
     return jax.lax.while_loop(cond, body, init)[2]
 
 
@@ -1026,6 +1042,7 @@ def world_step(
     gravity: jax.Array,
     contacts: bool = True,
     toi: bool = True,
+    solver: str = "cpu",
 ) -> tuple[PhysState, dict[str, jax.Array]]:
     """One ``b2World::Step(dt, velocity_iterations, position_iterations)`` of the scene.
 
@@ -1039,6 +1056,9 @@ def world_step(
         contacts: collide with the terrain (static; off only for the first step after reset,
             when the lander is far above the ground).
         toi: run the reduced continuous-collision (time of impact) pass.
+        solver: ``"cpu"`` (data-dependent loops, costly branches only on the lanes that need
+            them) or ``"accelerator"`` (fixed trip counts, masked; same results per lane),
+            see :mod:`selfref_ghn.envs._box2d_loops`.
 
     Returns:
         ``(state, events)``; events hold ``begin`` and ``end`` [3, NSEG] contact events (and
@@ -1130,6 +1150,7 @@ def world_step(
             joints=op["joints"],
             contacts=with_contacts,
             tol=scene.velocity_tolerance,
+            solver=solver,
         )
 
     op = {
@@ -1140,7 +1161,10 @@ def world_step(
         "ti": ti,
         "joints": (jcache, tuple(new_imp), (jmot[0], jmot[1]), new_lim),
     }
-    if contacts:
+    if contacts and solver == "accelerator":
+        # the contact sweeps are exact no-ops for slots without points (zero masses)
+        v, w, jimp_t, jmot_t, ni, ti = sweeps(op, with_contacts=True)
+    elif contacts:
         # contact-free scenes skip the contact sweeps (exact no-ops for them); under vmap the
         # contact sweeps run only on the scenes that have a contact point
         v, w, jimp_t, jmot_t, ni, ti = lane_cond(
@@ -1163,6 +1187,7 @@ def world_step(
         return (carry[1] < scene.position_iterations) & ~carry[2]
 
     def pos_body(carry):
+        tick("position")
         bp, i, _, pcs, jlim = carry
         min_sep = [jnp.zeros((), bp[0][0].dtype)] * NUM_BODIES
         if pcs is not None:
@@ -1183,10 +1208,14 @@ def world_step(
     bp0 = tuple((c[k, 0], c[k, 1], a[k]) for k in range(NUM_BODIES))
     # under vmap the iterations go on only for the scenes not yet solved (lane_while)
     # (the reset's step, without contacts, converges in a few iterations on every lane)
-    loop = lane_while if contacts else jax.lax.while_loop
-    bp, _, solved, _, _ = loop(
-        pos_cond, pos_body, (bp0, jnp.array(0, jnp.int32), jnp.array(False), pcs, jlim)
-    )
+    init = (bp0, jnp.array(0, jnp.int32), jnp.array(False), pcs, jlim)
+    if solver == "accelerator":
+        bp, _, solved, _, _ = masked_while(
+            "position", pos_cond, pos_body, init, scene.position_iterations
+        )
+    else:
+        loop = lane_while if contacts else jax.lax.while_loop
+        bp, _, solved, _, _ = loop(pos_cond, pos_body, init)
     c = jnp.stack([jnp.stack(b[:2]) for b in bp])
     a = jnp.stack([b[2] for b in bp])
 
@@ -1223,7 +1252,7 @@ def world_step(
     events["asleep"] = asleep
     events["toi_begin"] = events["toi_end"] = no_events
     if contacts and toi:
-        new, events = _solve_toi(scene, st, new, events, seg_a, seg_b)
+        new, events = _solve_toi(scene, st, new, events, seg_a, seg_b, solver)
     return new, events
 
 
@@ -1239,7 +1268,7 @@ def _contact_positions(consts, pos_data, body, baumgarte=BAUMGARTE, active=True)
     return body, min_sep
 
 
-def _toi_position(consts, pos_data, body, done):
+def _toi_position(consts, pos_data, body, done, solver="cpu"):
     """TOI position correction of one body against its contacts (``b2Island::SolveTOI``):
     until its separation is within tolerance or for ``TOI_POSITION_ITERATIONS``."""
 
@@ -1247,15 +1276,18 @@ def _toi_position(consts, pos_data, body, done):
         return (carry[1] < TOI_POSITION_ITERATIONS) & ~carry[2]
 
     def body_fn(carry):
+        tick("toi_position")
         bp, i, done = carry
         bp, min_sep = _contact_positions(consts, pos_data, bp, TOI_BAUMGARTE, ~done)
         return bp, i + 1, done | (min_sep >= -1.5 * LINEAR_SLOP)
 
-    bp, _, _ = jax.lax.while_loop(cond, body_fn, (body, jnp.array(0, jnp.int32), done))
-    return bp
+    init = (body, jnp.array(0, jnp.int32), done)
+    if solver == "accelerator":
+        return masked_while("toi_position", cond, body_fn, init, TOI_POSITION_ITERATIONS)[0]
+    return jax.lax.while_loop(cond, body_fn, init)[0]
 
 
-def _toi_velocity(consts, slot_data, vel, iterations, tol):
+def _toi_velocity(consts, slot_data, vel, iterations, tol, solver="cpu"):
     """TOI velocity sweeps of one body's contacts, without warm starting: ``iterations``
     sweeps, or (``tol`` not ``None``) until no impulse changes by more than ``tol``.
 
@@ -1267,11 +1299,11 @@ def _toi_velocity(consts, slot_data, vel, iterations, tol):
     def sweep(carry):
         return _contact_sweep(consts, slot_data, *carry)
 
-    vel, _ = _sweeps(sweep, (vel, imp), iterations, tol, lambda c: c[1])
+    vel, _ = _sweeps(sweep, (vel, imp), iterations, tol, lambda c: c[1], solver, "toi_velocity")
     return vel
 
 
-def _solve_toi(scene, old, new, events, seg_a, seg_b):
+def _solve_toi(scene, old, new, events, seg_a, seg_b, solver="cpu"):
     """Reduced ``b2World::SolveTOI``: at most one time-of-impact sub-step per body.
 
     A body/segment pair whose core distance is above Box2D's TOI target at the start of the
@@ -1279,7 +1311,8 @@ def _solve_toi(scene, old, new, events, seg_a, seg_b):
     (linear in centre and angle, as ``b2Sweep``). The body is moved there, its contacts are
     updated (begin/end events), and Box2D's TOI island solve runs for the body alone: TOI
     position correction, a velocity solve without warm starting, and integration over the
-    rest of the step.
+    rest of the step. In the accelerator mode every scene runs it, masked (a body without an
+    event keeps its state).
     """
     target = max(LINEAR_SLOP, 2.0 * POLYGON_RADIUS - 3.0 * LINEAR_SLOP)
     tol = 0.25 * LINEAR_SLOP
@@ -1310,6 +1343,7 @@ def _solve_toi(scene, old, new, events, seg_a, seg_b):
             return _distances(scene, c, a, pa[:, None], pb[:, None])[:, 0]
 
         def bisect(loop):
+            tick("bisection")
             i, lo, hi = loop
             mid = 0.5 * (lo + hi)
             above = dist_at(mid) > goal
@@ -1317,11 +1351,12 @@ def _solve_toi(scene, old, new, events, seg_a, seg_b):
 
         # A while loop (not a fori_loop) so that, under vmap, a batch in which no body has an
         # event skips the bisection; bodies without an event keep alpha = 1 below either way.
-        _, alpha, _ = jax.lax.while_loop(
-            lambda loop: (loop[0] < TOI_BISECTIONS) & jnp.any(event),
-            bisect,
-            (jnp.array(0, jnp.int32), jnp.zeros(3), jnp.ones(3)),
-        )
+        bisect_cond = lambda loop: (loop[0] < TOI_BISECTIONS) & jnp.any(event)
+        init = (jnp.array(0, jnp.int32), jnp.zeros(3), jnp.ones(3))
+        if solver == "accelerator":
+            _, alpha, _ = masked_while("bisection", bisect_cond, bisect, init, TOI_BISECTIONS)
+        else:
+            _, alpha, _ = jax.lax.while_loop(bisect_cond, bisect, init)
         alpha = jnp.where(event, alpha, 1.0)
         c_t = c0 + alpha[:, None] * (c1 - c0)
         a_t = a0 + alpha * (a1 - a0)
@@ -1343,7 +1378,9 @@ def _solve_toi(scene, old, new, events, seg_a, seg_b):
         consts = _body_constants(scene)
         pos_data = [_pos_data(sel_m, mask, s) for s in range(NUM_SLOTS)]
         body_pos = (c_t[:, 0], c_t[:, 1], a_t)
-        bp = stacked_vmap(_toi_position)(consts, pos_data, body_pos, ~event)
+        bp = stacked_vmap(functools.partial(_toi_position, solver=solver))(
+            consts, pos_data, body_pos, ~event
+        )
         c_p = jnp.stack([bp[0], bp[1]], -1)
         a_p = bp[2]
 
@@ -1351,7 +1388,9 @@ def _solve_toi(scene, old, new, events, seg_a, seg_b):
         slot_data = [_slot_data(cc, s) for s in range(NUM_SLOTS)]
         vel = (new.v[:, 0], new.v[:, 1], new.w)
         iters, tol = scene.toi_velocity_iterations, scene.toi_velocity_tolerance
-        vel = stacked_vmap(lambda *x: _toi_velocity(*x, iters, tol))(consts, slot_data, vel)
+        vel = stacked_vmap(lambda *x: _toi_velocity(*x, iters, tol, solver))(
+            consts, slot_data, vel
+        )
         v = jnp.stack([vel[0], vel[1]], -1)
         w = vel[2]
         h = (1.0 - alpha) * scene.dt
@@ -1389,6 +1428,9 @@ def _solve_toi(scene, old, new, events, seg_a, seg_b):
         "c0": c0,
         "a0": a0,
     }
-    new, begin, end, event = lane_cond(jnp.any(event), hit, miss, op)
+    if solver == "accelerator":
+        new, begin, end, event = hit(op)
+    else:
+        new, begin, end, event = lane_cond(jnp.any(event), hit, miss, op)
     events = {**events, "toi_begin": begin, "toi_end": end, "toi": event}
     return new, events

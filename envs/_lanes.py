@@ -24,6 +24,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 from jax.custom_batching import custom_vmap
+from selfref_ghn.envs._box2d_loops import tick
 
 
 def chunk_size(batch: int) -> int:
@@ -67,6 +68,7 @@ def _compacted(true_fn: Callable, false_fn: Callable) -> Callable:
         count = jnp.sum(pred.astype(jnp.int32))
 
         def body(loop):
+            tick("lane_cond")
             i, out = loop
             sel = jax.lax.dynamic_slice(idx, (i * k,), (k,))
             valid = sel < batch

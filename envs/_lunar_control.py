@@ -1,7 +1,8 @@
 """LunarLander's controller helpers: Gymnasium's heuristic pilot and the mirror symmetry.
 
 Part of the LunarLander-Switch port (DESIGN §3, :mod:`selfref_ghn.envs.lunar_lander`): pure
-functions of the 8-dimensional observation, outside the environment. :func:`heuristic_action`
+functions of the 8-dimensional observation, outside the environment (and the decoding of an
+action into engine powers, and the wind). :func:`heuristic_action`
 is Gymnasium's ``heuristic(env, s)`` controller (the reference pilot of the tests);
 :func:`mirror_observation` is the observation seen in a mirror at the helipad's centre, under
 which the swapped side engines of ``inverted`` become the original ones.
@@ -9,8 +10,36 @@ which the swapped side engines of ``inverted`` become the original ones.
 
 from __future__ import annotations
 
+import math
+from typing import Any
+
 import jax
 import jax.numpy as jnp
+
+
+def wind(idx: jax.Array, power: float | jax.Array) -> jax.Array:
+    """Gymnasium's wind (or turbulence) magnitude at phase index ``idx``."""
+    idx = idx.astype(jnp.float32)
+    return jnp.tanh(jnp.sin(0.02 * idx) + jnp.sin(math.pi * 0.01 * idx)) * power
+
+
+def engines(action: Any, inverted: Any, continuous: bool):
+    """Main and side engine powers and the side direction of an action (Gymnasium's dead
+    zones; ``inverted`` swaps the side engines)."""
+    if continuous:
+        act = jnp.clip(jnp.asarray(action, jnp.float32), -1.0, 1.0)
+        lateral = jnp.where(inverted, -act[1], act[1])
+        m_power = jnp.where(act[0] > 0.0, (jnp.clip(act[0], 0.0, 1.0) + 1.0) * 0.5, 0.0)
+        side_on = jnp.abs(lateral) > 0.5
+        s_power = jnp.where(side_on, jnp.clip(jnp.abs(lateral), 0.5, 1.0), 0.0)
+        direction = jnp.sign(lateral)
+    else:
+        act = jnp.asarray(action, jnp.int32)
+        act = jnp.where(inverted, jnp.where(act == 1, 3, jnp.where(act == 3, 1, act)), act)
+        m_power = jnp.where(act == 2, 1.0, 0.0)
+        s_power = jnp.where((act == 1) | (act == 3), 1.0, 0.0)
+        direction = (act - 2).astype(jnp.float32)
+    return m_power.astype(jnp.float32), s_power.astype(jnp.float32), direction
 
 
 def mirror_observation(obs: jax.Array) -> jax.Array:

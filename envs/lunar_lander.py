@@ -33,10 +33,12 @@ import numpy as np
 from flax import struct
 from gymnax.environments import environment, spaces
 from selfref_ghn.envs import _box2d as b2
+from selfref_ghn.envs._box2d_loops import resolve_solver
 from selfref_ghn.envs._lanes import lane_cond
+from selfref_ghn.envs._lunar_accel import step_and_reset, where
 
 # relative: the API docs load this folder as ``envs``, where ``selfref_ghn.envs`` is unknown
-from ._lunar_control import heuristic_action, mirror_observation
+from ._lunar_control import engines, heuristic_action, mirror_observation, wind
 from ._lunar_scene import (
     CHUNKS,
     FPS,
@@ -95,11 +97,6 @@ class EnvState(environment.EnvState):
     torque_idx: jax.Array
 
 
-def _wind(idx: jax.Array, power: jax.Array) -> jax.Array:
-    idx = idx.astype(jnp.float32)
-    return jnp.tanh(jnp.sin(0.02 * idx) + jnp.sin(math.pi * 0.01 * idx)) * power
-
-
 class LunarLander(environment.Environment[EnvState, EnvParams]):
     """Gymnasium ``LunarLander-v3`` in JAX, with invertible side engines.
 
@@ -107,25 +104,31 @@ class LunarLander(environment.Environment[EnvState, EnvParams]):
         continuous: ``Box(-1, 1, (2,))`` actions (main throttle, lateral) instead of
             ``Discrete(4)`` (noop, left engine, main engine, right engine).
         toi: emulate Box2D's continuous collision (time of impact) pass; on by default.
+        solver: ``"cpu"`` (loops that stop early, costly branches only on the landers that
+            need them), ``"accelerator"`` (fixed trip counts, masks, the auto-reset's world
+            step batched with the step's) or ``"auto"``: ``"cpu"`` on the CPU backend, else
+            ``"accelerator"`` (:mod:`selfref_ghn.envs._box2d_loops`).
 
     Example:
         >>> env = LunarLander(continuous=True)
         >>> obs, state = env.reset(jax.random.key(0), env.default_params)
     """
 
-    def __init__(self, continuous: bool = False, toi: bool = True):
+    def __init__(self, continuous: bool = False, toi: bool = True, solver: str = "auto"):
         super().__init__()
         self.continuous = continuous
         self.toi = toi
+        self.solver = resolve_solver(solver)
 
     def __hash__(self) -> int:
-        return hash((type(self), self.continuous, self.toi))
+        return hash((type(self), self.continuous, self.toi, self.solver))
 
     def __eq__(self, other: object) -> bool:
         return (
             type(other) is type(self)
             and other.continuous == self.continuous
             and other.toi == self.toi
+            and other.solver == self.solver
         )
 
     @property
@@ -134,22 +137,7 @@ class LunarLander(environment.Environment[EnvState, EnvParams]):
 
     def _engines(self, action: Any, params: EnvParams):
         """Engine powers and side direction from an action (dead zones, inversion)."""
-        if self.continuous:
-            act = jnp.clip(jnp.asarray(action, jnp.float32), -1.0, 1.0)
-            lateral = jnp.where(params.inverted, -act[1], act[1])
-            m_power = jnp.where(act[0] > 0.0, (jnp.clip(act[0], 0.0, 1.0) + 1.0) * 0.5, 0.0)
-            side_on = jnp.abs(lateral) > 0.5
-            s_power = jnp.where(side_on, jnp.clip(jnp.abs(lateral), 0.5, 1.0), 0.0)
-            direction = jnp.sign(lateral)
-        else:
-            act = jnp.asarray(action, jnp.int32)
-            act = jnp.where(
-                params.inverted, jnp.where(act == 1, 3, jnp.where(act == 3, 1, act)), act
-            )
-            m_power = jnp.where(act == 2, 1.0, 0.0)
-            s_power = jnp.where((act == 1) | (act == 3), 1.0, 0.0)
-            direction = (act - 2).astype(jnp.float32)
-        return m_power.astype(jnp.float32), s_power.astype(jnp.float32), direction
+        return engines(action, params.inverted, self.continuous)
 
     def _physics_step(
         self,
@@ -163,8 +151,8 @@ class LunarLander(environment.Environment[EnvState, EnvParams]):
         """Gymnasium's ``step`` body: wind, engine impulses, world step, observation."""
         phys = state.phys
         wind_on = jnp.asarray(params.enable_wind) & ~(state.leg_contact[0] | state.leg_contact[1])
-        wind_mag = _wind(state.wind_idx, params.wind_power)
-        torque_mag = _wind(state.torque_idx, params.turbulence_power)
+        wind_mag = wind(state.wind_idx, params.wind_power)
+        torque_mag = wind(state.torque_idx, params.turbulence_power)
         force = extra_force + jnp.where(wind_on, jnp.stack([wind_mag, 0.0]), 0.0)
         torque = jnp.where(wind_on, torque_mag, 0.0)
         wind_idx = state.wind_idx + wind_on.astype(state.wind_idx.dtype)
@@ -209,6 +197,7 @@ class LunarLander(environment.Environment[EnvState, EnvParams]):
             jnp.asarray(params.gravity, jnp.float32),
             contacts=contacts,
             toi=self.toi,
+            solver=self.solver,
         )
         begin, end = ev["begin"], ev["end"]
         leg_contact = (state.leg_contact & ~jnp.any(end[1:], axis=1)) | jnp.any(begin[1:], axis=1)
@@ -244,35 +233,37 @@ class LunarLander(environment.Environment[EnvState, EnvParams]):
         step returns its observation and state (time + 1), reward 0 and ``terminated``; under
         ``vmap`` it takes no part in the physics, which runs only on the lanes still in flight.
         """
-
         return self._step(key, state, action, params, compact=True)
 
     def _step(self, key, state: EnvState, action, params: EnvParams, compact: bool):
         """``step_env``; ``compact`` runs the physics under ``vmap`` only on the live lanes
         (``lane_cond``), otherwise on every lane with the ended ones selected back (cheaper
         when almost every lane is live, as under auto-reset). Same results either way."""
-        live = ~self.is_terminated(state, params)
-
-        def ended(op):
-            state = op[1]
-            zero = jnp.zeros((), jnp.float32)
-            return (
-                self.get_obs(state),
-                state.replace(time=state.time + 1),
-                zero,
-                jnp.array(True),
-                {"m_power": zero, "s_power": zero, "discount": zero},
-            )
-
+        live, op = ~self.is_terminated(state, params), (key, state, action, params)
+        if self.solver == "accelerator":  # a select, whether batched or not
+            return where(live, self._live_step(*op), self._ended(state))
         # compact: under vmap the physics runs only on the lanes still in flight (lane_cond);
         # otherwise lax.cond, a select under vmap
         cond = lane_cond if compact else jax.lax.cond
-        return cond(live, lambda op: self._live_step(*op), ended, (key, state, action, params))
+        return cond(live, lambda op: self._live_step(*op), lambda op: self._ended(op[1]), op)
+
+    def _ended(self, state: EnvState):
+        """The step of an episode that has ended: nothing moves, reward 0, terminated."""
+        zero = jnp.zeros((), jnp.float32)
+        return (
+            self.get_obs(state),
+            state.replace(time=state.time + 1),
+            zero,
+            jnp.array(True),
+            {"m_power": zero, "s_power": zero, "discount": zero},
+        )
 
     def _live_step(self, key, state: EnvState, action, params: EnvParams):
-        obs, new_state, shaping, m_power, s_power = self._physics_step(
-            key, state, action, params, jnp.zeros(2, jnp.float32)
-        )
+        out = self._physics_step(key, state, action, params, jnp.zeros(2, jnp.float32))
+        return self._finish(state, params, *out)
+
+    def _finish(self, state, params, obs, new_state, shaping, m_power, s_power):
+        """Reward, termination and info of a physics step from ``state``."""
         reward = shaping - state.prev_shaping - m_power * 0.30 - s_power * 0.03
         crashed = new_state.game_over | (jnp.abs(obs[0]) >= 1.0)
         reward = jnp.where(crashed, -100.0, reward)
@@ -306,6 +297,8 @@ class LunarLander(environment.Environment[EnvState, EnvParams]):
         if params is None:
             params = self.default_params
         key_step, key_reset = jax.random.split(key)
+        if self.solver == "accelerator":
+            return step_and_reset(self, key_step, key_reset, state, action, params)
         # under auto-reset almost every lane is live: no compaction of the live lanes
         obs_st, state_st, reward, terminated, info = self._step(
             key_step, state, action, params, compact=False
@@ -326,13 +319,24 @@ class LunarLander(environment.Environment[EnvState, EnvParams]):
         }
         return obs, state, reward, terminated, truncated, info
 
-    def reset_env(self, key: jax.Array, params: EnvParams) -> tuple[jax.Array, EnvState]:
-        """Random terrain, random initial push, random wind phase, then Gymnasium's first step."""
+    def _noop(self):
+        return jnp.zeros(2, jnp.float32) if self.continuous else jnp.array(0, jnp.int32)
+
+    def _reset_start(self, key: jax.Array):
+        """The state before a reset's world step, the step's key and the initial push."""
         k_terrain, k_force, k_wind, k_step = jax.random.split(key, 4)
         heights = jax.random.uniform(k_terrain, (CHUNKS + 1,), jnp.float32, 0.0, H / 2)
         force = jax.random.uniform(k_force, (2,), jnp.float32, -INITIAL_RANDOM, INITIAL_RANDOM)
         wind = jax.random.randint(k_wind, (2,), -9999, 9999, jnp.int32)
-        return self.reset_from(k_step, params, heights, force, wind)
+        return _start_state(heights, wind), k_step, force
+
+    def reset_env(self, key: jax.Array, params: EnvParams) -> tuple[jax.Array, EnvState]:
+        """Random terrain, random initial push, random wind phase, then Gymnasium's first step."""
+        state, k_step, force = self._reset_start(key)
+        obs, state, shaping, _, _ = self._physics_step(
+            k_step, state, self._noop(), params, force, contacts=False
+        )
+        return obs, state.replace(prev_shaping=shaping)
 
     def reset_from(
         self,
@@ -354,25 +358,16 @@ class LunarLander(environment.Environment[EnvState, EnvParams]):
         Returns:
             ``(obs, state)`` after Gymnasium's reset (which ends with one no-op step).
         """
-        seg_a, seg_b = terrain_segments(heights)
         if wind_idx is None:
             wind_idx = jnp.zeros(2, jnp.int32)
-        wind_idx = jnp.asarray(wind_idx, jnp.int32)
-        state = EnvState(
-            time=0,
-            phys=_initial_phys(),
-            seg_a=seg_a,
-            seg_b=seg_b,
-            leg_contact=jnp.zeros(2, bool),
-            game_over=jnp.array(False),
-            asleep=jnp.array(False),
-            prev_shaping=jnp.array(0.0, jnp.float32),
-            wind_idx=wind_idx[0],
-            torque_idx=wind_idx[1],
-        )
-        noop = jnp.zeros(2, jnp.float32) if self.continuous else jnp.array(0, jnp.int32)
+        state = _start_state(heights, wind_idx)
         obs, state, shaping, _, _ = self._physics_step(
-            key, state, noop, params, jnp.asarray(initial_force, jnp.float32), contacts=False
+            key,
+            state,
+            self._noop(),
+            params,
+            jnp.asarray(initial_force, jnp.float32),
+            contacts=False,
         )
         return obs, state.replace(prev_shaping=shaping)
 
@@ -418,37 +413,57 @@ class LunarLander(environment.Environment[EnvState, EnvParams]):
         return spaces.Box(jnp.asarray(_OBS_LOW), jnp.asarray(_OBS_HIGH), (8,), jnp.float32)
 
 
+def _start_state(heights: jax.Array, wind_idx: jax.Array) -> EnvState:
+    """The state before a reset's world step: terrain, bodies at rest, wind phase."""
+    seg_a, seg_b = terrain_segments(heights)
+    wind_idx = jnp.asarray(wind_idx, jnp.int32)
+    return EnvState(
+        time=0,
+        phys=_initial_phys(),
+        seg_a=seg_a,
+        seg_b=seg_b,
+        leg_contact=jnp.zeros(2, bool),
+        game_over=jnp.array(False),
+        asleep=jnp.array(False),
+        prev_shaping=jnp.array(0.0, jnp.float32),
+        wind_idx=wind_idx[0],
+        torque_idx=wind_idx[1],
+    )
+
+
 def make_lunar_lander(
-    continuous: bool = False, toi: bool = True, **param_overrides: Any
+    continuous: bool = False, toi: bool = True, solver: str = "auto", **param_overrides: Any
 ) -> tuple[LunarLander, EnvParams]:
     """``LunarLander-v3``: keyword arguments override fields of :class:`EnvParams`.
 
     Args:
         continuous: continuous actions (``Box(-1, 1, (2,))``).
         toi: emulate Box2D's time-of-impact pass.
+        solver: ``"auto"``, ``"cpu"`` or ``"accelerator"`` (see :class:`LunarLander`).
         **param_overrides: e.g. ``gravity=-8.0``, ``enable_wind=True``, ``inverted=True``.
 
     Returns:
         ``(env, params)``.
     """
-    env = LunarLander(continuous=continuous, toi=toi)
+    env = LunarLander(continuous=continuous, toi=toi, solver=solver)
     return env, env.default_params.replace(**param_overrides)
 
 
 def make_lunar_lander_switch(
-    continuous: bool = False, toi: bool = True, **param_overrides: Any
+    continuous: bool = False, toi: bool = True, solver: str = "auto", **param_overrides: Any
 ) -> tuple[LunarLander, EnvParams]:
     """``LunarLander-Switch``: the same environment; a schedule flips ``params.inverted``.
 
     Args:
         continuous: continuous actions.
         toi: emulate Box2D's time-of-impact pass.
+        solver: ``"auto"``, ``"cpu"`` or ``"accelerator"`` (see :class:`LunarLander`).
         **param_overrides: fields of :class:`EnvParams`.
 
     Returns:
         ``(env, params)``.
     """
-    return make_lunar_lander(continuous=continuous, toi=toi, **param_overrides)
+    return make_lunar_lander(continuous=continuous, toi=toi, solver=solver, **param_overrides)
 
 
 __all__ = [

@@ -1,0 +1,131 @@
+"""The Box2D solver's loops in its two modes, and a counter of their trips (DESIGN §3).
+
+The LunarLander physics (:mod:`selfref_ghn.envs._box2d`) runs in one of two modes:
+
+* ``"cpu"``: data-dependent loops. The position iterations stop at convergence (Box2D's early
+  exit), the time-of-impact (TOI) sweeps at a fixed point, and under ``vmap`` the costly
+  branches run only on the lanes that need them (:mod:`selfref_ghn.envs._lanes`). On a CPU a
+  loop trip costs little beyond its work, so skipping work wins.
+* ``"accelerator"``: every loop has a fixed trip count. A loop that Box2D stops early becomes
+  its full count of iterations in which a lane that has stopped keeps its values (a
+  ``jnp.where`` mask), so each lane's result is the one the early exit gives it; the branches
+  that the CPU mode runs on some lanes run on all of them, masked. The iterations are
+  unrolled into trips of several iterations (:data:`UNROLL`). On a GPU every trip of a
+  ``while_loop`` is a kernel launch and a device-to-host read of its condition, and a step
+  is hundreds of such trips in the CPU mode.
+
+``"auto"`` picks ``"cpu"`` on the CPU backend and ``"accelerator"`` on any other.
+
+:func:`counting` counts the trips the loops make while a program runs (each loop body calls
+:func:`tick`, which only while counting inserts a host callback): the latency proxy of
+``benchmarks/bench_lunar_lander.py``.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+SOLVERS = ("auto", "cpu", "accelerator")
+
+# Iterations per trip of the accelerator mode's fixed loops (velocity sweeps, position
+# iterations, TOI velocity sweeps; the 14 bisection steps and 20 TOI position iterations are
+# unrolled entirely). Larger factors mean fewer trips and longer compiles.
+UNROLL = {"velocity": 30, "position": 30, "toi_velocity": 30, "bisection": 14, "toi_position": 20}
+
+_COUNTS: collections.Counter | None = None
+_QUIET = [False]  # while tracing the iterations inside a fixed loop's trip: no inner ticks
+
+
+def resolve_solver(solver: str) -> str:
+    """``"cpu"`` or ``"accelerator"`` for ``solver`` (``"auto"``: by ``jax.default_backend()``).
+
+    Example:
+        >>> resolve_solver("accelerator")
+        'accelerator'
+    """
+    if solver not in SOLVERS:
+        raise ValueError(f"solver: expected one of {', '.join(SOLVERS)}, got {solver!r}")
+    if solver == "auto":
+        return "cpu" if jax.default_backend() == "cpu" else "accelerator"
+    return solver
+
+
+@contextlib.contextmanager
+def counting() -> Iterator[collections.Counter]:
+    """Count loop trips, by loop name, of the programs traced inside the context.
+
+    JAX's caches are cleared on entry and exit, so that programs traced inside carry the
+    counting callbacks and programs traced afterwards do not. Read the counter after
+    ``jax.effects_barrier()``.
+
+    Example:
+        >>> with counting() as trips:
+        ...     _ = jax.jit(lambda x: jax.lax.fori_loop(0, 3, lambda i, y: tick("f") or y, x))(1)
+        ...     jax.effects_barrier()
+        >>> trips["f"]
+        3
+    """
+    global _COUNTS
+    jax.clear_caches()
+    _COUNTS = collections.Counter()
+    try:
+        yield _COUNTS
+    finally:
+        _COUNTS = None
+        jax.clear_caches()
+
+
+def tick(name: str) -> None:
+    """In a loop body: count one trip of loop ``name`` while :func:`counting` (else nothing)."""
+    counts = _COUNTS
+    if counts is not None and not _QUIET[0]:
+        jax.debug.callback(lambda: counts.update([name]))
+
+
+def _select(keep, new, old):
+    return jax.tree.map(lambda n, o: jnp.where(keep, n, o), new, old)
+
+
+def fixed_loop(name: str, step: Callable, carry: Any, iterations: int) -> Any:
+    """``step`` applied ``iterations`` times, ``UNROLL[name]`` iterations per loop trip (a loop
+    with a single trip is straight-line code)."""
+    if iterations <= 0:
+        return carry
+    unroll = min(UNROLL[name], iterations)
+    trips, rest = divmod(iterations, unroll)
+
+    def trip(_, carry):
+        tick(name)
+        return unrolled(step, carry, unroll)
+
+    if trips > 1:
+        carry = jax.lax.fori_loop(0, trips, trip, carry)
+        trips = 0
+    return unrolled(step, carry, trips * unroll + rest)
+
+
+def unrolled(step: Callable, carry: Any, iterations: int) -> Any:
+    """``step`` applied ``iterations`` times as straight-line code (no loop, no trips)."""
+    quiet, _QUIET[0] = _QUIET[0], True
+    try:
+        for _ in range(iterations):
+            carry = step(carry)
+    finally:
+        _QUIET[0] = quiet
+    return carry
+
+
+def masked_while(name: str, cond: Callable, body: Callable, init: Any, max_trips: int) -> Any:
+    """``lax.while_loop(cond, body, init)`` as ``max_trips`` masked iterations: once ``cond``
+    fails, later iterations keep the carry. Equal to the while loop when it never makes more
+    than ``max_trips`` trips (the loops of the solver count their trips in ``cond``)."""
+    return fixed_loop(name, lambda c: _select(cond(c), body(c), c), init, max_trips)
+
+
+__all__ = ["SOLVERS", "UNROLL", "counting", "fixed_loop", "masked_while", "resolve_solver", "tick"]
