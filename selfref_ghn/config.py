@@ -65,6 +65,10 @@ def algorithm_class(method: str) -> type:
     """
     from evosax.algorithms import algorithms
 
+    if method in GRADIENT_METHODS:
+        raise ConfigError(
+            "method", method, "not an evolution: run it with selfref-ghn compare --methods ppo"
+        )
     name = METHODS.get(method, method)
     if name not in algorithms:
         allowed = ["srghn", *GRADIENT_METHODS, *METHODS, *sorted(algorithms)]

@@ -176,3 +176,11 @@ def test_comparison_reads_back_a_ppo_run(tmp_path):
     # read back, not run again
     again = run_comparison(cfg, ["srghn", "ppo"], [0], out, progress=False, report_only=True)
     assert np.array_equal(again["ppo"][0]["env_steps"], curves["ppo"][0]["env_steps"])
+
+
+def test_ppo_is_not_an_evolution_to_run_alone():
+    from selfref_ghn.evolution.baselines import make_evolution
+
+    with pytest.raises(ConfigError, match="compare --methods ppo") as e:
+        make_evolution(Config(method="ppo", population_size=4))
+    assert e.value.field == "method"
