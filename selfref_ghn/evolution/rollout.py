@@ -102,7 +102,7 @@ def episode(
     return ret, live, s, ss, live.astype(jnp.float32)
 
 
-def member_key(eval_key: Array, member: Array, shared: bool = False) -> Array:
+def member_key(eval_key: Array, member: int | Array, shared: bool = False) -> Array:
     """Member ``member``'s evaluation key: ``prng.member(eval_key, member)``, or ``eval_key``
     itself when every member plays the same episodes (``shared``)."""
     return eval_key if shared else prng.member(eval_key, member)

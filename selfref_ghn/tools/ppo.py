@@ -169,8 +169,7 @@ def _with_horizon(params: Any, horizon: int) -> Any:
     return params.replace(max_steps_in_episode=min(int(steps), horizon))
 
 
-@struct.dataclass
-class PPOState:
+class PPOState(struct.PyTreeNode):
     """A PPO run: rejax's train state, the next generation and the run key."""
 
     train: Any
@@ -408,14 +407,14 @@ def train(
                 row["wall_time"] = now - start
                 new.append(row)
             rows.extend(new)
-            if writer is not None:
+            if writer is not None and file is not None:
                 writer.writerows(new)
                 file.flush()
             if progress and new:
                 r = new[-1]
                 print(
                     f"[ppo] gen {int(r['generation']) + 1}/{G} | return {r['best_fitness']:.2f}"
-                    f" | {int(r['env_steps'])} env steps" + (" | inverted" * r["inverted"]),
+                    f" | {int(r['env_steps'])} env steps" + (" | inverted" * int(r["inverted"])),
                     flush=True,
                 )
     finally:
