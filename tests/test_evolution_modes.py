@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from selfref_ghn.config import Config, ConfigError
+from selfref_ghn.evolution import memory
 from selfref_ghn.evolution.ask_tell import SelfReferentialGHN
 from selfref_ghn.evolution.generation import Evolution
 from selfref_ghn.evolution.selection import cached_elitist, elitist_union, generational
@@ -118,6 +119,14 @@ def test_default_mode_writes_the_metrics_recorded_before_modes_existed(tmp_path)
     assert [int(r["env_steps"]) for r in rows] == RECORDED_ENV_STEPS
     assert [float(r["best_fitness"]) for r in rows] == RECORDED_BEST
     assert json.loads((tmp_path / "config.json").read_text())["evolution_mode"] == "elitist_union"
+
+
+def test_memory_estimate_counts_only_the_episodes_played():
+    def rollouts(mode):
+        return memory.estimate(Evolution.create(Config(**TINY, evolution_mode=mode)))["rollouts"]
+
+    union = rollouts("elitist_union")  # P(1+C) members' episodes, C/(1+C) of them children's
+    assert rollouts("generational") == rollouts("cached_elitist") == union * C // (1 + C)
 
 
 # ------------------------------------------------------------------- end to end

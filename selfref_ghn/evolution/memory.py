@@ -10,7 +10,8 @@ config and the static shapes (no compilation):
   projected update, the constant noise: about three more copies of a member's parameters);
 * the deterministic head of every member (``N_policy x P_max`` rows) and the ``P(1+C)`` flat
   policies;
-* the rollouts: per member and episode, the environment state and observation carried through
+* the rollouts: per evaluated member (the children only, in the evolution modes that do not
+  re-evaluate parents) and episode, the environment state and observation carried through
   the time ``lax.scan`` (double-buffered; nothing is stored per time step, so the horizon does
   not multiply it);
 * the metrics of one chunk (``log_every`` generations).
@@ -34,6 +35,7 @@ import jax
 import numpy as np
 
 from selfref_ghn.config import ConfigError
+from selfref_ghn.evolution.selection import evaluates_parents
 
 F32 = 4
 
@@ -62,6 +64,7 @@ def estimate(evo: Any, population_size: int | None = None, runs: int = 1) -> dic
     P = cfg.population_size if population_size is None else population_size
     C, E = cfg.num_children, cfg.episodes
     M = P * (1 + C)
+    evaluated = M if evaluates_parents(cfg.evolution_mode) else P * C
     devices = 1 if evo.mesh is None else evo.mesh.size
     n_ghn = evo.ghn.num_params
     pol = evo.ghn.policy_graph
@@ -74,7 +77,7 @@ def estimate(evo: Any, population_size: int | None = None, runs: int = 1) -> dic
         "children": P * C * n_ghn * F32 // devices,
         "mutation_temporaries": 3 * P * C * n_ghn * F32 // devices,
         "policy_head": M * (pol.num_nodes * pol.max_leaf_size + n_pol) * F32 // devices,
-        "rollouts": M * E * rollout_per // devices,
+        "rollouts": evaluated * E * rollout_per // devices,
         "metrics": cfg.log_every * (3 * P + 32) * F32,
     }
     parts = {k: v * runs for k, v in parts.items()}
