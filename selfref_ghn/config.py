@@ -220,7 +220,8 @@ class Config:
     # ----------------------------------------------------------------------------------------
     @property
     def num_members(self) -> int:
-        """Members evaluated per generation: parents and their children."""
+        """Members per generation: parents and their children (all evaluated in the default
+        ``evolution_mode``; the children only in the others)."""
         return self.population_size * (1 + self.num_children)
 
     @property
