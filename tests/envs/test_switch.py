@@ -207,7 +207,7 @@ def test_config_takes_any_gymnax_id_and_rule_from_the_command_line():
             "switch_options": '{"perm": [1, 2, 0]}',
         }
     )
-    assert dict(cfg.switch_options) == {"perm": [1, 2, 0]}
+    assert dict(cfg.switch_options) == {"perm": (1, 2, 0)}  # as tuples, like every option
     assert Config.from_dict(cfg.to_dict()) == cfg
     with pytest.raises(ConfigError, match="'switch' = 'reverse_actions'"):
         Config(**TINY).replace(env_id="Pendulum-v1", switch="reverse_actions").validate()
