@@ -76,6 +76,7 @@ def _built(mode):
 
 def test_generational_plays_only_the_children_and_the_best_P_replace_the_parents():
     evo, run = _built("generational")
+    assert evo.describe().startswith("SR-GHN (self, generational), ")  # the run's start line
     s0 = evo.init()
     (s1, m), (kids, ev) = run(s0)
     # env steps: the children's own, no parent's (each parent would add at least one step)

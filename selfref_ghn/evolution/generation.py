@@ -199,8 +199,10 @@ class Evolution:
 
     def describe(self) -> str:
         """One line for progress output."""
-        head = "" if self.config.head == "dense" else f", {self.config.head} head"
-        return f"SR-GHN ({self.config.mutation_mode}{head}), {self.ghn.num_params} parameters"
+        cfg = self.config
+        head = "" if cfg.head == "dense" else f", {cfg.head} head"
+        mode = "" if evaluates_parents(cfg.evolution_mode) else f", {cfg.evolution_mode}"
+        return f"SR-GHN ({cfg.mutation_mode}{head}{mode}), {self.ghn.num_params} parameters"
 
     def sizes(self) -> dict[str, int | None]:
         """What the run costs, for ``summary.json`` and the start line: the SR-GHN's parameters,
