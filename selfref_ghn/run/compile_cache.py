@@ -61,7 +61,7 @@ def resolve(path: str | os.PathLike | None = None) -> Path | None:
     if path is None:
         import jax
 
-        path = jax.config.jax_compilation_cache_dir or default_dir()
+        path = jax.config.values["jax_compilation_cache_dir"] or default_dir()
     text = os.fspath(path)
     if text.strip().lower() in OFF:
         return None
@@ -97,7 +97,7 @@ def enable_compile_cache(path: str | os.PathLike | None = None) -> Path | None:
     import jax
     from jax.experimental.compilation_cache import compilation_cache as cc
 
-    if jax.config.jax_compilation_cache_dir != str(folder):
+    if jax.config.values["jax_compilation_cache_dir"] != str(folder):
         cc.reset_cache()  # JAX opens its cache folder once; a new folder needs a reset
     jax.config.update("jax_compilation_cache_dir", str(folder))
     jax.config.update("jax_enable_compilation_cache", True)
