@@ -46,7 +46,9 @@ def test_stored_outputs_come_from_one_clean_run():
     assert not [o for o in outputs if o.output_type == "error"]
     assert not [o for o in outputs if o.output_type == "stream" and o.name == "stderr"]
     assert sum("image/png" in o.get("data", {}) for o in outputs) == 2
-    text = "".join(o.get("text", "") + str(o.get("data", {}).get("text/plain", "")) for o in outputs)
+    text = "".join(
+        o.get("text", "") + str(o.get("data", {}).get("text/plain", "")) for o in outputs
+    )
     assert not re.search(r"/tmp/|/home/|/root/|/Users/", text)
 
 
@@ -62,9 +64,7 @@ def test_notebook_runs_top_to_bottom(tmp_path):
         nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}
     ).execute()
     text = "".join(o.get("text", "") for c in _code_cells(nb) for o in c.outputs)
-    assert sum(
-        "image/png" in o.get("data", {}) for c in _code_cells(nb) for o in c.outputs
-    ) == 2
+    assert sum("image/png" in o.get("data", {}) for c in _code_cells(nb) for o in c.outputs) == 2
     m = re.search(r"switch at 15: level ([\d.]+), drop ([\d.]+)", text)
     assert m is not None, text
     level, drop = map(float, m.groups())
