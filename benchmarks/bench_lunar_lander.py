@@ -15,7 +15,8 @@ they were at git revision ``REV`` (imported as a separate package), so that old 
 are timed side by side in one process. ``--trips`` adds the latency proxy for accelerators,
 for each solver: the sequential loop trips per env step (counted while running, by loop, on a
 fresh batch, whose landers are still in free flight, and after ``--warmup`` steps, when some
-touch the ground) and the number of while loops and fusions in the compiled batched step.
+touch the ground) and the number of while loops and fusions in the compiled batched step, for
+both modes.
 
 Usage:
     python benchmarks/bench_lunar_lander.py --out DIR [--batches 1 64 1024] [--steps 50]
@@ -373,7 +374,7 @@ def main() -> None:
 
     results = {"jax": [], "gymnasium": [], "latency_proxy": []}
     for b in args.batches if args.trips else []:
-        for solver in args.solvers:
+        for solver in ("cpu", "accelerator"):
             rec = {"batch": b, "solver": solver, **loop_trips(solver, b, args.warmup)}
             rec.update(hlo_counts(solver, b))
             results["latency_proxy"].append(rec)

@@ -7,12 +7,12 @@ The LunarLander physics (:mod:`selfref_ghn.envs._box2d`) runs in one of two mode
   branches run only on the lanes that need them (:mod:`selfref_ghn.envs._lanes`). On a CPU a
   loop trip costs little beyond its work, so skipping work wins.
 * ``"accelerator"``: every loop has a fixed trip count. A loop that Box2D stops early becomes
-  its full count of iterations in which a lane that has stopped keeps its values (a
-  ``jnp.where`` mask), so each lane's result is the one the early exit gives it; the branches
-  that the CPU mode runs on some lanes run on all of them, masked. The iterations are
-  unrolled into trips of several iterations (:data:`UNROLL`). On a GPU every trip of a
-  ``while_loop`` is a kernel launch and a device-to-host read of its condition, and a step
-  is hundreds of such trips in the CPU mode.
+  a fixed count of iterations (:data:`ITERATIONS`) in which a lane that has stopped keeps its
+  values (a ``jnp.where`` mask), so a lane that stops within them gets the early exit's
+  result; the branches that the CPU mode runs on some lanes run on all of them, masked. The
+  iterations are unrolled into trips of several iterations (:data:`UNROLL`). On a GPU every
+  trip of a ``while_loop`` is a kernel launch and a device-to-host read of its condition, and
+  a step is hundreds of such trips in the CPU mode.
 
 ``"auto"`` picks ``"cpu"`` on the CPU backend and ``"accelerator"`` on any other.
 
@@ -33,10 +33,15 @@ import jax.numpy as jnp
 
 SOLVERS = ("auto", "cpu", "accelerator")
 
-# Iterations per trip of the accelerator mode's fixed loops (velocity sweeps, position
-# iterations, TOI velocity sweeps; the 14 bisection steps and 20 TOI position iterations are
-# unrolled entirely). Larger factors mean fewer trips and longer compiles.
-UNROLL = {"velocity": 30, "position": 30, "toi_velocity": 30, "bisection": 14, "toi_position": 20}
+# Iterations per trip of the accelerator mode's fixed loops; a loop of a single trip is
+# straight-line code. Larger factors mean fewer trips and longer compiles.
+UNROLL = {"velocity": 12, "position": 10, "toi_velocity": 10, "bisection": 14, "toi_position": 20}
+# The accelerator mode's iteration counts of the loops that stop early in the CPU mode, where
+# they are below Box2D's caps (60 position iterations; up to 180 TOI velocity sweeps, until a
+# fixed point). A lane converged within them gets the CPU mode's result; the measured counts
+# (docs/envs/lunar_lander.md): position iterations converged within 2, TOI sweeps within 9,
+# but for one TOI solve in 18, which reached no exact fixed point.
+ITERATIONS = {"position": 10, "toi_velocity": 20}
 
 _COUNTS: collections.Counter | None = None
 _QUIET = [False]  # while tracing the iterations inside a fixed loop's trip: no inner ticks
@@ -122,10 +127,20 @@ def unrolled(step: Callable, carry: Any, iterations: int) -> Any:
 
 
 def masked_while(name: str, cond: Callable, body: Callable, init: Any, max_trips: int) -> Any:
-    """``lax.while_loop(cond, body, init)`` as ``max_trips`` masked iterations: once ``cond``
-    fails, later iterations keep the carry. Equal to the while loop when it never makes more
-    than ``max_trips`` trips (the loops of the solver count their trips in ``cond``)."""
+    """``lax.while_loop(cond, body, init)`` as ``max_trips`` masked iterations (at most
+    ``ITERATIONS[name]``): once ``cond`` fails, later iterations keep the carry. Equal to the
+    while loop when it makes no more trips than that (the solver's loops cap their trips)."""
+    max_trips = min(max_trips, ITERATIONS.get(name, max_trips))
     return fixed_loop(name, lambda c: _select(cond(c), body(c), c), init, max_trips)
 
 
-__all__ = ["SOLVERS", "UNROLL", "counting", "fixed_loop", "masked_while", "resolve_solver", "tick"]
+__all__ = [
+    "ITERATIONS",
+    "SOLVERS",
+    "UNROLL",
+    "counting",
+    "fixed_loop",
+    "masked_while",
+    "resolve_solver",
+    "tick",
+]

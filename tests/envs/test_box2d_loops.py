@@ -23,7 +23,7 @@ def _collatz(x0, cap):
 
 @pytest.mark.parametrize("unroll", [1, 4, 7, 20])
 def test_masked_while_equals_while_loop_per_lane(monkeypatch, unroll):
-    monkeypatch.setitem(loops.UNROLL, "position", unroll)
+    monkeypatch.setitem(loops.UNROLL, "toi_position", unroll)
     xs = jnp.array([1, 2, 3, 6, 7, 9, 27, 97])
     cap = 20  # some lanes stop at 1, others at the cap
 
@@ -33,7 +33,7 @@ def test_masked_while_equals_while_loop_per_lane(monkeypatch, unroll):
 
     def masked(x):
         cond, body, init = _collatz(x, cap)
-        return loops.masked_while("position", cond, body, init, cap)
+        return loops.masked_while("toi_position", cond, body, init, cap)
 
     ref = jax.jit(jax.vmap(reference))(xs)
     got = jax.jit(jax.vmap(masked))(xs)
@@ -41,6 +41,13 @@ def test_masked_while_equals_while_loop_per_lane(monkeypatch, unroll):
     np.testing.assert_array_equal(np.asarray(got[1]), np.asarray(ref[1]))
     # hand-checked: 6 -> 3 -> 10 -> 5 -> 16 -> 8 -> 4 -> 2 -> 1 is 8 steps; 27 hits the cap
     assert int(ref[0][3]) == 8 and int(ref[0][6]) == cap
+
+
+def test_masked_while_stops_at_the_accelerator_count():
+    """A loop named in ``ITERATIONS`` runs at most that many iterations, masked."""
+    cond, body, init = _collatz(27, 100)
+    n, _ = jax.jit(lambda: loops.masked_while("position", cond, body, init, 100))()
+    assert int(n) == loops.ITERATIONS["position"] < 100
 
 
 @pytest.mark.parametrize("iterations,unroll,trips", [(180, 30, 6), (60, 25, 2), (14, 14, 0)])

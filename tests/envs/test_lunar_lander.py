@@ -56,9 +56,13 @@ def _gym_start(seed: int, continuous: bool = False):
     return env, obs, heights, force, fake
 
 
-@pytest.fixture(scope="module")
-def env_discrete():
-    env, params = ll.make_lunar_lander()
+# the accelerator mode's unrolled loops compile for minutes on CPU: its tests are slow
+SOLVERS = ["cpu", pytest.param("accelerator", marks=pytest.mark.slow)]
+
+
+@pytest.fixture(scope="module", params=SOLVERS)
+def env_discrete(request):
+    env, params = ll.make_lunar_lander(solver=request.param)
     return env, params, jax.jit(env.reset_from)
 
 
@@ -229,9 +233,9 @@ def test_core_distance():
 # --------------------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def stepper():
-    env, params = ll.make_lunar_lander()
+@pytest.fixture(scope="module", params=["cpu", "accelerator"])
+def stepper(request):
+    env, params = ll.make_lunar_lander(solver=request.param)
     return env, params, jax.jit(env.reset_from), jax.jit(env.step_env)
 
 
@@ -337,12 +341,12 @@ def _mirror_heights(heights):
     return jnp.concatenate([heights[: ll.CHUNKS][::-1], heights[ll.CHUNKS :]])
 
 
-def _heuristic_stats_jax(n, seed=123, inverted=False, mirrored=False, aim=0.0):
+def _heuristic_stats_jax(n, seed=123, inverted=False, mirrored=False, aim=0.0, solver="cpu"):
     """Return and landing of Gymnasium's heuristic (steering for a pad at ``x = aim``) over
     ``n`` episodes. ``mirrored``: every episode starts as the mirror image of the plain one
     (terrain reversed, sideways push negated) and the heuristic sees the mirrored
     observation, so the run is the plain run seen in a mirror if the physics is symmetric."""
-    env, params = ll.make_lunar_lander(inverted=inverted)
+    env, params = ll.make_lunar_lander(inverted=inverted, solver=solver)
     shift = jnp.zeros(8).at[0].set(aim)
     see = (lambda o: ll.mirror_observation(o) - shift) if mirrored else (lambda o: o - shift)
 
@@ -372,12 +376,13 @@ def _heuristic_stats_jax(n, seed=123, inverted=False, mirrored=False, aim=0.0):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("n", [10, 100])
-def test_heuristic_statistics_match(n):
+@pytest.mark.parametrize("n,solver", [(10, "cpu"), (100, "cpu"), (100, "accelerator")])
+def test_heuristic_statistics_match(n, solver):
     g = _heuristic_stats_gym(range(n))
-    j = _heuristic_stats_jax(n)
+    j = _heuristic_stats_jax(n, solver=solver)
     print(
-        f"heuristic n={n}: gym return {g[:, 0].mean():.1f} landed {g[:, 1].mean():.2f}; "
+        f"heuristic n={n} ({solver}): gym return {g[:, 0].mean():.1f} "
+        f"landed {g[:, 1].mean():.2f}; "
         f"jax return {j[:, 0].mean():.1f} landed {j[:, 1].mean():.2f}"
     )
     tol = 0.10 if n >= 100 else 0.25  # 10 episodes: a looser check on a noisy mean
