@@ -53,6 +53,7 @@ _COMMAND_MODULES: tuple[str, ...] = (
     "selfref_ghn.run.lineage",
     "selfref_ghn.tools.bench",
     "selfref_ghn.tools.sweep",
+    "selfref_ghn.tools.suite",
     "selfref_ghn.tools.render",
     "selfref_ghn.tools.assess",
     "selfref_ghn.run.plotting",

@@ -130,6 +130,7 @@ def run_comparison(
     recovery: str = "raw",
     floor: str | float = "random",
     loggers: str | Sequence[str] | None = None,
+    floor_info: Mapping[str, Any] | None = None,
 ) -> dict[str, dict[int, dict[str, np.ndarray]]]:
     """Run (or read back) every method on every seed, then write the table and figure.
 
@@ -150,6 +151,8 @@ def run_comparison(
             floor) or a known floor return.
         loggers: trackers besides ``metrics.csv`` (``wandb``, ``tensorboard``), grouped by
             ``out_dir`` (:mod:`selfref_ghn.run.tracking`); a missing extra fails before any run.
+        floor_info: with a known ``floor``, how it was found (e.g. measured earlier by
+            :func:`selfref_ghn.run.metrics.recovery_floor`), recorded in the report.
 
     Returns:
         ``curves[method][seed]``: each run's metric columns.
@@ -171,7 +174,10 @@ def run_comparison(
     stream = sys.stdout if progress is True else (progress or None)
     configs = {m: method_config(config, m) for m in methods}  # validate all before any run
     track = {"loggers": resolve(loggers), "tracking_root": out}
+    known = floor_info if recovery == "normalised" and floor_info is not None else None
     floor_value, floor_info = run_metrics.recovery_floor(config, recovery, parse_floor(floor))
+    if known is not None and floor_value is not None:
+        floor_info = {**known, "floor": floor_value}
     if stream and floor_value is not None:
         print(f"[floor] {run_metrics.floor_text(floor_info)}", file=stream, flush=True)
     (out / "compare.json").write_text(
