@@ -248,7 +248,7 @@ def write_report(
             w = csv.DictWriter(f, fieldnames=keys)
             w.writeheader()
             w.writerows(rows)
-    plot_suite(curves, configs, out / "returns.png")
+    plot_suite(curves, configs, out / "returns.png", {k: v for k, (v, _) in floors.items()})
     first = next(iter(configs.values()))
     lines = [
         f"# Suite `{suite.name}`\n",
@@ -289,8 +289,10 @@ def plot_suite(
     curves: Mapping[str, Mapping[str, Mapping[int, Mapping[str, np.ndarray]]]],
     configs: Mapping[str, Config],
     path: Path,
+    floors: Mapping[str, float | None] | None = None,
 ) -> Path:
-    """One panel per environment: mean best return over seeds per method, windows shaded."""
+    """One panel per environment: mean best return over seeds per method, windows shaded,
+    the floor return dotted."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -305,6 +307,9 @@ def plot_suite(
     for ax, (env, cfg) in zip(axes.flat, configs.items(), strict=False):
         for start, end in cfg.switch_windows:
             ax.axvspan(start, end, color="0.88", lw=0)
+        floor = (floors or {}).get(env)
+        if floor is not None:
+            ax.axhline(floor, color="0.4", ls=":", lw=1.0, label="floor")
         for k, m in enumerate(methods):
             runs = curves.get(env, {}).get(m, {})
             if not runs:
