@@ -361,6 +361,16 @@ def main() -> None:
         action="store_true",
         help="count loop trips per step and while loops and fusions in the compiled step",
     )
+    parser.add_argument(
+        "--trip-solvers",
+        nargs="+",
+        choices=["cpu", "accelerator"],
+        default=["cpu", "accelerator"],
+        help="solver modes whose loop trips --trips counts (default: both)",
+    )
+    parser.add_argument(
+        "--trips-only", action="store_true", help="with --trips: no throughput timing"
+    )
     args = parser.parse_args()
     if args.fast_cpu_loops:
         fuse_small_cpu_loops()
@@ -374,7 +384,7 @@ def main() -> None:
 
     results = {"jax": [], "gymnasium": [], "latency_proxy": []}
     for b in args.batches if args.trips else []:
-        for solver in ("cpu", "accelerator"):
+        for solver in args.trip_solvers:
             rec = {"batch": b, "solver": solver, **loop_trips(solver, b, args.warmup)}
             rec.update(hlo_counts(solver, b))
             results["latency_proxy"].append(rec)
@@ -387,7 +397,7 @@ def main() -> None:
                 flush=True,
             )
     n_dev = len(jax.devices())
-    for b in args.batches:
+    for b in [] if args.trips_only else args.batches:
         d = n_dev if b % n_dev == 0 else 1  # batch 1 runs on one device
         for toi in (True, False) if args.no_toi else (True,):
             jax_recs, gym_rec = interleaved(b, args, d, toi)
