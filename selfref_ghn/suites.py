@@ -9,7 +9,8 @@ and :meth:`Suite.configs` each environment's validated config.
   ``[cos, sin, w]`` seen as ``[sin, cos, -w]``; switched during generations [400, 700) and
   [900, 1200) of 1500; P=50, C=4, horizon 500, 10 seeds (the paper's protocol; a GPU command).
 * ``classic-cpu``: the same environments and rules, P=16, horizon 200, 300 generations with
-  the windows scaled by 1/5; 3 seeds; about an hour on a 2-core CPU.
+  the windows scaled by 1/5; 3 seeds; about an hour on a 2-core CPU for the
+  nine evolutionary methods, PPO about as long again.
 * ``minatar``: four MinAtar games with reversed actions, conv policies generated in blocks.
 * ``brax``: Ant and HalfCheetah rewarded for running backwards, or for a target speed.
 
@@ -117,9 +118,9 @@ SUITES: dict[str, Suite] = {
     ),
     "classic-cpu": Suite(
         "classic-cpu",
-        "the classic suite scaled to about an hour of a 2-core CPU: P=16, C=4, horizon 200, "
-        "300 generations with the paper's windows scaled by 1/5 ([80, 140) and [180, 240)), "
-        "3 seeds",
+        "the classic suite at the scale of a 2-core CPU (about an hour for the nine "
+        "evolutionary methods, PPO about as long again): P=16, C=4, horizon 200, 300 "
+        "generations with the paper's windows scaled by 1/5 ([80, 140) and [180, 240)), 3 seeds",
         dict(
             population_size=16,
             num_children=4,
