@@ -12,7 +12,8 @@ Writes ``lunar_lander_bench.json`` (config, library versions, git hash, per-roun
 ``--solvers cpu accelerator`` times the JAX env in each solver mode (``envs._box2d_loops``), in
 the same alternating rounds; ``--baseline REV`` adds the CPU mode of the LunarLander modules as
 they were at git revision ``REV`` (imported as a separate package), so that old and new code
-are timed side by side in one process. ``--trips`` adds the latency proxy for accelerators,
+are timed side by side in one process, and first checks whether the two lower to the same
+program. ``--trips`` adds the latency proxy for accelerators,
 for each solver: the sequential loop trips per env step (counted while running, by loop, on a
 fresh batch, whose landers are still in free flight, and after ``--warmup`` steps, when some
 touch the ground) and the number of while loops and fusions in the compiled batched step, for
@@ -139,6 +140,21 @@ def loop_trips(solver: str, batch: int, warmup: int, steps: int = 10) -> dict:
             state = run(state, jax.random.split(jax.random.key(100 + i), (batch, steps)))[0]
         state, out["after_warmup"] = measure(state, 2)
     return out
+
+
+def same_program_as_baseline(batch: int, steps: int = 10) -> bool:
+    """Whether the CPU mode's batched, scanned step lowers to the very program (StableHLO text
+    without source locations) that the ``--baseline`` revision's does."""
+
+    def text(solver):
+        env, params = _make(solver)
+        keys = jax.random.split(jax.random.key(0), batch)
+        _, state = jax.jit(jax.vmap(env.reset, in_axes=(0, None)))(keys, params)
+        run = jax.jit(_random_steps(env, params, steps))
+        lowered = run.lower(state, jax.random.split(jax.random.key(1), (batch, steps)))
+        return re.sub(r"loc\([^)]*\)", "", lowered.as_text(debug_info=False))
+
+    return text("cpu") == text(None)
 
 
 def hlo_counts(solver: str, batch: int) -> dict:
@@ -379,8 +395,12 @@ def main() -> None:
         use_cpu_devices(args.cpu_devices or None)
     jnp.zeros(())  # initialise the backend before timing
     os.makedirs(args.out, exist_ok=True)
+    same = {}
     if args.baseline:
         load_baseline(args.baseline)
+        for b in args.batches:
+            same[str(b)] = same_program_as_baseline(b)
+            print(f"batch {b}: CPU mode lowers to the baseline's program: {same[str(b)]}")
 
     results = {"jax": [], "gymnasium": [], "latency_proxy": []}
     for b in args.batches if args.trips else []:
@@ -436,6 +456,7 @@ def main() -> None:
         "xla_flags": os.environ.get("XLA_FLAGS", ""),
         "results": results,
         "speedup_vs_gymnasium": speedup,
+        "cpu_program_same_as_baseline": same,
     }
     path = os.path.join(args.out, "lunar_lander_bench.json")
     with open(path, "w") as f:
