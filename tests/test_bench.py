@@ -14,7 +14,6 @@ import numpy as np
 import pytest
 
 from selfref_ghn.config import Config
-from selfref_ghn.evolution import generation as evolution_lib
 from selfref_ghn.evolution import selection
 from selfref_ghn.evolution.generation import Evolution
 from selfref_ghn.tools import bench, cli
@@ -115,7 +114,7 @@ def test_profile_phases_get_the_inputs_the_fused_step_gives_them(monkeypatch, ov
     for name in _PHASE_METHODS:
         monkeypatch.setattr(Evolution, name, recorder(name, getattr(Evolution, name), True))
     survivors = recorder("survivors", selection.survivors, False)
-    monkeypatch.setattr(evolution_lib, "survivors", survivors)
+    # the step's selection (selection.SELECT's functions) and the profile's both call it here
     monkeypatch.setattr(selection, "survivors", survivors)
     # the initial population's policies are no phase of a generation: not recorded
     monkeypatch.setattr(Evolution, "init", lambda self, *a, **k: state)
@@ -266,3 +265,9 @@ def test_only_selects_cases_by_name(monkeypatch, tmp_path):
     argv = ["--out", str(tmp_path), "--workloads", "heads", "--only", "dense-4-,block-17-"]
     assert bench.main(argv) == 0
     assert sorted(c.name for c in seen) == ["f-block-17-64-64-6", "f-dense-4-32-2"]
+
+
+def test_profile_refuses_a_mode_whose_phases_differ():
+    evo = Evolution.create(Config(**{**TINY, "evolution_mode": "generational"}))
+    with pytest.raises(ValueError, match="evolution_mode='generational'"):
+        bench.generation_phases(evo, None)

@@ -68,8 +68,12 @@ def _env(tmp_path: Path, cache: str | None) -> dict[str, str]:
 
 
 def test_resolve_order(monkeypatch, tmp_path):
+    import jax
+
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     monkeypatch.delenv(cc.ENV_VAR, raising=False)
+    # a command run earlier in this process may have set JAX's folder, which comes first
+    monkeypatch.setitem(jax.config.values, "jax_compilation_cache_dir", None)
     assert cc.default_dir() == tmp_path / "xdg" / "selfref_ghn" / "jax"
     assert cc.resolve() == tmp_path / "xdg" / "selfref_ghn" / "jax"
     monkeypatch.setenv(cc.ENV_VAR, str(tmp_path / "env"))

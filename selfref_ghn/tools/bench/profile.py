@@ -40,10 +40,19 @@ def generation_phases(evo: Any, state: Any) -> dict[str, tuple[Callable, tuple]]
 
     Returns:
         ``{phase: (fn, args)}`` in step order; ``fn(*args)`` runs the phase (not jitted).
+
+    Raises:
+        ValueError: for a config whose ``evolution_mode`` is not ``elitist_union`` (the other
+            modes evaluate the children only; their phases are not these).
     """
     import jax
     import jax.numpy as jnp
 
+    if evo.config.evolution_mode != "elitist_union":
+        raise ValueError(
+            f"the phase profile follows the elitist_union step, not evolution_mode="
+            f"{evo.config.evolution_mode!r}"
+        )
     children, _ = jax.jit(evo.mutate_population)(state)
     policies = jnp.concatenate([state.policy, jax.jit(evo.policies)(children)])
     fitness = jax.jit(evo.evaluate_members)(state, policies).fitness
