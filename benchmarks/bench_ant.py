@@ -41,6 +41,23 @@ def _git_hash() -> str:
         return "unknown"
 
 
+def time_steps(step, keys, state, actions, params, repeats: int) -> tuple:
+    """Compile the batched ``step``, run it once, then time ``len(actions)`` consecutive steps
+    ``repeats`` times. Returns ``(compile_s, times, last_obs, last_reward)``."""
+    t0 = time.perf_counter()
+    step_c = step.lower(keys, state, actions[0], params).compile()
+    compile_s = time.perf_counter() - t0
+    state = jax.block_until_ready(step_c(keys, state, actions[0], params)[1])  # warm-up
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        for t in range(len(actions)):
+            obs, state, reward, *_ = step_c(keys, state, actions[t], params)
+        jax.block_until_ready(state)
+        times.append(time.perf_counter() - t0)
+    return compile_s, times, obs, reward
+
+
 def bench_one(name: str, factory, batch: int, steps: int, repeats: int) -> dict[str, Any]:
     """Compile times and env-steps/s of one environment at one batch size."""
     t0 = time.perf_counter()
@@ -55,17 +72,7 @@ def bench_one(name: str, factory, batch: int, steps: int, repeats: int) -> dict[
     )
     reset_compile_s = time.perf_counter() - t0
     actions = jax.random.uniform(jax.random.key(1), (steps, batch, 8), minval=-1.0, maxval=1.0)
-    t0 = time.perf_counter()
-    step_c = step.lower(keys, state, actions[0], params).compile()
-    step_compile_s = time.perf_counter() - t0
-    state = jax.block_until_ready(step_c(keys, state, actions[0], params)[1])  # warm-up
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        for t in range(steps):
-            obs, state, reward, *_ = step_c(keys, state, actions[t], params)
-        jax.block_until_ready(state)
-        times.append(time.perf_counter() - t0)
+    step_compile_s, times, obs, reward = time_steps(step, keys, state, actions, params, repeats)
     best = min(times)
     record = {
         "env": name,

@@ -24,7 +24,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-from bench_ant import _git_hash
+from bench_ant import _git_hash, time_steps
 from selfref_ghn.envs import brax_envs
 
 
@@ -37,17 +37,7 @@ def bench_backend(task: str, backend: str, batch: int, steps: int, repeats: int)
         jax.random.key(1), (steps, batch, env.num_actions), minval=-1.0, maxval=1.0
     )
     step = jax.jit(jax.vmap(env.step, in_axes=(0, 0, 0, None)))
-    t0 = time.perf_counter()
-    step_c = step.lower(keys, state, actions[0], params).compile()
-    step_compile_s = time.perf_counter() - t0
-    state = jax.block_until_ready(step_c(keys, state, actions[0], params)[1])  # warm-up
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        for t in range(steps):
-            obs, state, reward, *_ = step_c(keys, state, actions[t], params)
-        jax.block_until_ready(state)
-        times.append(time.perf_counter() - t0)
+    step_compile_s, times, obs, reward = time_steps(step, keys, state, actions, params, repeats)
     record = {
         "task": task,
         "backend": backend,
