@@ -67,13 +67,15 @@ def _env(tmp_path: Path, cache: str | None) -> dict[str, str]:
     return env
 
 
-def test_resolve_order(monkeypatch, tmp_path):
+def test_resolve_order(monkeypatch, tmp_path, request):
     import jax
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     monkeypatch.delenv(cc.ENV_VAR, raising=False)
     # a command run earlier in this process may have set JAX's folder, which comes first
-    monkeypatch.setitem(jax.config.values, "jax_compilation_cache_dir", None)
+    before = jax.config.values["jax_compilation_cache_dir"]
+    jax.config.update("jax_compilation_cache_dir", None)
+    request.addfinalizer(lambda: jax.config.update("jax_compilation_cache_dir", before))
     assert cc.default_dir() == tmp_path / "xdg" / "selfref_ghn" / "jax"
     assert cc.resolve() == tmp_path / "xdg" / "selfref_ghn" / "jax"
     monkeypatch.setenv(cc.ENV_VAR, str(tmp_path / "env"))

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -65,6 +66,7 @@ def test_fmt_ci_marks_seeds_that_never_recovered():
     assert rs.fmt_ci([1.0, 3.0]).startswith("2.0 ± ")
 
 
+@pytest.mark.slow  # about 20-25 s on a 2-core CPU; `make test-all` runs it
 def test_smoke_scale_end_to_end(tmp_path):
     out = tmp_path / "study"
     assert rs.main(["--scale", "smoke", "--out", str(out), "--quiet"]) == 0

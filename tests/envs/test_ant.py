@@ -99,6 +99,7 @@ def test_ant_v5_matches_gymnasium(v5):
     assert worst["max_contact_cost"] > 1e-3, worst  # the contact term was really compared
 
 
+@pytest.mark.slow  # about 20-25 s on a 2-core CPU; `make test-all` runs it
 def test_ant_switch_negates_actions_without_recompiling(v5):
     env, params, _ = v5
     with jax.enable_x64(True):
