@@ -41,6 +41,33 @@ def _git_hash() -> str:
         return "unknown"
 
 
+def write_result(
+    out: str, benchmark: str, name: str, config: dict, records: list, started: float
+) -> str:
+    """Write ``records`` with the machine and versions they were measured on to ``out/name``."""
+    from importlib.metadata import version
+
+    result = {
+        "benchmark": benchmark,
+        "config": config,
+        "selfref_ghn_version": version("selfref_ghn"),
+        "jax_version": jax.__version__,
+        "git_hash": _git_hash(),
+        "devices": [str(d) for d in jax.devices()],
+        "cpu_count": os.cpu_count(),
+        "platform": platform.platform(),
+        "load_average_at_end": os.getloadavg(),
+        "total_s": round(time.time() - started, 1),
+        "results": records,
+    }
+    os.makedirs(out, exist_ok=True)
+    path = os.path.join(out, name)
+    with open(path, "w") as f:
+        json.dump(result, f, indent=2)
+    print(f"wrote {path} in {result['total_s']} s")
+    return path
+
+
 def time_steps(step, keys, state, actions, params, repeats: int) -> tuple:
     """Compile the batched ``step``, run it once, then time ``len(actions)`` consecutive steps
     ``repeats`` times. Returns ``(compile_s, times, last_obs, last_reward)``."""
@@ -120,26 +147,8 @@ def main() -> None:
                 records.append({"env": name, "batch": batch, "error": repr(err)})
                 print(json.dumps(records[-1]), flush=True)
 
-    from importlib.metadata import version
-
-    result = {
-        "benchmark": "bench_ant",
-        "config": {"quick": args.quick, "steps": steps, "repeats": repeats, "batches": batches},
-        "selfref_ghn_version": version("selfref_ghn"),
-        "jax_version": jax.__version__,
-        "git_hash": _git_hash(),
-        "devices": [str(d) for d in jax.devices()],
-        "cpu_count": os.cpu_count(),
-        "platform": platform.platform(),
-        "load_average_at_end": os.getloadavg(),
-        "total_s": round(time.time() - started, 1),
-        "results": records,
-    }
-    os.makedirs(args.out, exist_ok=True)
-    path = os.path.join(args.out, "bench_ant.json")
-    with open(path, "w") as f:
-        json.dump(result, f, indent=2)
-    print(f"wrote {path} in {result['total_s']} s")
+    config = {"quick": args.quick, "steps": steps, "repeats": repeats, "batches": batches}
+    write_result(args.out, "bench_ant", "bench_ant.json", config, records, started)
 
 
 if __name__ == "__main__":

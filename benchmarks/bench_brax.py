@@ -17,14 +17,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import time
 from typing import Any
 
 import jax
 import jax.numpy as jnp
-from bench_ant import _git_hash, time_steps
+from bench_ant import time_steps, write_result
 from selfref_ghn.envs import brax_envs
 
 
@@ -74,26 +72,8 @@ def main() -> None:
             records.append({"backend": backend, "error": repr(err)})
             print(json.dumps(records[-1]), flush=True)
 
-    from importlib.metadata import version
-
-    result = {
-        "benchmark": "bench_brax",
-        "config": vars(args),
-        "selfref_ghn_version": version("selfref_ghn"),
-        "jax_version": jax.__version__,
-        "git_hash": _git_hash(),
-        "devices": [str(d) for d in jax.devices()],
-        "cpu_count": os.cpu_count(),
-        "platform": platform.platform(),
-        "load_average_at_end": os.getloadavg(),
-        "total_s": round(time.time() - started, 1),
-        "results": records,
-    }
-    os.makedirs(args.out, exist_ok=True)
-    path = os.path.join(args.out, f"bench_brax_{args.task}.json")
-    with open(path, "w") as f:
-        json.dump(result, f, indent=2)
-    print(f"wrote {path} in {result['total_s']} s")
+    name = f"bench_brax_{args.task}.json"
+    write_result(args.out, "bench_brax", name, vars(args), records, started)
 
 
 if __name__ == "__main__":

@@ -39,3 +39,15 @@ TINY = dict(
 @pytest.fixture
 def tiny_config() -> Config:
     return Config(**TINY)
+
+
+@pytest.fixture
+def nothing_compiles(monkeypatch):
+    """Fail the test if an Evolution is built or a chunk compiled (bad input must stop first)."""
+    from selfref_ghn.evolution.generation import Evolution
+
+    def refuse(*a, **k):
+        raise AssertionError("built or compiled despite a bad config")
+
+    monkeypatch.setattr(Evolution, "create", classmethod(refuse))
+    monkeypatch.setattr(Evolution, "compiled_chunk", refuse)

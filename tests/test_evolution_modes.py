@@ -203,15 +203,6 @@ def test_modes_give_the_same_bits_on_1_and_2_devices():
 
 
 # ------------------------------------------------------------------- bad input
-@pytest.fixture
-def nothing_compiles(monkeypatch):
-    def refuse(*a, **k):
-        raise AssertionError("built or compiled despite a bad config")
-
-    monkeypatch.setattr(Evolution, "create", classmethod(refuse))
-    monkeypatch.setattr(Evolution, "compiled_chunk", refuse)
-
-
 @pytest.mark.parametrize(
     "sets,message",
     [

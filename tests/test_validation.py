@@ -81,15 +81,6 @@ BAD = [
 ]
 
 
-@pytest.fixture
-def nothing_compiles(monkeypatch):
-    def refuse(*a, **k):
-        raise AssertionError("built or compiled despite a bad config")
-
-    monkeypatch.setattr(Evolution, "create", classmethod(refuse))
-    monkeypatch.setattr(Evolution, "compiled_chunk", refuse)
-
-
 @pytest.mark.parametrize("argv,message", BAD, ids=[" ".join(a) for a, _ in BAD])
 def test_bad_config_is_one_message_and_exit_2(argv, message, nothing_compiles, capsys):
     assert cli.main(["run", *argv]) == 2
