@@ -703,8 +703,12 @@ def _joint_velocity(scene: Scene, j: int, jc, body_a, body_b, imp, mot, lim):
     return body_a, body_b, imp, new_mot
 
 
-def _joint_position(scene: Scene, j: int, pa, pb, lim):
-    """``b2RevoluteJoint::SolvePositionConstraints`` on scalars; returns (pa, pb, ok)."""
+def _joint_position(scene: Scene, j: int, pa, pb, lim, fence: bool = False):
+    """``b2RevoluteJoint::SolvePositionConstraints`` on scalars; returns (pa, pb, ok).
+
+    ``fence``: store the intermediate values once (:func:`_fence`; the accelerator mode, whose
+    unrolled iterations XLA:CPU would otherwise fuse into kernels too large to compile)."""
+    keep = _fence if fence else (lambda *xs: xs)
     im, ii = _masses(scene)
     ma, mb, ia, ib = im[0], im[j + 1], ii[0], ii[j + 1]
     cax, cay, aa = pa
@@ -719,8 +723,7 @@ def _joint_position(scene: Scene, j: int, pa, pb, lim):
     )
     ang_err = jnp.where(lim == 1, -c_low, jnp.where(lim == 2, c_up, 0.0))
     lim_imp = jnp.where(lim != 0, -(1.0 / (ia + ib)) * lim_c, 0.0)
-    aa = aa - ia * lim_imp
-    ab = ab + ib * lim_imp
+    aa, ab = keep(aa - ia * lim_imp, ab + ib * lim_imp)
     lc = np.asarray(scene.local_center, np.float64)
     la = np.asarray(scene.anchor_a, np.float64)[j] - lc[0]
     lb = np.asarray(scene.anchor_b, np.float64)[j] - lc[j + 1]
@@ -734,10 +737,9 @@ def _joint_position(scene: Scene, j: int, pa, pb, lim):
     k22 = ma + mb + ia * rax * rax + ib * rbx * rbx
     det = k11 * k22 - k12 * k12
     det = jnp.where(det != 0.0, 1.0 / jnp.where(det != 0.0, det, 1.0), 0.0)
-    px = -det * (k22 * ex - k12 * ey)
-    py = -det * (k11 * ey - k12 * ex)
-    pa = (cax - ma * px, cay - ma * py, aa - ia * (rax * py - ray * px))
-    pb = (cbx + mb * px, cby + mb * py, ab + ib * (rbx * py - rby * px))
+    px, py = keep(-det * (k22 * ex - k12 * ey), -det * (k11 * ey - k12 * ex))
+    pa = keep(cax - ma * px, cay - ma * py, aa - ia * (rax * py - ray * px))
+    pb = keep(cbx + mb * px, cby + mb * py, ab + ib * (rbx * py - rby * px))
     ok = (pos_err <= LINEAR_SLOP) & (ang_err <= ANGULAR_SLOP)
     return pa, pb, ok
 
@@ -1200,7 +1202,9 @@ def world_step(
         bp = list(bp)
         ok_all = jnp.array(True)
         for j in (1, 0):
-            bp[0], bp[j + 1], ok = _joint_position(scene, j, bp[0], bp[j + 1], jlim[j])
+            bp[0], bp[j + 1], ok = _joint_position(
+                scene, j, bp[0], bp[j + 1], jlim[j], fence=solver == "accelerator"
+            )
             ok_all = ok_all & ok
         min_sep = jnp.where(ok_all, jnp.min(jnp.stack(min_sep)), -1.0)
         return tuple(bp), i + 1, min_sep >= -3.0 * LINEAR_SLOP, pcs, jlim

@@ -35,13 +35,14 @@ SOLVERS = ("auto", "cpu", "accelerator")
 
 # Iterations per trip of the accelerator mode's fixed loops; a loop of a single trip is
 # straight-line code. Larger factors mean fewer trips and longer compiles.
-UNROLL = {"velocity": 12, "position": 10, "toi_velocity": 10, "bisection": 14, "toi_position": 20}
+UNROLL = {"velocity": 20, "position": 20, "toi_velocity": 10, "bisection": 14, "toi_position": 20}
 # The accelerator mode's iteration counts of the loops that stop early in the CPU mode, where
-# they are below Box2D's caps (60 position iterations; up to 180 TOI velocity sweeps, until a
-# fixed point). A lane converged within them gets the CPU mode's result; the measured counts
-# (docs/envs/lunar_lander.md): position iterations converged within 2, TOI sweeps within 9,
-# but for one TOI solve in 18, which reached no exact fixed point.
-ITERATIONS = {"position": 10, "toi_velocity": 20}
+# they are below Box2D's caps (up to 180 TOI velocity sweeps, until a fixed point; the 60
+# position iterations are all kept: a lander that lands hard needs up to ~50 of them). A lane
+# converged within them gets the CPU mode's result; the measured counts
+# (docs/envs/lunar_lander.md): TOI sweeps within 9, but for one TOI solve in 18, which
+# reached no exact fixed point.
+ITERATIONS = {"toi_velocity": 20}
 
 _COUNTS: collections.Counter | None = None
 _QUIET = [False]  # while tracing the iterations inside a fixed loop's trip: no inner ticks
@@ -119,11 +120,41 @@ def unrolled(step: Callable, carry: Any, iterations: int) -> Any:
     """``step`` applied ``iterations`` times as straight-line code (no loop, no trips)."""
     quiet, _QUIET[0] = _QUIET[0], True
     try:
-        for _ in range(iterations):
+        for i in range(iterations):
             carry = step(carry)
+            if i + 1 < iterations:
+                carry = fence(carry)
     finally:
         _QUIET[0] = quiet
     return carry
+
+
+def fence(tree: Any) -> Any:
+    """``tree`` with its values stored once, not re-computed in each consumer's kernel.
+
+    XLA:CPU fuses cheap elementwise producers into every consumer; along a chain of unrolled
+    iterations that re-computes earlier iterations inside later ones, and the kernels grow
+    until LLVM takes many minutes to compile them (a chain of 20 unrolled TOI position
+    iterations: minutes of LLVM for one step at batch 4, against seconds with this fence).
+    ``lax.optimization_barrier`` does not stop it: XLA:CPU removes barriers before its fusion
+    pass. A division does: XLA does not copy an expensive op into several consumers. So the
+    floating-point leaves (stacked by shape and dtype) are divided by a 1 that XLA cannot fold
+    away, and read back as slices. Exact: ``x / 1 == x`` for every ``x``.
+    """
+    leaves, treedef = jax.tree.flatten(tree)
+    groups: dict[tuple, list[int]] = collections.defaultdict(list)
+    for i, x in enumerate(leaves):
+        x = jnp.asarray(x)
+        groups[x.shape, x.dtype].append(i)
+    for (_, dtype), idx in groups.items():
+        stacked = jnp.stack([leaves[i] for i in idx])
+        if jnp.issubdtype(dtype, jnp.floating):
+            # x / 1 with a 1 that XLA cannot fold (2 where x is NaN: NaN / 2 is NaN): exact
+            one = jnp.where(jnp.isnan(stacked), 2.0, 1.0).astype(dtype)
+            stacked = stacked / one
+        for k, i in enumerate(idx):
+            leaves[i] = stacked[k]
+    return jax.tree.unflatten(treedef, leaves)
 
 
 def masked_while(name: str, cond: Callable, body: Callable, init: Any, max_trips: int) -> Any:
