@@ -46,8 +46,8 @@ def test_masked_while_equals_while_loop_per_lane(monkeypatch, unroll):
 def test_masked_while_stops_at_the_accelerator_count():
     """A loop named in ``ITERATIONS`` runs at most that many iterations, masked."""
     cond, body, init = _collatz(27, 100)
-    n, _ = jax.jit(lambda: loops.masked_while("position", cond, body, init, 100))()
-    assert int(n) == loops.ITERATIONS["position"] < 100
+    n, _ = jax.jit(lambda: loops.masked_while("toi_velocity", cond, body, init, 100))()
+    assert int(n) == loops.ITERATIONS["toi_velocity"] < 100
 
 
 @pytest.mark.parametrize("iterations,unroll,trips", [(180, 30, 6), (60, 25, 2), (14, 14, 0)])
