@@ -65,11 +65,12 @@ def test_accelerator_step_matches_cpu_step(cpu_states):
     np.testing.assert_array_equal(np.asarray(tr_a), np.asarray(tr_c))
     np.testing.assert_allclose(np.asarray(o_a), np.asarray(o_c), rtol=1e-3, atol=1e-4)
     np.testing.assert_allclose(np.asarray(r_a), np.asarray(r_c), atol=1e-3)
-    # the last observations of the episodes that end here: measured, 2 of the 48 differ by up
-    # to 8.4e-4 (2e-3 relative; docs/envs/lunar_lander.md), the rest agree as above
+    # the last observations of the episodes that end here: measured, 1 of the 48 differs by
+    # 8.4e-4 (2e-3 relative), from the TOI velocity cap (20 sweeps; with all 180 every lander
+    # agrees to 1.5e-7: docs/envs/lunar_lander.md), the rest agree as above
     f_a, f_c = np.asarray(i_a["final_observation"]), np.asarray(i_c["final_observation"])
     close = np.all(np.isclose(f_a, f_c, rtol=1e-3, atol=1e-4), axis=1)
-    assert close.sum() >= len(close) - 2, np.abs(f_a - f_c).max(axis=1)
+    assert close.sum() >= len(close) - 1, np.abs(f_a - f_c).max(axis=1)
     np.testing.assert_allclose(f_a, f_c, rtol=1e-2, atol=1e-3)
     np.testing.assert_allclose(np.asarray(s_a.phys.c), np.asarray(s_c.phys.c), atol=1e-4)
     np.testing.assert_array_equal(np.asarray(s_a.phys.seg), np.asarray(s_c.phys.seg))
