@@ -589,12 +589,13 @@ def _fence(*xs):
 
     XLA:CPU fuses cheap elementwise producers into each of their consumers, which along a
     Gauss-Seidel sweep re-computes the whole sweep for every output (about 10x the work). The
-    values are stacked and passed through ``lax.optimization_barrier``, which XLA cannot fuse
-    across: they are computed once, in one kernel (not one kernel each), and read back as
-    slices. Exact: no arithmetic is added.
+    values (two or more) are stacked into one array, which XLA does not copy into the kernels
+    that read its slices: they are computed once, in one kernel (not one kernel each), and read
+    back as slices. Exact: no arithmetic is added. The ``lax.optimization_barrier`` around the
+    stack does not do this on XLA:CPU, which removes barriers before fusing (a lone value
+    through a barrier is still copied into every consumer;
+    :func:`selfref_ghn.envs._box2d_loops.fence` explains it).
     """
-    if len(xs) == 1:
-        return (jax.lax.optimization_barrier(xs[0]),)
     stacked = jax.lax.optimization_barrier(jnp.stack(jnp.broadcast_arrays(*xs)))
     return tuple(stacked[i] for i in range(len(xs)))
 
@@ -602,8 +603,13 @@ def _fence(*xs):
 def _fence_tree(tree):
     """:func:`_fence` for every floating-point array of a pytree (a manifold, a contact cache).
 
-    Their fields are read slice by slice (per body, slot and point); without a fence XLA
-    re-computes the whole collision or cache computation in each slice's kernel.
+    Their fields are read slice by slice (per body, slot and point), and XLA may re-compute
+    the whole collision or cache computation in each slice's kernel. The leaves pass through
+    one ``lax.optimization_barrier`` unstacked, and XLA:CPU removes barriers before fusing, so
+    on the CPU this does not stop that copying (a value through it is fused into each of its
+    consumers as without it). :func:`selfref_ghn.envs._box2d_loops.fence` does stop it, but
+    would change the CPU mode's program, whose measurements (docs/envs/lunar_lander.md) are of
+    this one.
     """
     leaves, treedef = jax.tree.flatten(tree)
     floats = [i for i, x in enumerate(leaves) if jnp.issubdtype(jnp.result_type(x), jnp.floating)]
